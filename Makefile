@@ -1,0 +1,29 @@
+# The two commands a new user needs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install demo test lint bench up
+
+$(BIN)/ticketing: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(BIN)/ticketing
+
+install: $(BIN)/ticketing
+
+demo: install
+	$(BIN)/ticketing demo
+
+up: install
+	$(BIN)/ticketing up
+
+test: install
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/mypy shared services ticketing
+
+bench: install
+	$(BIN)/python -m bench.flash_sale

@@ -1,0 +1,172 @@
+"""Message contracts shared by every service (pydantic v2). The routing key of each is in topology."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OrderStatus(enum.StrEnum):
+    REQUESTED = "REQUESTED"
+    PENDING = "PENDING"
+    PAID = "PAID"
+    REJECTED = "REJECTED"
+    EXPIRED = "EXPIRED"
+    CANCELLED = "CANCELLED"
+    REFUND_PENDING = "REFUND_PENDING"
+    REFUNDED = "REFUNDED"
+
+
+class RejectReason(enum.StrEnum):
+    SOLD_OUT = "sold_out"
+    LIMIT_EXCEEDED = "limit_exceeded"
+    UNKNOWN_TICKET_TYPE = "unknown_ticket_type"
+    INVALID_ORDER = "invalid_order"
+    SALES_CLOSED = "sales_closed"
+
+
+Quantity = Annotated[int, Field(ge=1, le=1000)]
+
+
+class OrderLine(Message):
+    ticket_type_id: UUID
+    quantity: Quantity
+
+
+class PricedLine(Message):
+    ticket_type_id: UUID
+    quantity: int
+    unit_price: int  # integer VND
+
+
+# --- commands -------------------------------------------------------------------------------------
+
+
+class CheckoutRequested(Message):
+    order_id: UUID
+    user_id: str = Field(min_length=1, max_length=200)
+    user_email: str = Field("", max_length=320)
+    locale: str = "vi"
+    items: list[OrderLine] = Field(min_length=1, max_length=50)
+    request_hash: str = Field("", max_length=128)
+
+
+class CreateEvent(Message):
+    event_id: UUID
+    title: str = Field(min_length=1, max_length=300)
+    venue: str = Field(min_length=1, max_length=300)
+    city: str = Field(min_length=1, max_length=100)
+    starts_at: datetime
+    description: str = Field("", max_length=10_000)
+    hold_seconds: int = Field(900, ge=1, le=86_400)
+    ticket_types: list[NewTicketType] = Field(default_factory=list, max_length=100)
+
+
+class NewTicketType(Message):
+    ticket_type_id: UUID
+    name: str = Field(min_length=1, max_length=200)
+    price: int = Field(ge=0, le=1_000_000_000_000)
+    capacity: int = Field(ge=0, le=10_000_000)
+    per_user_limit: int = Field(10, ge=1, le=10_000)
+
+
+class AddTicketType(Message):
+    event_id: UUID
+    ticket_type: NewTicketType
+
+
+class CancelOrder(Message):
+    order_id: UUID
+    user_id: str
+    is_admin: bool = False
+
+
+# --- replies (request/reply over a gateway's own reply queue) ---------------------------------------
+
+
+class OrderView(Message):
+    order_id: UUID
+    user_id: str
+    status: OrderStatus
+    total: int
+    items: list[PricedLine]
+    expires_at: datetime | None = None
+    reason: str | None = None
+    detail: str | None = None
+    created_at: datetime | None = None
+
+
+class CommandResult(Message):
+    ok: bool
+    status: int = 200  # an HTTP-like status the gateway can map directly
+    detail: str | None = None
+    order: OrderView | None = None
+    event_id: UUID | None = None
+
+
+# --- events ---------------------------------------------------------------------------------------
+
+
+class OrderHeld(Message):
+    order_id: UUID
+    user_id: str
+    user_email: str
+    locale: str
+    event_id: UUID
+    items: list[PricedLine]
+    total: int
+    expires_at: datetime
+
+
+class HoldExpiryDue(Message):
+    order_id: UUID
+    expires_at: datetime
+
+
+class OrderReleased(Message):
+    """Published as order.expired or order.cancelled: the hold is gone and the stock is back."""
+
+    order_id: UUID
+    user_id: str
+    status: OrderStatus
+    items: list[PricedLine]
+
+
+class StockChanged(Message):
+    ticket_type_id: UUID
+    event_id: UUID
+    capacity: int
+    held: int
+    sold: int
+
+
+class TicketTypeInfo(Message):
+    ticket_type_id: UUID
+    name: str
+    price: int
+    capacity: int
+    per_user_limit: int
+
+
+class EventInfo(Message):
+    """Published as catalog.event_created and catalog.ticket_type_added: the event as it now stands."""
+
+    event_id: UUID
+    title: str
+    venue: str
+    city: str
+    starts_at: datetime
+    description: str
+    hold_seconds: int
+    ticket_types: list[TicketTypeInfo]
+
+
+CreateEvent.model_rebuild()

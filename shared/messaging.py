@@ -1,0 +1,253 @@
+"""The service chassis for RabbitMQ: one FastStream broker per process, the shared topology,
+publishing with confirms, and consumers that never crash-loop.
+
+A consumer parses its message with a pydantic model and calls a typed handler. What happens on failure:
+
+* the body does not parse, or the handler raises ``PermanentError``: the message goes to the service's
+  dead-letter queue with the reason, the exception type and its original routing in headers;
+* any other exception: the message is republished to the next step of the queue's retry ladder (TTL queues
+  that dead-letter back into the work queue); after the last step, the dead-letter queue;
+* only if even that publish fails does the exception escape: FastStream rejects the delivery and the quorum
+  queue's own dead-letter settings (and delivery limit) still stop it from looping.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import aio_pika
+from aio_pika.abc import AbstractRobustConnection
+from faststream import AckPolicy
+from faststream.rabbit import Channel, QueueType, RabbitBroker, RabbitQueue
+from faststream.rabbit.annotations import RabbitMessage
+from pydantic import BaseModel, ValidationError
+
+from shared import logs, metrics, topology
+from shared.settings import Settings
+from shared.topology import Names, WorkQueue
+
+M = TypeVar("M", bound=BaseModel)
+log = logs.get_logger(__name__)
+
+MAX_REASON_CHARS = 2000
+
+
+class PermanentError(Exception):
+    """Retrying cannot help (bad data, a rule the message breaks): dead-letter at once."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    message_id: str
+    correlation_id: str
+    reply_to: str | None
+    headers: dict[str, Any]
+    routing_key: str
+    redelivered: bool
+
+
+Handler = Callable[[M, Delivery], Awaitable[None]]
+
+
+def encode(model: BaseModel) -> bytes:
+    return model.model_dump_json().encode()
+
+
+class Bus:
+    """A service's connection to RabbitMQ."""
+
+    def __init__(self, settings: Settings, service: str) -> None:
+        self.settings = settings
+        self.service = service
+        self.names = Names(settings.prefix)
+        self.broker = RabbitBroker(
+            settings.rabbitmq_url,
+            default_channel=Channel(prefetch_count=settings.prefetch),
+            graceful_timeout=15.0,
+            app_id=f"ticketing-{service}",
+            logger=None,
+        )
+        self._admin: AbstractRobustConnection | None = None
+        self._declared_delay: set[int] = set()
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    async def start(self, declare_services: tuple[str, ...] = ()) -> None:
+        """Declare the topology (idempotent), then connect the broker and start its subscribers."""
+        self._admin = await aio_pika.connect_robust(self.settings.rabbitmq_url)
+        channel = await self._admin.channel()
+        await topology.declare_exchange(channel, self.names)
+        for service in declare_services:
+            await topology.declare_service(channel, self.names, service, self.settings.delivery_limit)
+        await channel.close()
+        await self.broker.start()
+
+    async def stop(self) -> None:
+        await self.broker.stop()
+        if self._admin is not None:
+            await self._admin.close()
+
+    async def admin_channel(self) -> aio_pika.abc.AbstractChannel:
+        assert self._admin is not None, "Bus.start() first"
+        return await self._admin.channel()
+
+    async def ensure_hold_delay_queue(self, hold_seconds: int) -> str:
+        if hold_seconds not in self._declared_delay:
+            channel = await self.admin_channel()
+            try:
+                await topology.declare_hold_delay_queue(channel, self.names, hold_seconds)
+            finally:
+                await channel.close()
+            self._declared_delay.add(hold_seconds)
+        return self.names.hold_delay_queue(hold_seconds)
+
+    # --- publishing -------------------------------------------------------------------------------
+
+    async def publish_raw(
+        self,
+        body: bytes,
+        routing_key: str,
+        *,
+        exchange: str | None = None,
+        message_id: str,
+        headers: dict[str, Any] | None = None,
+        correlation_id: str | None = None,
+        reply_to: str | None = None,
+        persist: bool = True,
+    ) -> None:
+        """Publish and wait for the broker's confirm (raises on nack, return or timeout)."""
+        hdrs = dict(headers or {})
+        cid = correlation_id or logs.correlation_id.get() or message_id
+        hdrs.setdefault(logs.CORRELATION_HEADER, cid)
+        await self.broker.publish(
+            body,
+            exchange=self.names.events_exchange if exchange is None else exchange,
+            routing_key=routing_key,
+            persist=persist,
+            mandatory=exchange == "",  # direct-to-queue publishes must reach their queue
+            timeout=self.settings.publish_timeout_seconds,
+            headers=hdrs,
+            message_id=message_id,
+            correlation_id=cid,
+            reply_to=reply_to,
+            content_type="application/json",
+        )
+
+    async def publish(
+        self, routing_key: str, model: BaseModel, *, message_id: str, reply_to: str | None = None
+    ) -> None:
+        await self.publish_raw(
+            encode(model), routing_key, message_id=message_id, reply_to=reply_to,
+            headers={"x-type": type(model).__name__},
+        )
+
+    async def reply(self, delivery: Delivery, model: BaseModel) -> None:
+        """Answer a request on its reply queue (best effort: the caller can always poll)."""
+        if not delivery.reply_to:
+            return
+        try:
+            await self.publish_raw(
+                encode(model), delivery.reply_to, exchange="", message_id=f"reply:{delivery.message_id}",
+                correlation_id=delivery.correlation_id, persist=False,
+            )
+        except Exception as exc:  # the requester may be gone; the state is committed either way
+            log.warning("reply_failed", reply_to=delivery.reply_to, error=repr(exc))
+
+    # --- consuming --------------------------------------------------------------------------------
+
+    def consume(self, wq: WorkQueue, model: type[M], handler: Handler[M]) -> None:
+        queue_name = self.names.queue(wq.name)
+        queue = RabbitQueue(queue_name, queue_type=QueueType.QUORUM, declare=False)
+
+        @self.broker.subscriber(queue, ack_policy=AckPolicy.REJECT_ON_ERROR, no_reply=True)
+        async def _consume(message: RabbitMessage) -> None:
+            await self._dispatch(wq, queue_name, model, handler, message.raw_message)
+
+    async def _dispatch(
+        self,
+        wq: WorkQueue,
+        queue_name: str,
+        model: type[M],
+        handler: Handler[M],
+        raw: aio_pika.abc.AbstractIncomingMessage,
+    ) -> None:
+        headers = dict(raw.headers or {})
+        message_id = raw.message_id or ""
+        cid = str(headers.get(logs.CORRELATION_HEADER) or raw.correlation_id or message_id)
+        logs.set_correlation_id(cid)
+        started = time.perf_counter()
+        try:
+            try:
+                payload = model.model_validate_json(raw.body)
+            except ValidationError as exc:
+                await self.dead_letter(wq, queue_name, raw, f"invalid message: {exc}", "ValidationError")
+                return
+            delivery = Delivery(
+                message_id=message_id, correlation_id=cid, reply_to=raw.reply_to, headers=headers,
+                routing_key=raw.routing_key or "", redelivered=bool(raw.redelivered),
+            )
+            try:
+                await handler(payload, delivery)
+            except PermanentError as exc:
+                await self.dead_letter(wq, queue_name, raw, str(exc), type(exc).__name__)
+            except Exception as exc:
+                await self._retry_or_dead_letter(wq, queue_name, raw, exc)
+        finally:
+            metrics.HANDLER_LATENCY.labels(queue=wq.name).observe(time.perf_counter() - started)
+
+    async def _retry_or_dead_letter(
+        self, wq: WorkQueue, queue_name: str, raw: aio_pika.abc.AbstractIncomingMessage, exc: Exception
+    ) -> None:
+        headers = dict(raw.headers or {})
+        attempt = int(headers.get("x-attempt", 0) or 0)
+        reason = f"{type(exc).__name__}: {exc}"
+        if attempt >= len(wq.retry_delays):
+            await self.dead_letter(wq, queue_name, raw, f"retries exhausted: {reason}", type(exc).__name__)
+            return
+        delay = wq.retry_delays[attempt]
+        log.warning("handler_failed_retrying", queue=wq.name, attempt=attempt + 1, delay=delay, error=reason)
+        headers.pop("x-death", None)  # our own headers carry the history; avoid dead-letter cycle checks
+        headers.update({
+            "x-attempt": attempt + 1,
+            "x-last-error": reason[:MAX_REASON_CHARS],
+            "x-original-routing-key": headers.get("x-original-routing-key", raw.routing_key or ""),
+        })
+        await self.publish_raw(
+            raw.body, self.names.retry_queue(queue_name, delay), exchange="",
+            message_id=raw.message_id or "", headers=headers, correlation_id=raw.correlation_id,
+            reply_to=raw.reply_to,
+        )
+        metrics.MESSAGES_RETRIED.labels(queue=wq.name).inc()
+
+    async def dead_letter(
+        self,
+        wq: WorkQueue,
+        queue_name: str,
+        raw: aio_pika.abc.AbstractIncomingMessage,
+        reason: str,
+        exception_type: str,
+    ) -> None:
+        headers = dict(raw.headers or {})
+        headers.pop("x-death", None)
+        headers.update({
+            "x-reason": reason[:MAX_REASON_CHARS],
+            "x-exception-type": exception_type,
+            "x-attempts": int(headers.get("x-attempt", 0) or 0) + 1,
+            "x-original-queue": queue_name,
+            "x-original-exchange": headers.get("x-original-exchange", raw.exchange or ""),
+            "x-original-routing-key": headers.get("x-original-routing-key", raw.routing_key or ""),
+            "x-failed-at": datetime.now(UTC).isoformat(),
+        })
+        if exception_type != "ValidationError":
+            headers["x-stack"] = traceback.format_exc(limit=5)[-MAX_REASON_CHARS:]
+        log.error("dead_lettered", queue=wq.name, reason=reason[:300], exception_type=exception_type)
+        await self.publish_raw(
+            raw.body, self.names.dlq(wq.service), exchange="", message_id=raw.message_id or "",
+            headers=headers, correlation_id=raw.correlation_id,
+        )
+        metrics.MESSAGES_DEAD_LETTERED.labels(queue=wq.name).inc()

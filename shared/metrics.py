@@ -1,0 +1,28 @@
+"""Prometheus metrics shared by the services (each process exposes /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+HOLDS_PLACED = Counter("ticketing_holds_placed_total", "Orders whose tickets were held")
+HOLDS_REJECTED = Counter("ticketing_holds_rejected_total", "Checkouts rejected", ["reason"])
+HOLDS_RELEASED = Counter(
+    "ticketing_holds_released_total", "Holds released and their stock returned", ["status", "by"]
+)
+RELEASE_LATENESS = Histogram(
+    "ticketing_hold_release_lateness_seconds",
+    "Time from a hold's expires_at to its stock being back",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+)
+HOLD_BATCH_SIZE = Histogram(
+    "ticketing_hold_batch_size", "Checkouts decided per transaction", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)
+)
+HANDLER_LATENCY = Histogram(
+    "ticketing_handler_seconds", "Queue handler latency", ["queue"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+MESSAGES_DEAD_LETTERED = Counter(
+    "ticketing_messages_dead_lettered_total", "Messages sent to a dead-letter queue", ["queue"]
+)
+MESSAGES_RETRIED = Counter("ticketing_messages_retried_total", "Messages sent to a retry queue", ["queue"])
+OUTBOX_PUBLISHED = Counter("ticketing_outbox_published_total", "Outbox messages relayed", ["schema"])

@@ -1,0 +1,130 @@
+"""Transactional outbox: a message that follows a database change is written in the same transaction
+and relayed afterwards with publisher confirms, so a crash between commit and publish loses nothing.
+
+Each owning schema has its own ``outbox`` table (see migrations). The relay locks a batch with
+``FOR UPDATE SKIP LOCKED`` (several relays may run), publishes it with confirms and deletes it in the same
+transaction: a crash mid-batch republishes the batch, which idempotent consumers absorb. A writer in the
+same process wakes the relay at once; the poll interval covers writers in other processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from shared import logs, metrics
+from shared.messaging import Bus, encode
+
+log = logs.get_logger(__name__)
+
+EVENTS_EXCHANGE = "@events"  # stored instead of the prefixed name, so the relay resolves it
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    routing_key: str
+    body: bytes
+    message_id: str
+    exchange: str = EVENTS_EXCHANGE  # "" = the default exchange (routing_key is a queue name)
+    headers: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def event(cls, routing_key: str, model: BaseModel, message_id: str) -> Outgoing:
+        return cls(routing_key, encode(model), message_id, headers={"x-type": type(model).__name__})
+
+    @classmethod
+    def to_queue(cls, queue: str, model: BaseModel, message_id: str) -> Outgoing:
+        return cls(queue, encode(model), message_id, exchange="", headers={"x-type": type(model).__name__})
+
+
+async def add(conn: AsyncConnection, schema: str, messages: Sequence[Outgoing]) -> None:
+    if not messages:
+        return
+    cid = logs.correlation_id.get()
+    await conn.execute(
+        text(
+            f"INSERT INTO {schema}.outbox (exchange, routing_key, message_id, headers, body) "
+            "VALUES (:exchange, :routing_key, :message_id, CAST(:headers AS jsonb), :body)"
+        ),
+        [
+            {
+                "exchange": m.exchange,
+                "routing_key": m.routing_key,
+                "message_id": m.message_id,
+                "headers": json.dumps({**m.headers, logs.CORRELATION_HEADER: cid} if cid else m.headers),
+                "body": m.body,
+            }
+            for m in messages
+        ],
+    )
+
+
+class OutboxRelay:
+    def __init__(
+        self, engine: AsyncEngine, schema: str, bus: Bus, poll_seconds: float = 0.5, batch: int = 500
+    ) -> None:
+        self.engine = engine
+        self.schema = schema
+        self.bus = bus
+        self.poll_seconds = poll_seconds
+        self.batch = batch
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        backoff = self.poll_seconds
+        while not self._stopping:
+            try:
+                while await self.drain_once() >= self.batch:
+                    pass
+                backoff = self.poll_seconds
+            except Exception as exc:
+                log.warning("outbox_relay_failed", schema=self.schema, error=repr(exc))
+                backoff = min(backoff * 2, 10.0)
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=backoff)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+
+    async def drain_once(self) -> int:
+        async with self.engine.begin() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        f"SELECT id, exchange, routing_key, message_id, headers, body FROM {self.schema}.outbox "
+                        "ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED"
+                    ),
+                    {"n": self.batch},
+                )
+            ).all()
+            if not rows:
+                return 0
+            await asyncio.gather(*(self._publish(r) for r in rows))
+            await conn.execute(
+                text(f"DELETE FROM {self.schema}.outbox WHERE id = ANY(:ids)"), {"ids": [r.id for r in rows]}
+            )
+        metrics.OUTBOX_PUBLISHED.labels(schema=self.schema).inc(len(rows))
+        return len(rows)
+
+    async def _publish(self, row: Any) -> None:
+        headers = dict(row.headers or {})
+        exchange = None if row.exchange == EVENTS_EXCHANGE else row.exchange
+        await self.bus.publish_raw(
+            bytes(row.body), row.routing_key, exchange=exchange, message_id=row.message_id,
+            headers=headers, correlation_id=headers.get(logs.CORRELATION_HEADER),
+        )

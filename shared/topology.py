@@ -1,0 +1,151 @@
+"""Every exchange, queue and routing key in one place, with the configured prefix.
+
+All work queues are durable quorum queues with a delivery limit (poison messages cannot loop) and a
+dead-letter target: their service's dead-letter queue. Retries go through a ladder of TTL queues that
+dead-letter back into the work queue (see docs/ARCHITECTURE.md, "Messaging").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange
+
+# Routing keys (one name for one thing: these are also the message types).
+CHECKOUT_REQUESTED = "checkout.requested"
+ORDER_HELD = "order.held"
+ORDER_REJECTED = "order.rejected"
+ORDER_EXPIRED = "order.expired"
+ORDER_CANCELLED = "order.cancelled"
+ORDER_PAID = "order.paid"
+HOLD_EXPIRY_DUE = "hold.expiry_due"
+STOCK_CHANGED = "stock.changed"
+EVENT_CREATED = "catalog.event_created"
+TICKET_TYPE_ADDED = "catalog.ticket_type_added"
+CREATE_EVENT = "command.create_event"
+ADD_TICKET_TYPE = "command.add_ticket_type"
+CANCEL_ORDER = "command.cancel_order"
+
+
+@dataclass(frozen=True)
+class Names:
+    prefix: str = ""
+
+    @property
+    def events_exchange(self) -> str:
+        return f"{self.prefix}ticketing.events"
+
+    def queue(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    def dlq(self, service: str) -> str:
+        return f"{self.prefix}{service}.dlq"
+
+    def retry_queue(self, work_queue: str, seconds: int) -> str:
+        return f"{work_queue}.retry.{seconds}s"
+
+    def hold_delay_queue(self, hold_seconds: int) -> str:
+        return f"{self.prefix}inventory.hold-delay.{hold_seconds}s"
+
+    def redis_key(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+
+@dataclass(frozen=True)
+class WorkQueue:
+    """A durable quorum queue consumed by one service, bound to routing keys on the events exchange."""
+
+    service: str
+    name: str  # without prefix
+    bindings: tuple[str, ...]
+    retry_delays: tuple[int, ...] = (1, 5, 30)
+    extra_args: dict[str, Any] = field(default_factory=dict)
+
+
+INVENTORY_CHECKOUT = WorkQueue("inventory", "inventory.checkout", (CHECKOUT_REQUESTED,))
+INVENTORY_COMMANDS = WorkQueue("inventory", "inventory.commands", (CREATE_EVENT, ADD_TICKET_TYPE, CANCEL_ORDER))
+INVENTORY_HOLD_EXPIRY = WorkQueue("inventory", "inventory.hold-expiry", (HOLD_EXPIRY_DUE,))
+
+SERVICE_QUEUES: dict[str, tuple[WorkQueue, ...]] = {
+    "inventory": (INVENTORY_CHECKOUT, INVENTORY_COMMANDS, INVENTORY_HOLD_EXPIRY),
+}
+
+
+def work_queue_args(names: Names, q: WorkQueue, delivery_limit: int) -> dict[str, Any]:
+    return {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": delivery_limit,
+        # Rejected or over-delivered messages land in the service's DLQ (at-least-once needs reject-publish).
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": names.dlq(q.service),
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+        **q.extra_args,
+    }
+
+
+def retry_queue_args(names: Names, q: WorkQueue, seconds: int) -> dict[str, Any]:
+    return {
+        "x-queue-type": "quorum",
+        "x-message-ttl": seconds * 1000,
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": names.queue(q.name),
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    }
+
+
+def hold_delay_args(names: Names) -> dict[str, Any]:
+    return {
+        "x-queue-type": "quorum",
+        "x-dead-letter-exchange": names.events_exchange,
+        "x-dead-letter-routing-key": HOLD_EXPIRY_DUE,
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    }
+
+
+async def declare_exchange(channel: AbstractChannel, names: Names) -> AbstractExchange:
+    return await channel.declare_exchange(names.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+
+
+async def declare_service(
+    channel: AbstractChannel, names: Names, service: str, delivery_limit: int
+) -> None:
+    """Declare a service's exchange, work queues, bindings, retry ladder and dead-letter queue."""
+    exchange = await declare_exchange(channel, names)
+    await channel.declare_queue(names.dlq(service), durable=True, arguments={"x-queue-type": "quorum"})
+    for q in SERVICE_QUEUES.get(service, ()):
+        queue = await channel.declare_queue(
+            names.queue(q.name), durable=True, arguments=work_queue_args(names, q, delivery_limit)
+        )
+        for key in q.bindings:
+            await queue.bind(exchange, key)
+        for seconds in q.retry_delays:
+            await channel.declare_queue(
+                names.retry_queue(names.queue(q.name), seconds),
+                durable=True,
+                arguments=retry_queue_args(names, q, seconds),
+            )
+
+
+async def declare_hold_delay_queue(channel: AbstractChannel, names: Names, hold_seconds: int) -> str:
+    """One delay queue per hold duration: a queue-level TTL keeps FIFO order equal to expiry order."""
+    name = names.hold_delay_queue(hold_seconds)
+    args = {**hold_delay_args(names), "x-message-ttl": hold_seconds * 1000}
+    await channel.declare_queue(name, durable=True, arguments=args)
+    return name
+
+
+def all_queue_names(names: Names, hold_seconds: tuple[int, ...] = ()) -> list[str]:
+    """Every queue this deployment may declare (used by tests and `ticketing` ops to clean up)."""
+    out: list[str] = []
+    for service, queues in SERVICE_QUEUES.items():
+        out.append(names.dlq(service))
+        for q in queues:
+            out.append(names.queue(q.name))
+            out.extend(names.retry_queue(names.queue(q.name), s) for s in q.retry_delays)
+    out.extend(names.hold_delay_queue(s) for s in hold_seconds)
+    return out
