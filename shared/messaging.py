@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import aio_pika
 from aio_pika.abc import AbstractRobustConnection
@@ -52,6 +52,12 @@ class Delivery:
 
 
 Handler = Callable[[M, Delivery], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Route(Generic[M]):
+    model: type[M]
+    handler: Handler[M]
 
 
 def encode(model: BaseModel) -> bytes:
@@ -160,39 +166,46 @@ class Bus:
 
     # --- consuming --------------------------------------------------------------------------------
 
-    def consume(self, wq: WorkQueue, model: type[M], handler: Handler[M]) -> None:
+    def consume(self, wq: WorkQueue, routes: dict[str, Route[Any]]) -> None:
+        """Consume a work queue; each routing key has its message model and handler."""
         queue_name = self.names.queue(wq.name)
         queue = RabbitQueue(queue_name, queue_type=QueueType.QUORUM, declare=False)
 
         @self.broker.subscriber(queue, ack_policy=AckPolicy.REJECT_ON_ERROR, no_reply=True)
         async def _consume(message: RabbitMessage) -> None:
-            await self._dispatch(wq, queue_name, model, handler, message.raw_message)
+            await self._dispatch(wq, queue_name, routes, message.raw_message)
 
     async def _dispatch(
         self,
         wq: WorkQueue,
         queue_name: str,
-        model: type[M],
-        handler: Handler[M],
+        routes: dict[str, Route[Any]],
         raw: aio_pika.abc.AbstractIncomingMessage,
     ) -> None:
         headers = dict(raw.headers or {})
         message_id = raw.message_id or ""
         cid = str(headers.get(logs.CORRELATION_HEADER) or raw.correlation_id or message_id)
         logs.set_correlation_id(cid)
+        # A message back from a retry queue or a replay carries its first routing key in a header.
+        routing_key = str(headers.get("x-original-routing-key") or raw.routing_key or "")
         started = time.perf_counter()
         try:
+            route = routes.get(routing_key)
+            if route is None:
+                await self.dead_letter(wq, queue_name, raw, f"no handler for routing key {routing_key!r}",
+                                       "UnknownRoutingKey")
+                return
             try:
-                payload = model.model_validate_json(raw.body)
+                payload = route.model.model_validate_json(raw.body)
             except ValidationError as exc:
                 await self.dead_letter(wq, queue_name, raw, f"invalid message: {exc}", "ValidationError")
                 return
             delivery = Delivery(
                 message_id=message_id, correlation_id=cid, reply_to=raw.reply_to, headers=headers,
-                routing_key=raw.routing_key or "", redelivered=bool(raw.redelivered),
+                routing_key=routing_key, redelivered=bool(raw.redelivered),
             )
             try:
-                await handler(payload, delivery)
+                await route.handler(payload, delivery)
             except PermanentError as exc:
                 await self.dead_letter(wq, queue_name, raw, str(exc), type(exc).__name__)
             except Exception as exc:

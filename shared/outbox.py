@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,13 +69,20 @@ async def add(conn: AsyncConnection, schema: str, messages: Sequence[Outgoing]) 
 
 class OutboxRelay:
     def __init__(
-        self, engine: AsyncEngine, schema: str, bus: Bus, poll_seconds: float = 0.5, batch: int = 500
+        self,
+        engine: AsyncEngine,
+        schema: str,
+        bus: Bus,
+        poll_seconds: float = 0.5,
+        batch: int = 500,
+        exit_before_publish: bool = False,
     ) -> None:
         self.engine = engine
         self.schema = schema
         self.bus = bus
         self.poll_seconds = poll_seconds
         self.batch = batch
+        self._exit_before_publish = exit_before_publish  # fault injection for the crash tests only
         self._wake = asyncio.Event()
         self._stopping = False
 
@@ -114,6 +122,9 @@ class OutboxRelay:
             ).all()
             if not rows:
                 return 0
+            if self._exit_before_publish:
+                log.error("fault_injection_exit_before_publish", rows=len(rows))
+                os._exit(70)
             await asyncio.gather(*(self._publish(r) for r in rows))
             await conn.execute(
                 text(f"DELETE FROM {self.schema}.outbox WHERE id = ANY(:ids)"), {"ids": [r.id for r in rows]}

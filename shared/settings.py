@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -46,8 +46,20 @@ class Settings(BaseSettings):
     publish_timeout_seconds: float = 10.0
     outbox_poll_seconds: float = 0.5
 
+    # Fault injection, for the crash tests only: the outbox relay exits the process after the commit and
+    # before the publish. Refused outside development and test (see the validator below).
+    fault_exit_before_publish: bool = False
+
     log_level: str = "INFO"
     log_json: bool = False
+
+    @model_validator(mode="after")
+    def _no_test_switches_in_production(self) -> Settings:
+        if self.environment == "production" and self.fault_exit_before_publish:
+            raise ValueError("fault injection cannot be enabled in production")
+        if self.environment == "production" and "dev-only" in self.jwt_secret.get_secret_value():
+            raise ValueError("set TICKETING_JWT_SECRET in production")
+        return self
 
     @property
     def sync_database_url(self) -> str:

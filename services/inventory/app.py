@@ -1,0 +1,83 @@
+"""Inventory service wiring: consumers, the hold batcher, the outbox relay, the sweeper, health."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from fastapi import FastAPI
+
+from services.inventory.handlers import Inventory
+from services.inventory.holds import HoldBatcher
+from shared import health, logs, runtime, topology
+from shared.db import make_engine
+from shared.messages import AddTicketType, CancelOrder, CheckoutRequested, CreateEvent, HoldExpiryDue
+from shared.messaging import Bus, Route
+from shared.outbox import OutboxRelay
+from shared.settings import Settings, get_settings
+
+log = logs.get_logger(__name__)
+
+
+def build(settings: Settings) -> Inventory:
+    engine = make_engine(settings.database_url, pool_size=8)
+    bus = Bus(settings, "inventory")
+    relay = OutboxRelay(engine, "inventory", bus, settings.outbox_poll_seconds,
+                        exit_before_publish=settings.fault_exit_before_publish)
+    inventory = Inventory(engine, bus, relay, HoldBatcher(engine, bus, relay, settings))
+    bus.consume(topology.INVENTORY_CHECKOUT, {
+        topology.CHECKOUT_REQUESTED: Route(CheckoutRequested, inventory.on_checkout_requested),
+    })
+    bus.consume(topology.INVENTORY_HOLD_EXPIRY, {
+        topology.HOLD_EXPIRY_DUE: Route(HoldExpiryDue, inventory.on_hold_expiry_due),
+    })
+    bus.consume(topology.INVENTORY_COMMANDS, {
+        topology.CREATE_EVENT: Route(CreateEvent, inventory.on_create_event),
+        topology.ADD_TICKET_TYPE: Route(AddTicketType, inventory.on_add_ticket_type),
+        topology.CANCEL_ORDER: Route(CancelOrder, inventory.on_cancel_order),
+    })
+    return inventory
+
+
+async def sweeper(inventory: Inventory, interval: float) -> None:
+    while True:
+        try:
+            await inventory.sweep_overdue()
+        except Exception as exc:
+            log.warning("sweeper_failed", error=repr(exc))
+        await asyncio.sleep(interval)
+
+
+async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
+    settings = settings or get_settings()
+    logs.configure("inventory", settings.log_level, settings.log_json)
+    inventory = build(settings)
+    await inventory.bus.start(declare_services=("inventory",))
+    inventory.batcher.start()
+    tasks = [
+        asyncio.create_task(inventory.relay.run(), name="outbox-relay"),
+        asyncio.create_task(sweeper(inventory, settings.sweeper_interval_seconds), name="sweeper"),
+    ]
+    server = None
+    if settings.inventory_port:
+        app = FastAPI(title="ticketing inventory")
+        app.include_router(health.health_router({
+            "database": runtime.database_check(inventory.engine),
+            "rabbitmq": runtime.broker_check(inventory.bus),
+        }))
+        server = await health.serve(app, settings.gateway_host, settings.inventory_port)
+    log.info("inventory_started", prefix=settings.prefix)
+    await stop.wait()
+    log.info("inventory_stopping")
+    await inventory.bus.stop()  # waits for in-flight handlers, which wait for their batch
+    await inventory.batcher.stop()
+    inventory.relay.stop()
+    for t in tasks:
+        t.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await t
+    with contextlib.suppress(Exception):
+        await inventory.relay.drain_once()
+    if server:
+        server.should_exit = True
+    await inventory.engine.dispose()

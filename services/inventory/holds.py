@@ -1,0 +1,192 @@
+"""The hold path: checkouts are decided in batches, one transaction per batch (group commit).
+
+Every checkout handler submits its request and waits. While one batch's transaction runs, new requests
+queue up; the next transaction takes all of them (up to ``hold_batch_max``). So a lone buyer pays no extra
+delay, and under a flash sale one lock of the hot ticket-type row and one commit serve many buyers, which
+lifts the ceiling of a single row's lock rate (see docs/decisions.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.inventory import domain, store
+from services.inventory.domain import CheckoutRequest, Held, Rejected
+from shared import logs, metrics, outbox, topology
+from shared.messages import (
+    CheckoutRequested,
+    HoldExpiryDue,
+    OrderHeld,
+    OrderStatus,
+    OrderView,
+    StockChanged,
+)
+from shared.messaging import Bus
+from shared.outbox import Outgoing
+from shared.settings import Settings
+
+log = logs.get_logger(__name__)
+
+
+@dataclass
+class _Pending:
+    cmd: CheckoutRequested
+    future: asyncio.Future[tuple[OrderView, bool]]  # (order, created by this request)
+
+
+class HoldBatcher:
+    def __init__(self, engine: AsyncEngine, bus: Bus, relay: outbox.OutboxRelay, settings: Settings) -> None:
+        self.engine = engine
+        self.bus = bus
+        self.relay = relay
+        self.settings = settings
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._lock_stock = (
+            store.lock_stock_by_items if settings.hold_method == "order_items" else store.lock_stock
+        )
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="hold-batcher")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def submit(self, cmd: CheckoutRequested) -> tuple[OrderView, bool]:
+        future: asyncio.Future[tuple[OrderView, bool]] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Pending(cmd, future))
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self.settings.hold_batch_max and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._decide_and_resolve(batch)
+            except Exception as exc:
+                if len(batch) == 1:
+                    _fail(batch, exc)
+                    continue
+                # One bad request must not fail its neighbours: decide each alone to isolate it.
+                log.warning("hold_batch_failed_splitting", size=len(batch), error=repr(exc))
+                for item in batch:
+                    try:
+                        await self._decide_and_resolve([item])
+                    except Exception as one_exc:
+                        _fail([item], one_exc)
+
+    async def _decide_and_resolve(self, batch: list[_Pending]) -> None:
+        results = await self.decide(batch)
+        for item in batch:
+            if not item.future.done():
+                item.future.set_result(results[item.cmd.order_id])
+
+    async def decide(self, batch: list[_Pending]) -> dict[object, tuple[OrderView, bool]]:
+        # Redelivered or repeated order ids (Idempotency-Key) are answered from what was decided before.
+        firsts: dict[uuid.UUID, CheckoutRequested] = {}
+        for item in batch:
+            firsts.setdefault(item.cmd.order_id, item.cmd)
+        tt_ids = {line.ticket_type_id for cmd in firsts.values() for line in cmd.items}
+        results: dict[object, tuple[OrderView, bool]] = {}
+        async with self.engine.begin() as conn:
+            existing = await store.existing_orders(conn, firsts)
+            fresh = [cmd for oid, cmd in firsts.items() if oid not in existing]
+            results.update({oid: (view, False) for oid, view in existing.items()})
+            if fresh:
+                now = await store.now(conn)
+                stock = await self._lock_stock(conn, tt_ids)
+                holdings = await store.load_holdings(
+                    conn, [(c.user_id, line.ticket_type_id) for c in fresh for line in c.items]
+                )
+                requests = [CheckoutRequest(c.order_id, c.user_id, tuple(c.items)) for c in fresh]
+                decisions = domain.decide(requests, stock, holdings, now, self.settings.max_quantity_per_order)
+                new_orders = [
+                    store.NewOrder(c.order_id, c.user_id, c.user_email, c.locale, c.request_hash) for c in fresh
+                ]
+                await store.insert_decisions(conn, new_orders, decisions, now)
+                held = [d for d in decisions if isinstance(d, Held)]
+                holding_deltas: dict[tuple[str, uuid.UUID], int] = defaultdict(int)
+                by_order = {c.order_id: c for c in fresh}
+                for d in held:
+                    for line in d.lines:
+                        holding_deltas[(by_order[d.order_id].user_id, line.ticket_type_id)] += line.quantity
+                await store.add_holdings(conn, dict(holding_deltas))
+                changes = await store.apply_stock_deltas(conn, domain.held_deltas(decisions))
+                views = {d.order_id: _view(by_order[d.order_id], d, now) for d in decisions}
+                await outbox.add(conn, "inventory", await self._messages(held, views, by_order, changes))
+                results.update({oid: (view, True) for oid, view in views.items()})
+                _count(decisions)
+        if fresh:
+            self.relay.wake()
+        metrics.HOLD_BATCH_SIZE.observe(len(batch))
+        return results
+
+    async def _messages(
+        self,
+        held: list[Held],
+        views: dict[uuid.UUID, OrderView],
+        by_order: dict[uuid.UUID, CheckoutRequested],
+        changes: list[StockChanged],
+    ) -> list[Outgoing]:
+        out: list[Outgoing] = []
+        for d in held:
+            view, cmd = views[d.order_id], by_order[d.order_id]
+            assert view.expires_at is not None
+            delay_queue = await self.bus.ensure_hold_delay_queue(d.hold_seconds)
+            out.append(Outgoing.to_queue(
+                delay_queue, HoldExpiryDue(order_id=d.order_id, expires_at=view.expires_at),
+                f"expiry:{d.order_id}",
+            ))
+            out.append(Outgoing.event(
+                topology.ORDER_HELD,
+                OrderHeld(
+                    order_id=d.order_id, user_id=cmd.user_id, user_email=cmd.user_email, locale=cmd.locale,
+                    event_id=d.event_id, items=list(d.lines), total=d.total, expires_at=view.expires_at,
+                ),
+                f"held:{d.order_id}",
+            ))
+        out.extend(
+            Outgoing.event(topology.STOCK_CHANGED, c, f"stock:{c.ticket_type_id}:{uuid.uuid4().hex}")
+            for c in changes
+        )
+        return out
+
+
+def _view(cmd: CheckoutRequested, decision: Held | Rejected, now: object) -> OrderView:
+    from datetime import datetime, timedelta
+
+    assert isinstance(now, datetime)
+    if isinstance(decision, Held):
+        return OrderView(
+            order_id=cmd.order_id, user_id=cmd.user_id, status=OrderStatus.PENDING, total=decision.total,
+            items=list(decision.lines), expires_at=now + timedelta(seconds=decision.hold_seconds),
+            created_at=now,
+        )
+    return OrderView(
+        order_id=cmd.order_id, user_id=cmd.user_id, status=OrderStatus.REJECTED, total=0, items=[],
+        reason=decision.reason.value, detail=decision.detail, created_at=now,
+    )
+
+
+def _count(decisions: list[Held | Rejected]) -> None:
+    for d in decisions:
+        if isinstance(d, Held):
+            metrics.HOLDS_PLACED.inc()
+        else:
+            metrics.HOLDS_REJECTED.labels(reason=d.reason.value).inc()
+
+
+def _fail(batch: list[_Pending], exc: BaseException) -> None:
+    for item in batch:
+        if not item.future.done():
+            item.future.set_exception(exc)

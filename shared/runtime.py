@@ -1,0 +1,46 @@
+"""Running a service process: signal handling and a common readiness check set."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.messaging import Bus
+
+
+def run(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run ``main(stop)`` until SIGINT/SIGTERM sets ``stop``; main then shuts down gracefully."""
+
+    async def _runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    try:
+        import uvloop
+
+        uvloop.run(_runner())
+    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
+        asyncio.run(_runner())
+
+
+def database_check(engine: AsyncEngine) -> Callable[[], Awaitable[None]]:
+    async def check() -> None:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    return check
+
+
+def broker_check(bus: Bus) -> Callable[[], Awaitable[None]]:
+    async def check() -> None:
+        if not await bus.broker.ping(timeout=1.0):
+            raise ConnectionError("RabbitMQ is not reachable")
+
+    return check
