@@ -44,8 +44,9 @@ class PermanentError(Exception):
 @dataclass(frozen=True)
 class Delivery:
     message_id: str
-    correlation_id: str
+    correlation_id: str  # the log correlation id (from the HTTP request)
     reply_to: str | None
+    request_id: str | None  # the AMQP correlation id a reply must carry
     headers: dict[str, Any]
     routing_key: str
     redelivered: bool
@@ -128,8 +129,8 @@ class Bus:
     ) -> None:
         """Publish and wait for the broker's confirm (raises on nack, return or timeout)."""
         hdrs = dict(headers or {})
-        cid = correlation_id or logs.correlation_id.get() or message_id
-        hdrs.setdefault(logs.CORRELATION_HEADER, cid)
+        hdrs.setdefault(logs.CORRELATION_HEADER, logs.correlation_id.get() or correlation_id or message_id)
+        cid = correlation_id or str(hdrs[logs.CORRELATION_HEADER])
         await self.broker.publish(
             body,
             exchange=self.names.events_exchange if exchange is None else exchange,
@@ -159,7 +160,7 @@ class Bus:
         try:
             await self.publish_raw(
                 encode(model), delivery.reply_to, exchange="", message_id=f"reply:{delivery.message_id}",
-                correlation_id=delivery.correlation_id, persist=False,
+                correlation_id=delivery.request_id, persist=False,
             )
         except Exception as exc:  # the requester may be gone; the state is committed either way
             log.warning("reply_failed", reply_to=delivery.reply_to, error=repr(exc))
@@ -201,7 +202,8 @@ class Bus:
                 await self.dead_letter(wq, queue_name, raw, f"invalid message: {exc}", "ValidationError")
                 return
             delivery = Delivery(
-                message_id=message_id, correlation_id=cid, reply_to=raw.reply_to, headers=headers,
+                message_id=message_id, correlation_id=cid, reply_to=raw.reply_to, request_id=raw.correlation_id,
+                headers=headers,
                 routing_key=routing_key, redelivered=bool(raw.redelivered),
             )
             try:

@@ -37,12 +37,19 @@ class Outgoing:
     headers: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def event(cls, routing_key: str, model: BaseModel, message_id: str) -> Outgoing:
-        return cls(routing_key, encode(model), message_id, headers={"x-type": type(model).__name__})
+    def event(cls, routing_key: str, model: BaseModel, message_id: str, correlation_id: str = "") -> Outgoing:
+        return cls(routing_key, encode(model), message_id, headers=_headers(model, correlation_id))
 
     @classmethod
-    def to_queue(cls, queue: str, model: BaseModel, message_id: str) -> Outgoing:
-        return cls(queue, encode(model), message_id, exchange="", headers={"x-type": type(model).__name__})
+    def to_queue(cls, queue: str, model: BaseModel, message_id: str, correlation_id: str = "") -> Outgoing:
+        return cls(queue, encode(model), message_id, exchange="", headers=_headers(model, correlation_id))
+
+
+def _headers(model: BaseModel, correlation_id: str) -> dict[str, Any]:
+    headers: dict[str, Any] = {"x-type": type(model).__name__}
+    if correlation_id:
+        headers[logs.CORRELATION_HEADER] = correlation_id
+    return headers
 
 
 async def add(conn: AsyncConnection, schema: str, messages: Sequence[Outgoing]) -> None:
@@ -59,7 +66,7 @@ async def add(conn: AsyncConnection, schema: str, messages: Sequence[Outgoing]) 
                 "exchange": m.exchange,
                 "routing_key": m.routing_key,
                 "message_id": m.message_id,
-                "headers": json.dumps({**m.headers, logs.CORRELATION_HEADER: cid} if cid else m.headers),
+                "headers": json.dumps({logs.CORRELATION_HEADER: cid, **m.headers} if cid else m.headers),
                 "body": m.body,
             }
             for m in messages

@@ -24,7 +24,7 @@ from shared.messages import (
     RejectReason,
 )
 from shared.messaging import Bus, Delivery
-from shared.outbox import Outgoing, OutboxRelay
+from shared.outbox import OutboxRelay, Outgoing
 
 log = logs.get_logger(__name__)
 
@@ -42,15 +42,17 @@ class Inventory:
     # --- checkout ---------------------------------------------------------------------------------
 
     async def on_checkout_requested(self, cmd: CheckoutRequested, delivery: Delivery) -> None:
-        view, created = await self.batcher.submit(cmd)
-        if not created:
-            status = 200
-        elif view.status is OrderStatus.PENDING:
-            status = 201
+        outcome = await self.batcher.submit(cmd)
+        view = outcome.order
+        if not outcome.created and outcome.request_hash != cmd.request_hash:
+            result = CommandResult(ok=False, status=422, order=view,
+                                   detail="this Idempotency-Key was used with a different request")
+        elif view.status is OrderStatus.REJECTED:
+            result = CommandResult(ok=False, status=domain.http_status(RejectReason(view.reason)), order=view,
+                                   detail=view.detail)
         else:
-            status = domain.http_status(RejectReason(view.reason))
-        await self.bus.reply(delivery, CommandResult(ok=view.status is not OrderStatus.REJECTED,
-                                                     status=status, order=view))
+            result = CommandResult(ok=True, status=201 if view.status is OrderStatus.PENDING else 200, order=view)
+        await self.bus.reply(delivery, result)
 
     # --- release ----------------------------------------------------------------------------------
 

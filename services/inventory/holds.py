@@ -13,6 +13,7 @@ import contextlib
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -34,10 +35,18 @@ from shared.settings import Settings
 log = logs.get_logger(__name__)
 
 
+@dataclass(frozen=True)
+class Outcome:
+    order: OrderView
+    created: bool  # False: the order existed already (a redelivery or a repeated Idempotency-Key)
+    request_hash: str  # of the request that created the order
+
+
 @dataclass
 class _Pending:
     cmd: CheckoutRequested
-    future: asyncio.Future[tuple[OrderView, bool]]  # (order, created by this request)
+    future: asyncio.Future[Outcome]
+    correlation_id: str  # the batch runs in its own task: carry each request's id to its messages
 
 
 class HoldBatcher:
@@ -61,9 +70,9 @@ class HoldBatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def submit(self, cmd: CheckoutRequested) -> tuple[OrderView, bool]:
-        future: asyncio.Future[tuple[OrderView, bool]] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(cmd, future))
+    async def submit(self, cmd: CheckoutRequested) -> Outcome:
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Pending(cmd, future, logs.correlation_id.get()))
         return await future
 
     async def _run(self) -> None:
@@ -91,17 +100,19 @@ class HoldBatcher:
             if not item.future.done():
                 item.future.set_result(results[item.cmd.order_id])
 
-    async def decide(self, batch: list[_Pending]) -> dict[object, tuple[OrderView, bool]]:
+    async def decide(self, batch: list[_Pending]) -> dict[uuid.UUID, Outcome]:
         # Redelivered or repeated order ids (Idempotency-Key) are answered from what was decided before.
         firsts: dict[uuid.UUID, CheckoutRequested] = {}
+        correlation: dict[uuid.UUID, str] = {}
         for item in batch:
             firsts.setdefault(item.cmd.order_id, item.cmd)
+            correlation.setdefault(item.cmd.order_id, item.correlation_id)
         tt_ids = {line.ticket_type_id for cmd in firsts.values() for line in cmd.items}
-        results: dict[object, tuple[OrderView, bool]] = {}
+        results: dict[uuid.UUID, Outcome] = {}
         async with self.engine.begin() as conn:
             existing = await store.existing_orders(conn, firsts)
             fresh = [cmd for oid, cmd in firsts.items() if oid not in existing]
-            results.update({oid: (view, False) for oid, view in existing.items()})
+            results.update({oid: Outcome(view, False, h) for oid, (view, h) in existing.items()})
             if fresh:
                 now = await store.now(conn)
                 stock = await self._lock_stock(conn, tt_ids)
@@ -123,8 +134,10 @@ class HoldBatcher:
                 await store.add_holdings(conn, dict(holding_deltas))
                 changes = await store.apply_stock_deltas(conn, domain.held_deltas(decisions))
                 views = {d.order_id: _view(by_order[d.order_id], d, now) for d in decisions}
-                await outbox.add(conn, "inventory", await self._messages(held, views, by_order, changes))
-                results.update({oid: (view, True) for oid, view in views.items()})
+                await outbox.add(conn, "inventory", await self._messages(held, views, by_order, changes, correlation))
+                results.update(
+                    {oid: Outcome(view, True, by_order[oid].request_hash) for oid, view in views.items()}
+                )
                 _count(decisions)
         if fresh:
             self.relay.wake()
@@ -137,6 +150,7 @@ class HoldBatcher:
         views: dict[uuid.UUID, OrderView],
         by_order: dict[uuid.UUID, CheckoutRequested],
         changes: list[StockChanged],
+        correlation: dict[uuid.UUID, str],
     ) -> list[Outgoing]:
         out: list[Outgoing] = []
         for d in held:
@@ -145,7 +159,7 @@ class HoldBatcher:
             delay_queue = await self.bus.ensure_hold_delay_queue(d.hold_seconds)
             out.append(Outgoing.to_queue(
                 delay_queue, HoldExpiryDue(order_id=d.order_id, expires_at=view.expires_at),
-                f"expiry:{d.order_id}",
+                f"expiry:{d.order_id}", correlation[d.order_id],
             ))
             out.append(Outgoing.event(
                 topology.ORDER_HELD,
@@ -153,7 +167,7 @@ class HoldBatcher:
                     order_id=d.order_id, user_id=cmd.user_id, user_email=cmd.user_email, locale=cmd.locale,
                     event_id=d.event_id, items=list(d.lines), total=d.total, expires_at=view.expires_at,
                 ),
-                f"held:{d.order_id}",
+                f"held:{d.order_id}", correlation[d.order_id],
             ))
         out.extend(
             Outgoing.event(topology.STOCK_CHANGED, c, f"stock:{c.ticket_type_id}:{uuid.uuid4().hex}")
@@ -162,14 +176,11 @@ class HoldBatcher:
         return out
 
 
-def _view(cmd: CheckoutRequested, decision: Held | Rejected, now: object) -> OrderView:
-    from datetime import datetime, timedelta
-
-    assert isinstance(now, datetime)
+def _view(cmd: CheckoutRequested, decision: Held | Rejected, now: datetime) -> OrderView:
     if isinstance(decision, Held):
         return OrderView(
             order_id=cmd.order_id, user_id=cmd.user_id, status=OrderStatus.PENDING, total=decision.total,
-            items=list(decision.lines), expires_at=now + timedelta(seconds=decision.hold_seconds),
+            items=list(decision.lines), expires_at=store.expiry_at(now, decision.hold_seconds),
             created_at=now,
         )
     return OrderView(

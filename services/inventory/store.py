@@ -22,6 +22,7 @@ from shared.messages import (
     StockChanged,
     TicketTypeInfo,
 )
+from shared.read_api import ORDER_COLUMNS, order_view
 
 _STOCK_COLUMNS = """
     t.id, t.event_id, t.price, t.capacity, t.held, t.sold, t.per_user_limit, e.hold_seconds, e.starts_at
@@ -84,34 +85,20 @@ async def load_holdings(conn: AsyncConnection, pairs: Iterable[tuple[str, UUID]]
     return {(r.user_id, r.ticket_type_id): r.quantity for r in rows}
 
 
-async def existing_orders(conn: AsyncConnection, order_ids: Iterable[UUID]) -> dict[UUID, OrderView]:
+async def existing_orders(
+    conn: AsyncConnection, order_ids: Iterable[UUID]
+) -> dict[UUID, tuple[OrderView, str]]:
+    """Orders that already exist, with the hash of the request that created them."""
     rows = await conn.execute(
-        text(f"SELECT {_ORDER_VIEW_COLUMNS} FROM read_api.orders WHERE id = ANY(:ids)"),
+        text(f"SELECT {ORDER_COLUMNS} FROM read_api.orders WHERE id = ANY(:ids)"),
         {"ids": list(set(order_ids))},
     )
-    return {r.id: order_view(r) for r in rows}
-
-
-_ORDER_VIEW_COLUMNS = "id, user_id, status, total, items, expires_at, reason, detail, created_at"
-
-
-def order_view(row: Any) -> OrderView:
-    return OrderView(
-        order_id=row.id,
-        user_id=row.user_id,
-        status=OrderStatus(row.status),
-        total=row.total,
-        items=[PricedLine(**i) for i in row.items],
-        expires_at=row.expires_at,
-        reason=row.reason,
-        detail=row.detail,
-        created_at=row.created_at,
-    )
+    return {r.id: (order_view(r), r.request_hash) for r in rows}
 
 
 async def get_order(conn: AsyncConnection, order_id: UUID) -> OrderView | None:
     found = await existing_orders(conn, [order_id])
-    return found.get(order_id)
+    return found[order_id][0] if order_id in found else None
 
 
 @dataclass(frozen=True)
@@ -142,7 +129,7 @@ async def insert_decisions(
             "reason": None if held else d.reason.value,  # type: ignore[union-attr]
             "detail": None if held else d.detail,  # type: ignore[union-attr]
             "request_hash": o.request_hash,
-            "expires_at": _expiry(now, d.hold_seconds) if isinstance(d, Held) else None,
+            "expires_at": expiry_at(now, d.hold_seconds) if isinstance(d, Held) else None,
             "now": now,
         })
         if isinstance(d, Held):
@@ -168,7 +155,7 @@ async def insert_decisions(
         )
 
 
-def _expiry(now: datetime, hold_seconds: int) -> datetime:
+def expiry_at(now: datetime, hold_seconds: int) -> datetime:
     return now + timedelta(seconds=hold_seconds)
 
 

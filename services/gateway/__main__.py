@@ -1,0 +1,9 @@
+import uvicorn
+
+from services.gateway.app import create_app
+from shared.settings import get_settings
+
+if __name__ == "__main__":
+    settings = get_settings()
+    uvicorn.run(create_app(settings), host=settings.gateway_host, port=settings.gateway_port,
+                log_level="warning", access_log=False)

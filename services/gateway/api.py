@@ -1,0 +1,263 @@
+"""The gateway's HTTP routes: thin translations between HTTP and the services' commands and views."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from services.gateway import reads
+from services.gateway.auth import AdminUser, CurrentUser, User
+from services.gateway.problems import PROBLEM_JSON, Problem
+from services.gateway.schemas import (
+    AcceptedOut,
+    CheckoutIn,
+    EventIn,
+    EventOut,
+    EventSummary,
+    OrderOut,
+    TicketTypeIn,
+    TicketTypeOut,
+)
+from shared import topology
+from shared.messages import (
+    AddTicketType,
+    CancelOrder,
+    CheckoutRequested,
+    CommandResult,
+    CreateEvent,
+    NewTicketType,
+    OrderLine,
+    OrderStatus,
+    OrderView,
+)
+
+router = APIRouter()
+IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1d8f3e-2c1b-4d8e-9a53-6c0a3f2b9e11")
+_PROBLEM = {"content": {PROBLEM_JSON: {}}}
+REJECTION_TITLES = {
+    "sold_out": "Sold out",
+    "sales_closed": "Sales closed",
+    "limit_exceeded": "Per-buyer limit exceeded",
+    "unknown_ticket_type": "Unknown ticket type",
+    "invalid_order": "Invalid order",
+}
+
+
+def _state(request: Request) -> Any:
+    return request.app.state
+
+
+def order_out(view: OrderView) -> OrderOut:
+    return OrderOut(
+        order_id=view.order_id, status=view.status, total=view.total, items=view.items,
+        expires_at=view.expires_at, reason=view.reason, detail=view.detail, created_at=view.created_at,
+    )
+
+
+def request_hash(body: CheckoutIn) -> str:
+    canonical = sorted((str(i.ticket_type_id), i.quantity) for i in body.items)
+    return hashlib.sha256(json.dumps(canonical).encode()).hexdigest()
+
+
+def _order_response(view: OrderView, status: int) -> Response:
+    if view.status is OrderStatus.REJECTED:
+        reason = view.reason or "invalid_order"
+        raise Problem(status, REJECTION_TITLES.get(reason, "Rejected"), view.detail or reason,
+                      reason.replace("_", "-"), order_id=str(view.order_id), reason=reason)
+    return JSONResponse(order_out(view).model_dump(mode="json"), status_code=status)
+
+
+async def _command(request: Request, routing_key: str, command: Any, message_id: str) -> CommandResult | None:
+    state = _state(request)
+    try:
+        return await state.requester.request(  # type: ignore[no-any-return]
+            routing_key, command, message_id=message_id, timeout=state.settings.checkout_wait_seconds
+        )
+    except Exception as exc:  # the broker refused or is unreachable: nothing was accepted
+        raise Problem(503, "Service unavailable", f"could not queue the request: {type(exc).__name__}",
+                      "unavailable") from exc
+
+
+async def _rate_limit(request: Request, user: User) -> None:
+    state = _state(request)
+    limit = state.settings.checkout_rate_limit
+    if not limit:
+        return
+    window = state.settings.checkout_rate_window_seconds
+    import time
+
+    bucket = int(time.time()) // window
+    key = state.names.redis_key("ratelimit", "checkout", user.id, str(bucket))
+    try:
+        pipe = state.redis.pipeline()
+        pipe.incr(key)
+        pipe.expire(key, window * 2)
+        count, _ = await pipe.execute()
+    except Exception:  # Redis down: fail open; stock is decided in PostgreSQL, not here
+        return
+    if count > limit:
+        problem = Problem(429, "Too many requests", f"at most {limit} checkouts per {window} s", "rate-limited")
+        problem.headers["Retry-After"] = str(window)
+        raise problem
+
+
+@router.post(
+    "/checkout",
+    status_code=201,
+    response_model=OrderOut,
+    responses={200: {"model": OrderOut}, 202: {"model": AcceptedOut}, 409: _PROBLEM, 422: _PROBLEM,
+               429: _PROBLEM, 503: _PROBLEM},
+    tags=["orders"],
+    summary="Hold tickets for the buyer (all items or none)",
+)
+async def checkout(
+    body: CheckoutIn,
+    request: Request,
+    user: CurrentUser,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
+) -> Response:
+    state = _state(request)
+    await _rate_limit(request, user)
+    digest = request_hash(body)
+    if idempotency_key:
+        order_id = uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{user.id}\x00{idempotency_key}")
+        found = await reads.get_order(state.engine, order_id)
+        if found is not None:
+            view, previous_hash = found
+            if previous_hash != digest:
+                raise Problem(422, "Idempotency-Key reuse", "this Idempotency-Key was used with a different request",
+                              "idempotency-key-reuse", order_id=str(order_id))
+            return _order_response(view, 201 if view.status is OrderStatus.PENDING else 200)
+    else:
+        order_id = uuid.uuid4()
+    cmd = CheckoutRequested(
+        order_id=order_id, user_id=user.id, user_email=user.email, locale=user.locale,
+        items=[OrderLine(ticket_type_id=i.ticket_type_id, quantity=i.quantity) for i in body.items],
+        request_hash=digest,
+    )
+    result = await _command(request, topology.CHECKOUT_REQUESTED, cmd, f"checkout:{order_id}")
+    if result is None:
+        await _remember_requested(request, order_id, user)
+        return JSONResponse(AcceptedOut(order_id=order_id).model_dump(mode="json"), status_code=202,
+                            headers={"Location": f"/orders/{order_id}"})
+    if result.order is None or (not result.ok and result.order.status is not OrderStatus.REJECTED):
+        raise Problem(result.status, "Checkout refused", result.detail or "refused", "checkout-refused",
+                      order_id=str(order_id))
+    return _order_response(result.order, result.status)
+
+
+async def _remember_requested(request: Request, order_id: UUID, user: User) -> None:
+    """Let the buyer see REQUESTED while the decision is still queued (best effort)."""
+    state = _state(request)
+    try:
+        await state.redis.set(state.names.redis_key("order-requested", str(order_id)), user.id, ex=3600)
+    except Exception:
+        pass
+
+
+@router.get("/orders/{order_id}", response_model=OrderOut, responses={404: _PROBLEM}, tags=["orders"])
+async def get_order(order_id: UUID, request: Request, user: CurrentUser) -> Response:
+    state = _state(request)
+    found = await reads.get_order(state.engine, order_id)
+    if found is not None:
+        view, _ = found
+        if view.user_id == user.id or user.is_admin:
+            return JSONResponse(order_out(view).model_dump(mode="json"))
+        raise Problem(404, "Not found", "no such order", "not-found")
+    try:
+        owner = await state.redis.get(state.names.redis_key("order-requested", str(order_id)))
+    except Exception:
+        owner = None
+    if owner is not None and (owner.decode() == user.id or user.is_admin):
+        return JSONResponse(AcceptedOut(order_id=order_id).model_dump(mode="json"))
+    raise Problem(404, "Not found", "no such order", "not-found")
+
+
+@router.post("/orders/{order_id}/cancel", response_model=OrderOut,
+             responses={202: {"model": AcceptedOut}, 404: _PROBLEM, 409: _PROBLEM}, tags=["orders"])
+async def cancel_order(order_id: UUID, request: Request, user: CurrentUser) -> Response:
+    cmd = CancelOrder(order_id=order_id, user_id=user.id, is_admin=user.is_admin)
+    result = await _command(request, topology.CANCEL_ORDER, cmd, f"cancel:{order_id}:{uuid.uuid4().hex}")
+    if result is None:
+        return JSONResponse(AcceptedOut(order_id=order_id, detail="cancel queued").model_dump(mode="json"),
+                            status_code=202)
+    if not result.ok:
+        kind = "not-found" if result.status == 404 else "conflict"
+        raise Problem(result.status, "Cannot cancel", result.detail or "cannot cancel", kind)
+    assert result.order is not None
+    return JSONResponse(order_out(result.order).model_dump(mode="json"))
+
+
+# --- catalog ---------------------------------------------------------------------------------------
+
+
+@router.get("/events", response_model=list[EventSummary], tags=["catalog"])
+async def list_events(
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0, le=10_000)] = 0,
+) -> list[EventSummary]:
+    return await reads.list_upcoming_events(_state(request).engine, limit, offset)
+
+
+@router.get("/events/{event_id}", response_model=EventOut, responses={404: _PROBLEM}, tags=["catalog"])
+async def get_event(event_id: UUID, request: Request) -> EventOut:
+    event = await reads.get_event(_state(request).engine, event_id)
+    if event is None:
+        raise Problem(404, "Not found", "no such event", "not-found")
+    return event
+
+
+def _new_ticket_type(t: TicketTypeIn) -> NewTicketType:
+    return NewTicketType(ticket_type_id=uuid.uuid4(), name=t.name, price=t.price, capacity=t.capacity,
+                         per_user_limit=t.per_user_limit)
+
+
+@router.post("/admin/events", status_code=201, response_model=EventOut,
+             responses={401: _PROBLEM, 403: _PROBLEM, 422: _PROBLEM, 503: _PROBLEM}, tags=["admin"])
+async def create_event(
+    body: EventIn,
+    request: Request,
+    admin: AdminUser,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
+) -> Response:
+    event_id = (uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"event\x00{admin.id}\x00{idempotency_key}")
+                if idempotency_key else uuid.uuid4())
+    cmd = CreateEvent(
+        event_id=event_id, title=body.title, venue=body.venue, city=body.city, starts_at=body.starts_at,
+        description=body.description, hold_seconds=body.hold_seconds,
+        ticket_types=[_new_ticket_type(t) for t in body.ticket_types],
+    )
+    result = await _command(request, topology.CREATE_EVENT, cmd, f"create-event:{event_id}")
+    return await _catalog_response(request, result, event_id)
+
+
+@router.post("/admin/events/{event_id}/ticket-types", status_code=201, response_model=TicketTypeOut,
+             responses={401: _PROBLEM, 403: _PROBLEM, 404: _PROBLEM, 503: _PROBLEM}, tags=["admin"])
+async def add_ticket_type(event_id: UUID, body: TicketTypeIn, request: Request, admin: AdminUser) -> Response:
+    new = _new_ticket_type(body)
+    cmd = AddTicketType(event_id=event_id, ticket_type=new)
+    result = await _command(request, topology.ADD_TICKET_TYPE, cmd, f"add-ticket-type:{new.ticket_type_id}")
+    if result is not None and result.ok:
+        out = TicketTypeOut(ticket_type_id=new.ticket_type_id, name=new.name, price=new.price,
+                            capacity=new.capacity, per_user_limit=new.per_user_limit, available=new.capacity)
+        return JSONResponse(out.model_dump(mode="json"), status_code=201)
+    return await _catalog_response(request, result, event_id)
+
+
+async def _catalog_response(request: Request, result: CommandResult | None, event_id: UUID) -> Response:
+    if result is None:
+        raise Problem(504, "Timed out", "the catalog change is queued but not confirmed yet", "timeout",
+                      event_id=str(event_id))
+    if not result.ok:
+        raise Problem(result.status, "Refused", result.detail or "refused",
+                      "not-found" if result.status == 404 else "refused")
+    event = await reads.get_event(_state(request).engine, event_id)
+    assert event is not None
+    return JSONResponse(event.model_dump(mode="json"), status_code=result.status)

@@ -1,0 +1,75 @@
+"""Reads across the service boundary, through the documented read-only views in schema read_api."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.gateway.schemas import EventOut, EventSummary, TicketTypeOut
+from shared.messages import OrderView
+from shared.read_api import ORDER_COLUMNS, order_view
+
+
+async def get_order(engine: AsyncEngine, order_id: UUID) -> tuple[OrderView, str] | None:
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                text(
+                    f"SELECT {ORDER_COLUMNS} FROM read_api.orders WHERE id = :id"
+                ),
+                {"id": order_id},
+            )
+        ).first()
+    return (order_view(row), row.request_hash) if row else None
+
+
+async def get_event(engine: AsyncEngine, event_id: UUID) -> EventOut | None:
+    async with engine.connect() as conn:
+        ev = (
+            await conn.execute(
+                text(
+                    "SELECT id, title, venue, city, starts_at, description, hold_seconds FROM read_api.events "
+                    "WHERE id = :id"
+                ),
+                {"id": event_id},
+            )
+        ).first()
+        if ev is None:
+            return None
+        types = await conn.execute(
+            text(
+                "SELECT id, name, price, capacity, per_user_limit, available FROM read_api.ticket_types "
+                "WHERE event_id = :id ORDER BY price, name"
+            ),
+            {"id": event_id},
+        )
+        return EventOut(
+            event_id=ev.id, title=ev.title, venue=ev.venue, city=ev.city, starts_at=ev.starts_at,
+            description=ev.description, hold_seconds=ev.hold_seconds,
+            ticket_types=[
+                TicketTypeOut(ticket_type_id=t.id, name=t.name, price=t.price, capacity=t.capacity,
+                              per_user_limit=t.per_user_limit, available=max(t.available, 0))
+                for t in types
+            ],
+        )
+
+
+async def list_upcoming_events(engine: AsyncEngine, limit: int, offset: int) -> list[EventSummary]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT e.id, e.title, e.venue, e.city, e.starts_at, MIN(t.price) AS lowest_price, "
+                "COALESCE(SUM(GREATEST(t.available, 0)), 0) AS available "
+                "FROM read_api.events e LEFT JOIN read_api.ticket_types t ON t.event_id = e.id "
+                "WHERE e.starts_at > now() GROUP BY e.id, e.title, e.venue, e.city, e.starts_at "
+                "ORDER BY e.starts_at, e.id LIMIT :limit OFFSET :offset"
+            ),
+            {"limit": limit, "offset": offset},
+        )
+        return [
+            EventSummary(event_id=r.id, title=r.title, venue=r.venue, city=r.city, starts_at=r.starts_at,
+                         lowest_price=r.lowest_price, available=int(r.available))
+            for r in rows
+        ]

@@ -1,0 +1,104 @@
+"""HTTP bodies of the gateway (what /openapi.json documents)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from shared.messages import OrderStatus, PricedLine
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CheckoutItem(Body):
+    ticket_type_id: UUID
+    quantity: int = Field(ge=1, le=100)
+
+
+class CheckoutIn(Body):
+    items: list[CheckoutItem] = Field(min_length=1, max_length=10)
+
+    @field_validator("items")
+    @classmethod
+    def _distinct(cls, items: list[CheckoutItem]) -> list[CheckoutItem]:
+        ids = [i.ticket_type_id for i in items]
+        if len(ids) != len(set(ids)):
+            raise ValueError("each ticket type may appear once")
+        return items
+
+
+class OrderOut(BaseModel):
+    order_id: UUID
+    status: OrderStatus
+    total: int = Field(description="integer VND")
+    currency: str = "VND"
+    items: list[PricedLine]
+    expires_at: datetime | None = None
+    reason: str | None = None
+    detail: str | None = None
+    created_at: datetime | None = None
+    payment_url: str | None = None
+
+
+class TicketTypeIn(Body):
+    name: str = Field(min_length=1, max_length=200)
+    price: int = Field(ge=0, le=1_000_000_000_000, description="integer VND")
+    capacity: int = Field(ge=0, le=10_000_000)
+    per_user_limit: int = Field(10, ge=1, le=10_000)
+
+
+class EventIn(Body):
+    title: str = Field(min_length=1, max_length=300)
+    venue: str = Field(min_length=1, max_length=300)
+    city: str = Field(min_length=1, max_length=100)
+    starts_at: datetime
+    description: str = Field("", max_length=10_000)
+    hold_seconds: int = Field(900, ge=1, le=86_400, description="how long an unpaid hold lasts")
+    ticket_types: list[TicketTypeIn] = Field(default_factory=list, max_length=100)
+
+    @field_validator("starts_at")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("starts_at needs a timezone offset")
+        return value
+
+
+class TicketTypeOut(BaseModel):
+    ticket_type_id: UUID
+    name: str
+    price: int
+    capacity: int
+    per_user_limit: int
+    available: int
+
+
+class EventOut(BaseModel):
+    event_id: UUID
+    title: str
+    venue: str
+    city: str
+    starts_at: datetime
+    description: str
+    hold_seconds: int
+    ticket_types: list[TicketTypeOut]
+
+
+class EventSummary(BaseModel):
+    event_id: UUID
+    title: str
+    venue: str
+    city: str
+    starts_at: datetime
+    lowest_price: int | None
+    available: int
+
+
+class AcceptedOut(BaseModel):
+    order_id: UUID
+    status: OrderStatus = OrderStatus.REQUESTED
+    detail: str = "the request is queued; poll GET /orders/{order_id}"

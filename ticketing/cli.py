@@ -1,0 +1,93 @@
+"""The `ticketing` command: run the stack, the demo, migrations, and issue tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+import click
+
+from shared import migrate
+from shared.db import create_database_if_missing
+from shared.settings import get_settings
+
+
+@click.group()
+def main() -> None:
+    """ticketing: a message-driven backend that sells event tickets."""
+
+
+def prepare_database() -> None:
+    settings = get_settings()
+    try:
+        if asyncio.run(create_database_if_missing(settings.database_url)):
+            click.echo("created the database", err=True)
+    except OSError as exc:
+        raise click.ClickException(
+            f"PostgreSQL is not reachable at {settings.database_url} ({exc}). Start it, e.g. "
+            "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`."
+        ) from exc
+    migrate.upgrade(settings.database_url)
+
+
+@main.command("migrate")
+def migrate_cmd() -> None:
+    """Create the database if needed and apply every migration."""
+    prepare_database()
+    click.echo("migrations applied")
+
+
+@main.command()
+@click.option("--no-migrate", is_flag=True, help="Skip the migrations (they are applied by default).")
+def up(no_migrate: bool) -> None:
+    """Start every service as its own process; runs until Ctrl-C."""
+    from ticketing.supervisor import Supervisor
+
+    if not no_migrate:
+        prepare_database()
+    settings = get_settings()
+    sup = Supervisor()
+    sup.start()
+    click.echo(f"ticketing is up: http://{settings.gateway_host}:{settings.gateway_port}/docs (Ctrl-C stops)",
+               err=True)
+    stop = [False]
+
+    def _stop(*_: object) -> None:
+        stop[0] = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        sup.watch(stop)
+    finally:
+        sup.stop()
+
+
+@main.command()
+@click.option("--user", "sub", default="alice", show_default=True, help="The token's subject (user id).")
+@click.option("--email", default=None, help="Defaults to <user>@example.com.")
+@click.option("--admin", is_flag=True, help="Give the token the admin role.")
+@click.option("--locale", default="vi", show_default=True, type=click.Choice(["vi", "en"]))
+@click.option("--ttl", default=86_400, show_default=True, help="Lifetime in seconds.")
+def token(sub: str, email: str | None, admin: bool, locale: str, ttl: int) -> None:
+    """Print a bearer token for a user (or an admin)."""
+    from services.gateway.auth import issue_token
+
+    roles = ["admin"] if admin else []
+    click.echo(issue_token(get_settings(), sub, email or f"{sub}@example.com", roles, ttl, locale))
+
+
+@main.command()
+@click.option("--buyers", default=300, show_default=True, help="Concurrent buyers in the flash sale.")
+@click.option("--tickets", default=100, show_default=True, help="Tickets on sale.")
+@click.option("--hold-seconds", default=6, show_default=True, help="How long an unpaid hold lasts.")
+def demo(buyers: int, tickets: int, hold_seconds: int) -> None:
+    """Start the stack, run a small flash sale, let holds expire, print what happened."""
+    from ticketing.demo import run_demo
+
+    sys.exit(run_demo(buyers=buyers, tickets=tickets, hold_seconds=hold_seconds))
+
+
+if __name__ == "__main__":
+    main()
