@@ -1,0 +1,57 @@
+"""Fixtures on real servers. A missing server fails the run with the command that starts it; it never skips."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+
+import aio_pika
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+from sqlalchemy.engine import make_url
+
+from shared.db import create_database_if_missing, drop_database
+from shared.migrate import upgrade
+from shared.settings import Settings, get_settings
+from tests.harness import Stack, check_servers, docker_engine_available, run_environment
+from ticketing.supervisor import Supervisor
+
+# Hold durations the tests use; their delay queues are deleted after the run.
+HOLD_DURATIONS = (1, 2, 3, 4, 5, 6, 30, 900)
+
+
+@pytest.fixture(scope="session")
+async def stack() -> AsyncIterator[Stack]:
+    base = Settings()
+    missing = await check_servers(base)
+    if missing:
+        hint = (" A Docker engine is available: name no server and install the 'containers' extra to use "
+                "testcontainers.") if docker_engine_available() else ""
+        pytest.fail("the tests need real servers:\n  " + "\n  ".join(missing) + hint, pytrace=False)
+    env = run_environment(base)
+    os.environ.update({k: v for k, v in env.items() if k.startswith("TICKETING_")})
+    get_settings.cache_clear()
+    settings = get_settings()
+    await create_database_if_missing(settings.database_url)
+    upgrade(settings.database_url)
+    supervisor = Supervisor(env=env, quiet=False)
+    supervisor.start()
+    dsn = make_url(settings.database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    db = await asyncpg.create_pool(dsn, min_size=1, max_size=5)
+    amqp = await aio_pika.connect_robust(settings.rabbitmq_url)
+    s = Stack(env=env, settings=settings, base_url=f"http://127.0.0.1:{settings.gateway_port}", db=db, amqp=amqp,
+              supervisor=supervisor)
+    try:
+        await s.wait_ready()
+        yield s
+    finally:
+        supervisor.stop()
+        await s.cleanup_broker(HOLD_DURATIONS)
+        await amqp.close()
+        await db.close()
+        r = aioredis.from_url(settings.redis_url)
+        async for key in r.scan_iter(match=f"{settings.prefix}*", count=1000):
+            await r.delete(key)
+        await r.aclose()
+        await drop_database(settings.database_url)

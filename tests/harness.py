@@ -1,0 +1,191 @@
+"""Test harness: every test run gets its own database, queue prefix and Redis key prefix on the real servers
+named by the settings (localhost by default), and the services run as real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import aio_pika
+import asyncpg
+import httpx
+import redis.asyncio as aioredis
+from sqlalchemy.engine import make_url
+
+from services.gateway.auth import issue_token
+from shared.settings import Settings
+from shared.topology import Names, all_queue_names
+
+T = TypeVar("T")
+
+START_HINTS = {
+    "PostgreSQL": "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+    "Redis": 'redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no',
+    "RabbitMQ": "rabbitmq-server -detached",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def docker_engine_available() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
+
+
+async def check_servers(settings: Settings) -> list[str]:
+    """Names of the servers that do not answer, each with the command that starts it."""
+    missing: list[str] = []
+    url = make_url(settings.database_url).set(drivername="postgresql", database="postgres")
+    try:
+        conn = await asyncpg.connect(url.render_as_string(hide_password=False), timeout=5)
+        await conn.close()
+    except Exception as exc:
+        missing.append(f"PostgreSQL at {url.host}:{url.port} ({type(exc).__name__}); start it: {START_HINTS['PostgreSQL']}")
+    try:
+        r = aioredis.from_url(settings.redis_url)
+        await r.ping()
+        await r.aclose()
+    except Exception as exc:
+        missing.append(f"Redis at {settings.redis_url} ({type(exc).__name__}); start it: {START_HINTS['Redis']}")
+    try:
+        conn2 = await aio_pika.connect(settings.rabbitmq_url, timeout=5)
+        await conn2.close()
+    except Exception as exc:
+        missing.append(f"RabbitMQ at {settings.rabbitmq_url} ({type(exc).__name__}); start it: {START_HINTS['RabbitMQ']}")
+    return missing
+
+
+def run_environment(base: Settings) -> dict[str, str]:
+    """Environment for this run's services: own database, own prefix, free ports, short timers."""
+    run_id = uuid.uuid4().hex[:10]
+    db_url = make_url(base.database_url).set(database=f"ticketing_test_{run_id}")
+    return {
+        **os.environ,
+        "TICKETING_ENVIRONMENT": "test",
+        "TICKETING_DATABASE_URL": db_url.render_as_string(hide_password=False),
+        "TICKETING_RABBITMQ_URL": base.rabbitmq_url,
+        "TICKETING_REDIS_URL": base.redis_url,
+        "TICKETING_PREFIX": f"test-{run_id}.",
+        "TICKETING_JWT_SECRET": f"test-secret-{uuid.uuid4().hex}",
+        "TICKETING_GATEWAY_PORT": str(free_port()),
+        "TICKETING_INVENTORY_PORT": str(free_port()),
+        "TICKETING_PAYMENT_PORT": str(free_port()),
+        "TICKETING_MAILER_PORT": str(free_port()),
+        "TICKETING_SEARCH_PORT": str(free_port()),
+        "TICKETING_SWEEPER_INTERVAL_SECONDS": "1",
+        "TICKETING_CHECKOUT_WAIT_SECONDS": "30",
+        "TICKETING_CHECKOUT_RATE_LIMIT": "0",
+        "TICKETING_LOG_LEVEL": "WARNING",
+    }
+
+
+async def eventually(probe: Callable[[], Awaitable[T]], *, timeout: float = 15.0, interval: float = 0.05,
+                     what: str = "condition") -> T:
+    """Poll ``probe`` until it returns a truthy value (returned) or the deadline passes (fails)."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await probe()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+@dataclass
+class Stack:
+    env: dict[str, str]
+    settings: Settings
+    base_url: str
+    db: asyncpg.Pool
+    amqp: aio_pika.abc.AbstractRobustConnection
+    supervisor: Any
+    names: Names = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.names = Names(self.settings.prefix)
+
+    def token(self, user: str, admin: bool = False) -> str:
+        return issue_token(self.settings, user, f"{user}@example.com", ["admin"] if admin else [])
+
+    def client(self, user: str = "buyer", admin: bool = False, **kw: Any) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.base_url, headers={"Authorization": f"Bearer {self.token(user, admin)}"},
+            timeout=60, **kw,
+        )
+
+    async def create_event(self, *, capacity: int = 100, per_user_limit: int = 10, hold_seconds: int = 900,
+                           price: int = 100_000, title: str = "Flash sale", extra_types: int = 0) -> dict[str, Any]:
+        body = {
+            "title": title, "venue": "Nhà hát Lớn", "city": "Hà Nội",
+            "starts_at": "2030-01-01T20:00:00+07:00", "hold_seconds": hold_seconds,
+            "ticket_types": [
+                {"name": f"Type {i}", "price": price, "capacity": capacity, "per_user_limit": per_user_limit}
+                for i in range(1 + extra_types)
+            ],
+        }
+        async with self.client("organiser", admin=True) as c:
+            r = await c.post("/admin/events", json=body)
+        assert r.status_code == 201, r.text
+        return r.json()  # type: ignore[no-any-return]
+
+    async def stock(self, ticket_type_id: str) -> tuple[int, int, int]:
+        row = await self.db.fetchrow(
+            "SELECT capacity, held, sold FROM inventory.ticket_types WHERE id = $1", uuid.UUID(ticket_type_id)
+        )
+        assert row is not None
+        return row["capacity"], row["held"], row["sold"]
+
+    async def order_status(self, order_id: str) -> str | None:
+        return await self.db.fetchval(  # type: ignore[no-any-return]
+            "SELECT status FROM inventory.orders WHERE id = $1", uuid.UUID(order_id)
+        )
+
+    async def queue_depth(self, queue: str) -> int:
+        channel = await self.amqp.channel()
+        try:
+            q = await channel.declare_queue(queue, passive=True)
+            return int(q.declaration_result.message_count or 0)
+        finally:
+            await channel.close()
+
+    async def wait_ready(self, timeout: float = 60.0) -> None:
+        ports = {"gateway": self.settings.gateway_port, "inventory": self.settings.inventory_port}
+
+        async def ready() -> bool:
+            async with httpx.AsyncClient(timeout=2) as c:
+                for port in ports.values():
+                    try:
+                        r = await c.get(f"http://127.0.0.1:{port}/readyz")
+                    except httpx.HTTPError:
+                        return False
+                    if r.status_code != 200:
+                        return False
+            return True
+
+        await eventually(ready, timeout=timeout, interval=0.2, what="services ready")
+
+    async def cleanup_broker(self, hold_seconds: tuple[int, ...]) -> None:
+        channel = await self.amqp.channel()
+        for name in all_queue_names(self.names, hold_seconds):
+            try:
+                await channel.queue_delete(name)
+            except Exception:
+                channel = await self.amqp.channel()
+        try:
+            await channel.exchange_delete(self.names.events_exchange)
+        except Exception:
+            pass
