@@ -136,8 +136,49 @@ class OrderReleased(Message):
 
     order_id: UUID
     user_id: str
+    user_email: str = ""
+    locale: str = "vi"
+    event_id: UUID | None = None
     status: OrderStatus
     items: list[PricedLine]
+
+
+class IssuedTicket(Message):
+    """One admission: its code is what the QR image in the ticket email encodes."""
+
+    code: str
+    ticket_type_id: UUID
+    ticket_type_name: str
+
+
+class OrderPaid(Message):
+    """Published by inventory as order.paid once the hold became a sale (tickets issued)."""
+
+    order_id: UUID
+    user_id: str
+    user_email: str
+    locale: str
+    event_id: UUID
+    event_title: str
+    venue: str
+    city: str
+    starts_at: datetime
+    items: list[PricedLine]
+    total: int
+    paid_at: datetime
+    tickets: list[IssuedTicket]
+
+
+class OrderRefunded(Message):
+    """Published as order.refunded when the provider confirmed the refund of a late payment."""
+
+    order_id: UUID
+    user_id: str
+    user_email: str
+    locale: str
+    event_id: UUID | None = None
+    amount: int  # integer VND
+    reason: str
 
 
 class StockChanged(Message):

@@ -20,17 +20,17 @@ def alembic_config(database_url: str) -> Config:
 
 
 def upgrade(database_url: str) -> None:
-    """Upgrade to head. Safe to call from inside a running event loop (runs in its own thread)."""
+    """Upgrade to every head (each service adds its migrations on its own branch from 0001). Safe to call from inside a running event loop (runs in its own thread)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        command.upgrade(alembic_config(database_url), "head")
+        command.upgrade(alembic_config(database_url), "heads")
         return
     errors: list[BaseException] = []
 
     def _target() -> None:
         try:
-            command.upgrade(alembic_config(database_url), "head")
+            command.upgrade(alembic_config(database_url), "heads")
         except BaseException as exc:
             errors.append(exc)
 

@@ -88,8 +88,8 @@ class Inventory:
             messages = [
                 Outgoing.event(
                     routing,
-                    OrderReleased(order_id=r.view.order_id, user_id=r.view.user_id, status=status,
-                                  items=r.view.items),
+                    OrderReleased(order_id=r.view.order_id, user_id=r.view.user_id, user_email=r.user_email,
+                                  locale=r.locale, event_id=r.event_id, status=status, items=r.view.items),
                     f"{status.value.lower()}:{r.view.order_id}",
                 )
                 for r in released

@@ -200,6 +200,8 @@ async def apply_stock_deltas(
 class ReleasedOrder:
     view: OrderView
     event_id: UUID | None
+    user_email: str
+    locale: str
 
 
 async def release_orders(
@@ -228,7 +230,7 @@ async def release_orders(
         await conn.execute(
             text(
                 f"UPDATE inventory.orders SET status = :status, updated_at = now() WHERE {where} "
-                "RETURNING id, user_id, total, expires_at, event_id, created_at"
+                "RETURNING id, user_id, user_email, locale, total, expires_at, event_id, created_at"
             ),
             {**params, "status": status.value},
         )
@@ -266,6 +268,8 @@ async def release_orders(
                 expires_at=r.expires_at, created_at=r.created_at,
             ),
             event_id=r.event_id,
+            user_email=r.user_email,
+            locale=r.locale,
         )
         for r in rows
     ]
