@@ -26,3 +26,22 @@ MESSAGES_DEAD_LETTERED = Counter(
 )
 MESSAGES_RETRIED = Counter("ticketing_messages_retried_total", "Messages sent to a retry queue", ["queue"])
 OUTBOX_PUBLISHED = Counter("ticketing_outbox_published_total", "Outbox messages relayed", ["schema"])
+
+# --- Mailer and dead-letter operations (issue 4) ---------------------------------------------------------
+EMAILS_SENT = Counter("ticketing_emails_sent_total", "Emails accepted by the SMTP server", ["kind"])
+EMAILS_FAILED = Counter(
+    "ticketing_emails_failed_total", "Email send attempts that failed", ["kind", "classification"]
+)
+EMAILS_DUPLICATE_SKIPPED = Counter(
+    "ticketing_emails_duplicate_skipped_total", "Redelivered or replayed messages whose email was already sent",
+    ["kind"],
+)
+EMAIL_SEND_SECONDS = Histogram(
+    "ticketing_email_send_seconds", "Render and SMTP delivery of one email",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+DEAD_LETTERS_STORED = Counter(
+    "ticketing_dead_letters_stored_total", "Dead letters moved from a DLQ into the ops table", ["service"]
+)
+DEAD_LETTERS_REPLAYED = Counter("ticketing_dead_letters_replayed_total", "Dead letters replayed", ["service"])
+DEAD_LETTERS_PURGED = Counter("ticketing_dead_letters_purged_total", "Dead letters purged", ["service"])

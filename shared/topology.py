@@ -70,9 +70,25 @@ INVENTORY_CHECKOUT = WorkQueue("inventory", "inventory.checkout", (CHECKOUT_REQU
 INVENTORY_COMMANDS = WorkQueue("inventory", "inventory.commands", (CREATE_EVENT, ADD_TICKET_TYPE, CANCEL_ORDER))
 INVENTORY_HOLD_EXPIRY = WorkQueue("inventory", "inventory.hold-expiry", (HOLD_EXPIRY_DUE,))
 
+# Mailer: ticket, expiry and refund email. Its retry ladder is a setting (TICKETING_MAILER_RETRY_DELAYS), so the
+# service builds its queue with mailer_notifications(settings.mailer_retry_delays); this is the default.
+MAILER_RETRY_DELAYS: tuple[int, ...] = (5, 30, 120, 600)
+
+
+def mailer_notifications(retry_delays: tuple[int, ...] = MAILER_RETRY_DELAYS) -> WorkQueue:
+    return WorkQueue("mailer", "mailer.notifications", (ORDER_PAID, ORDER_EXPIRED, ORDER_REFUNDED),
+                     retry_delays=tuple(retry_delays))
+
+
+MAILER_NOTIFICATIONS = mailer_notifications()
+
 SERVICE_QUEUES: dict[str, tuple[WorkQueue, ...]] = {
     "inventory": (INVENTORY_CHECKOUT, INVENTORY_COMMANDS, INVENTORY_HOLD_EXPIRY),
+    "mailer": (MAILER_NOTIFICATIONS,),
 }
+
+# Every service that has (or will have) a dead-letter queue: the DLQ keeper drains them all.
+DLQ_SERVICES: tuple[str, ...] = ("inventory", "payment", "mailer", "search")
 
 
 def work_queue_args(names: Names, q: WorkQueue, delivery_limit: int) -> dict[str, Any]:
@@ -113,13 +129,20 @@ async def declare_exchange(channel: AbstractChannel, names: Names) -> AbstractEx
     return await channel.declare_exchange(names.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True)
 
 
-async def declare_service(
-    channel: AbstractChannel, names: Names, service: str, delivery_limit: int
-) -> None:
-    """Declare a service's exchange, work queues, bindings, retry ladder and dead-letter queue."""
-    exchange = await declare_exchange(channel, names)
+async def declare_dlq(channel: AbstractChannel, names: Names, service: str) -> None:
     await channel.declare_queue(names.dlq(service), durable=True, arguments={"x-queue-type": "quorum"})
-    for q in SERVICE_QUEUES.get(service, ()):
+
+
+async def declare_service(
+    channel: AbstractChannel, names: Names, service: str, delivery_limit: int,
+    queues: tuple[WorkQueue, ...] | None = None,
+) -> None:
+    """Declare a service's exchange, work queues, bindings, retry ladder and dead-letter queue.
+
+    ``queues`` overrides SERVICE_QUEUES[service] (a queue whose retry ladder comes from settings)."""
+    exchange = await declare_exchange(channel, names)
+    await declare_dlq(channel, names, service)
+    for q in SERVICE_QUEUES.get(service, ()) if queues is None else queues:
         queue = await channel.declare_queue(
             names.queue(q.name), durable=True, arguments=work_queue_args(names, q, delivery_limit)
         )
@@ -141,13 +164,18 @@ async def declare_hold_delay_queue(channel: AbstractChannel, names: Names, hold_
     return name
 
 
-def all_queue_names(names: Names, hold_seconds: tuple[int, ...] = ()) -> list[str]:
-    """Every queue this deployment may declare (used by tests and `ticketing` ops to clean up)."""
+def all_queue_names(names: Names, hold_seconds: tuple[int, ...] = (), extra: tuple[WorkQueue, ...] = ()) -> list[str]:
+    """Every queue this deployment may declare (used by tests and `ticketing` ops to clean up).
+
+    ``extra``: queues built from settings (the mailer's configurable ladder), so their retry queues are listed."""
     out: list[str] = []
     for service, queues in SERVICE_QUEUES.items():
         out.append(names.dlq(service))
-        for q in queues:
+        for q in (*queues, *extra):
+            if q.service != service:
+                continue
             out.append(names.queue(q.name))
             out.extend(names.retry_queue(names.queue(q.name), s) for s in q.retry_delays)
+    out.extend(names.dlq(service) for service in DLQ_SERVICES)
     out.extend(names.hold_delay_queue(s) for s in hold_seconds)
-    return out
+    return list(dict.fromkeys(out))

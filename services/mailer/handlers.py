@@ -1,0 +1,91 @@
+"""The mailer's consumers: event -> EmailSpec -> claim -> SMTP -> mark sent, with failures classified."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from services.mailer import domain
+from services.mailer.domain import Classification, EmailSpec, InvalidEmailData
+from services.mailer.render import render
+from services.mailer.sender import SmtpSender
+from services.mailer.store import Claim, EmailStore
+from shared import logs, metrics
+from shared.messages import OrderPaid, OrderRefunded, OrderReleased
+from shared.messaging import Delivery, PermanentError
+
+log = logs.get_logger(__name__)
+
+MARK_SENT_BACKOFF = (0.1, 0.5, 2.0)  # retried in-process: a lost 'sent' mark is the one duplicate window
+
+
+class EmailDataError(PermanentError):
+    """The message cannot become an email (bad recipient, missing data, template error)."""
+
+
+class SmtpRejected(PermanentError):
+    """The SMTP server answered 5xx: retrying the same message cannot help."""
+
+
+class EmailInFlight(Exception):
+    """Another worker is sending this email right now; retry later (it will then be 'sent')."""
+
+
+@dataclass
+class Mailer:
+    store: EmailStore
+    sender: SmtpSender
+
+    async def on_order_paid(self, msg: OrderPaid, delivery: Delivery) -> None:
+        await self.deliver(lambda: domain.for_paid(msg), delivery)
+
+    async def on_order_expired(self, msg: OrderReleased, delivery: Delivery) -> None:
+        await self.deliver(lambda: domain.for_expired(msg), delivery)
+
+    async def on_order_refunded(self, msg: OrderRefunded, delivery: Delivery) -> None:
+        await self.deliver(lambda: domain.for_refunded(msg), delivery)
+
+    async def deliver(self, build: Callable[[], EmailSpec], delivery: Delivery) -> None:
+        started = time.perf_counter()
+        try:
+            spec = build()
+            message = render(spec, self.sender.config.sender)
+        except InvalidEmailData as exc:
+            raise EmailDataError(str(exc)) from exc
+        kind = spec.kind.value
+        claim = await self.store.claim(spec, delivery.message_id, str(message["Subject"]))
+        if claim is Claim.ALREADY_SENT:
+            metrics.EMAILS_DUPLICATE_SKIPPED.labels(kind=kind).inc()
+            log.info("email_already_sent", kind=kind, order_id=spec.order_id, message_id=delivery.message_id)
+            return
+        if claim is Claim.IN_FLIGHT:
+            raise EmailInFlight(f"{kind} email for order {spec.order_id} is being sent by another worker")
+        try:
+            reply = await self.sender.send(message, spec.recipient)
+        except Exception as exc:
+            classification = domain.classify(exc)
+            metrics.EMAILS_FAILED.labels(kind=kind, classification=classification.value).inc()
+            await self.store.mark_failed(spec, f"{type(exc).__name__}: {exc}")
+            log.warning("email_failed", kind=kind, order_id=spec.order_id, classification=classification.value,
+                        error=repr(exc)[:300])
+            if classification is Classification.PERMANENT:
+                raise SmtpRejected(f"SMTP refused the {kind} email: {type(exc).__name__}: {exc}") from exc
+            raise
+        await self._mark_sent(spec, reply)
+        metrics.EMAILS_SENT.labels(kind=kind).inc()
+        metrics.EMAIL_SEND_SECONDS.observe(time.perf_counter() - started)
+        log.info("email_sent", kind=kind, order_id=spec.order_id, recipient=spec.recipient)
+
+    async def _mark_sent(self, spec: EmailSpec, reply: str) -> None:
+        for pause in (*MARK_SENT_BACKOFF, None):
+            try:
+                await self.store.mark_sent(spec, reply)
+                return
+            except Exception as exc:
+                if pause is None:
+                    log.error("email_sent_but_not_recorded", order_id=spec.order_id, kind=spec.kind.value,
+                              error=repr(exc))
+                    raise
+                await asyncio.sleep(pause)
