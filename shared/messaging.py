@@ -61,6 +61,12 @@ class Route(Generic[M]):
     handler: Handler[M]
 
 
+async def _raw_body(message: Any) -> bytes:
+    """Leave the body undecoded: _dispatch validates it with pydantic. FastStream's own JSON decoding would fail
+    on malformed JSON before the handler runs, and the broker would dead-letter it without x-reason."""
+    return bytes(message.body)
+
+
 def encode(model: BaseModel) -> bytes:
     return model.model_dump_json().encode()
 
@@ -172,7 +178,7 @@ class Bus:
         queue_name = self.names.queue(wq.name)
         queue = RabbitQueue(queue_name, queue_type=QueueType.QUORUM, declare=False)
 
-        @self.broker.subscriber(queue, ack_policy=AckPolicy.REJECT_ON_ERROR, no_reply=True)
+        @self.broker.subscriber(queue, ack_policy=AckPolicy.REJECT_ON_ERROR, no_reply=True, decoder=_raw_body)
         async def _consume(message: RabbitMessage) -> None:
             await self._dispatch(wq, queue_name, routes, message.raw_message)
 

@@ -55,19 +55,19 @@ class Settings(BaseSettings):
     # mail_sink_dir (a Maildir), so `ticketing mail ls` shows what was sent. Refused in production.
     smtp_host: str = ""
     smtp_port: int = 587
-    smtp_tls: str = Field("starttls", description="none | starttls | tls (implicit TLS, usually port 465)")
+    smtp_tls: str = Field(default="starttls", description="none | starttls | tls (implicit TLS, usually port 465)")
     smtp_username: str = ""
     smtp_password: SecretStr = SecretStr("")
     smtp_timeout_seconds: float = 30.0
     smtp_sender: str = "Ticketing <tickets@ticketing.local>"
     mail_sink_port: int = 8025
     mail_sink_dir: str = ".ticketing/mail"
-    mailer_retry_delays: tuple[int, ...] = Field((5, 30, 120, 600), description="Retry ladder, seconds")
-    mailer_claim_lease_seconds: float = Field(120.0, description="How long an in-flight send blocks a duplicate")
+    mailer_retry_delays: tuple[int, ...] = Field(default=(5, 30, 120, 600), description="Retry ladder, seconds")
+    mailer_claim_lease_seconds: float = Field(default=120.0, description="How long an in-flight send blocks a duplicate")
     mailer_prefetch: int = 16
     # --- Dead-letter operations (issue 4) ---------------------------------------------------------------
     ops_port: int = 8105
-    dlq_replay_rate: float = Field(50.0, description="Default replay rate, messages per second")
+    dlq_replay_rate: float = Field(default=50.0, description="Default replay rate, messages per second")
 
     log_level: str = "INFO"
     log_json: bool = False

@@ -15,6 +15,7 @@ from shared.db import create_database_if_missing, drop_database
 from shared.migrate import upgrade
 from shared.settings import Settings, get_settings
 from tests.harness import Stack, check_servers, docker_engine_available, run_environment
+from tests.smtp_server import ScriptedSmtpServer
 from ticketing.supervisor import Supervisor
 
 # Hold durations the tests use; their delay queues are deleted after the run.
@@ -35,18 +36,21 @@ async def stack() -> AsyncIterator[Stack]:
     settings = get_settings()
     await create_database_if_missing(settings.database_url)
     upgrade(settings.database_url)
+    smtp = ScriptedSmtpServer(settings.smtp_port)  # the mailer's SMTP server: up before the mailer starts
+    smtp.start()
     supervisor = Supervisor(env=env, quiet=False)
     supervisor.start()
     dsn = make_url(settings.database_url).set(drivername="postgresql").render_as_string(hide_password=False)
     db = await asyncpg.create_pool(dsn, min_size=1, max_size=5)
     amqp = await aio_pika.connect_robust(settings.rabbitmq_url)
     s = Stack(env=env, settings=settings, base_url=f"http://127.0.0.1:{settings.gateway_port}", db=db, amqp=amqp,
-              supervisor=supervisor)
+              supervisor=supervisor, smtp=smtp)
     try:
         await s.wait_ready()
         yield s
     finally:
         supervisor.stop()
+        smtp.stop()
         await s.cleanup_broker(HOLD_DURATIONS)
         await amqp.close()
         await db.close()

@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 
 from services.gateway.auth import issue_token
 from shared.settings import Settings
-from shared.topology import Names, all_queue_names
+from shared.topology import Names, all_queue_names, mailer_notifications
 
 T = TypeVar("T")
 
@@ -89,6 +89,14 @@ def run_environment(base: Settings) -> dict[str, str]:
         "TICKETING_CHECKOUT_WAIT_SECONDS": "30",
         "TICKETING_CHECKOUT_RATE_LIMIT": "0",
         "TICKETING_LOG_LEVEL": "WARNING",
+        # Mailer and DLQ ops (issue 4): the test's own SMTP server, a short retry ladder, the keeper's port.
+        "TICKETING_SMTP_HOST": "127.0.0.1",
+        "TICKETING_SMTP_PORT": str(free_port()),
+        "TICKETING_SMTP_TLS": "none",
+        "TICKETING_MAILER_RETRY_DELAYS": "[1,2,3]",
+        "TICKETING_MAILER_CLAIM_LEASE_SECONDS": "10",
+        "TICKETING_OPS_PORT": str(free_port()),
+        "TICKETING_DLQ_REPLAY_RATE": "200",
     }
 
 
@@ -113,6 +121,7 @@ class Stack:
     db: asyncpg.Pool
     amqp: aio_pika.abc.AbstractRobustConnection
     supervisor: Any
+    smtp: Any = None  # tests.smtp_server.ScriptedSmtpServer
     names: Names = field(init=False)
 
     def __post_init__(self) -> None:
@@ -163,7 +172,8 @@ class Stack:
             await channel.close()
 
     async def wait_ready(self, timeout: float = 60.0) -> None:
-        ports = {"gateway": self.settings.gateway_port, "inventory": self.settings.inventory_port}
+        ports = {"gateway": self.settings.gateway_port, "inventory": self.settings.inventory_port,
+                 "mailer": self.settings.mailer_port, "ops": self.settings.ops_port}
 
         async def ready() -> bool:
             async with httpx.AsyncClient(timeout=2) as c:
@@ -180,7 +190,8 @@ class Stack:
 
     async def cleanup_broker(self, hold_seconds: tuple[int, ...]) -> None:
         channel = await self.amqp.channel()
-        for name in all_queue_names(self.names, hold_seconds):
+        mailer_queue = mailer_notifications(tuple(self.settings.mailer_retry_delays))
+        for name in all_queue_names(self.names, hold_seconds, extra=(mailer_queue,)):
             try:
                 await channel.queue_delete(name)
             except Exception:

@@ -89,5 +89,11 @@ def demo(buyers: int, tickets: int, hold_seconds: int) -> None:
     sys.exit(run_demo(buyers=buyers, tickets=tickets, hold_seconds=hold_seconds))
 
 
+from services.mailer.cli import mail_group  # noqa: E402 (issue 4: `ticketing mail`)
+from services.ops.cli import dlq_group  # noqa: E402 (issue 4: `ticketing dlq`)
+
+main.add_command(mail_group)
+main.add_command(dlq_group)
+
 if __name__ == "__main__":
     main()

@@ -59,6 +59,7 @@ def render(spec: EmailSpec, sender: str) -> EmailMessage:
     msg.set_content(text)
     msg.add_alternative(html, subtype="html")
     html_part = msg.get_payload()[1]  # type: ignore[index]
+    assert isinstance(html_part, EmailMessage)
     for ticket in spec.context.get("tickets", []):
         # multipart/related next to the HTML, so `cid:` references resolve in every mail client.
         html_part.add_related(qr_png(ticket["code"]), "image", "png", cid=f"<{ticket['cid']}>",

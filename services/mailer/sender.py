@@ -54,7 +54,7 @@ class SmtpSender:
             username=c.username or None,
             password=c.password or None,
             use_tls=c.tls == "tls",
-            start_tls=True if c.tls == "starttls" else False,
+            start_tls=c.tls == "starttls",
             timeout=c.timeout,
         )
         refused = {rcpt: r for rcpt, r in responses.items() if r.code >= 400}

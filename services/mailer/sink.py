@@ -30,7 +30,7 @@ def start_sink(settings: Settings) -> Controller | None:
     """Start the sink on 127.0.0.1:mail_sink_port; None if another process (a second mailer) already serves it."""
     path = sink_dir(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
-    controller = Controller(Mailbox(str(path)), hostname="127.0.0.1", port=settings.mail_sink_port)
+    controller = Controller(Mailbox(path), hostname="127.0.0.1", port=settings.mail_sink_port)
     try:
         controller.start()
     except Exception as exc:  # port taken: most likely the sink of another mailer process on this machine
@@ -62,7 +62,7 @@ def list_mail(path: Path) -> list[StoredMail]:
     box = mailbox.Maildir(str(path), create=False)
     parser = BytesParser(policy=policy.default)
     out = []
-    for key in box.keys():
+    for key in box.iterkeys():
         received = datetime.fromtimestamp(box.get_message(key).get_date(), UTC)
         msg = parser.parsebytes(box.get_bytes(key))
         out.append(StoredMail(key, received, msg))  # type: ignore[arg-type]

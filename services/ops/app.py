@@ -1,0 +1,45 @@
+"""The ops process: the DLQ keeper plus health and metrics (replays and purges run from the CLI or gateway)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import FastAPI
+from sqlalchemy import text
+
+from services.ops.keeper import Keeper
+from shared import health, logs, runtime
+from shared.db import make_engine
+from shared.settings import Settings, get_settings
+
+log = logs.get_logger(__name__)
+
+
+async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
+    settings = settings or get_settings()
+    logs.configure("ops", settings.log_level, settings.log_json)
+    engine = make_engine(settings.database_url, pool_size=4)
+    keeper = Keeper(settings, engine)
+    await keeper.start()
+    server = None
+    if settings.ops_port:
+        app = FastAPI(title="ticketing ops")
+
+        async def broker_check() -> None:
+            if keeper.connection is None or keeper.connection.is_closed:
+                raise ConnectionError("RabbitMQ is not reachable")
+
+        async def table_check() -> None:
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1 FROM ops.dead_letters LIMIT 1"))
+
+        app.include_router(health.health_router({
+            "database": runtime.database_check(engine), "rabbitmq": broker_check, "ops_schema": table_check,
+        }))
+        server = await health.serve(app, settings.gateway_host, settings.ops_port)
+    await stop.wait()
+    log.info("ops_stopping")
+    await keeper.stop()
+    if server:
+        server.should_exit = True
+    await engine.dispose()

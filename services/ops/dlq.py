@@ -1,0 +1,385 @@
+"""Dead letters as rows: conversion from AMQP, queries, replay (rate-limited, with confirms) and purge.
+
+Why a table rather than peeking the queue: the management plugin is not enabled, and basic.get + nack on a
+quorum queue reorders it and bumps delivery counts. The keeper moves each dead letter into ops.dead_letters
+(insert, then ack), so listing, grouping and inspecting are plain SQL, and a replay is a republish with
+confirms followed by a status change in the same transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from shared import metrics, topology
+
+# Headers that describe one death; a replay drops them so the next failure writes fresh ones.
+DEATH_HEADERS = (
+    "x-death", "x-first-death-queue", "x-first-death-reason", "x-first-death-exchange", "x-last-death-queue",
+    "x-last-death-reason", "x-last-death-exchange", "x-reason", "x-exception-type", "x-stack", "x-failed-at",
+    "x-attempts", "x-attempt", "x-last-error", "x-delivery-count",
+)
+REPLAY_BATCH = 100
+
+Publish = Callable[[bytes, str, str, dict[str, Any], str | None], Awaitable[None]]
+"""publish(body, queue, message_id, headers, correlation_id): to the default exchange, with a confirm."""
+
+
+def dlq_services() -> list[str]:
+    return sorted(set(topology.DLQ_SERVICES) | set(topology.SERVICE_QUEUES))
+
+
+def jsonable(value: Any) -> Any:
+    """AMQP header values (bytes, datetimes, nested tables) as JSON."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            return bytes(value).decode()
+        except UnicodeDecodeError:
+            return {"base64": base64.b64encode(bytes(value)).decode()}
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_NUMBER = re.compile(r"\d+")
+
+
+def normalize_reason(reason: str) -> str:
+    """The part of a reason that identifies the failure, not the message: ids and numbers masked."""
+    first = (reason or "").strip().splitlines()[0] if reason.strip() else ""
+    return _NUMBER.sub("N", _UUID.sub("<id>", first))[:200]
+
+
+def group_key(service: str, original_queue: str, routing_key: str, exception_type: str, reason: str) -> str:
+    raw = "\x1f".join([service, original_queue, routing_key, exception_type, normalize_reason(reason)])
+    return hashlib.sha256(raw.encode()).hexdigest()[:12]
+
+
+def _parse_time(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    try:
+        parsed = datetime.fromisoformat(str(value))
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except ValueError:
+        return datetime.now(UTC)
+
+
+def from_amqp(service: str, dlq: str, raw: Any) -> dict[str, Any]:
+    """A row for ops.dead_letters from an incoming DLQ message (ours, or dead-lettered by the broker)."""
+    headers = jsonable(dict(raw.headers or {}))
+    deaths = headers.get("x-death") or []
+    first = deaths[-1] if isinstance(deaths, list) and deaths and isinstance(deaths[-1], dict) else {}
+    original_queue = str(headers.get("x-original-queue") or headers.get("x-first-death-queue")
+                         or first.get("queue") or "")
+    keys = first.get("routing-keys") or [""]
+    routing_key = str(headers.get("x-original-routing-key") or (keys[0] if keys else "") or raw.routing_key or "")
+    exchange = str(headers.get("x-original-exchange") or headers.get("x-first-death-exchange")
+                   or first.get("exchange") or "")
+    broker_reason = str(headers.get("x-first-death-reason") or first.get("reason") or "")
+    reason = str(headers.get("x-reason") or (f"dead-lettered by the broker: {broker_reason}" if broker_reason
+                                             else "unknown"))
+    exception_type = str(headers.get("x-exception-type") or broker_reason or "unknown")
+    attempts = int(headers.get("x-attempts") or headers.get("x-delivery-count") or first.get("count") or 1)
+    failed_at = _parse_time(headers.get("x-failed-at") or first.get("time") or datetime.now(UTC))
+    replay_count = int(headers.get("x-replay-count") or 0)
+    message_id = raw.message_id or ""
+    body = bytes(raw.body)
+    fingerprint = hashlib.sha256("\x1f".join([
+        dlq, message_id, str(headers.get("x-failed-at") or ""), json.dumps(deaths, sort_keys=True),
+        str(replay_count), hashlib.sha256(body).hexdigest(),
+    ]).encode()).hexdigest()
+    properties = jsonable({
+        "content_type": raw.content_type, "correlation_id": raw.correlation_id, "reply_to": raw.reply_to,
+        "app_id": raw.app_id, "type": raw.type, "timestamp": raw.timestamp,
+        "delivery_mode": int(raw.delivery_mode or 2),
+        "exchange": raw.exchange, "routing_key": raw.routing_key,
+    })
+    return {
+        "fingerprint": fingerprint, "service": service, "dlq": dlq, "message_id": message_id,
+        "original_queue": original_queue, "original_exchange": exchange, "routing_key": routing_key,
+        "reason": reason[:4000], "exception_type": exception_type[:200],
+        "group_key": group_key(service, original_queue, routing_key, exception_type, reason),
+        "attempts": attempts, "replay_count": replay_count, "headers": json.dumps(headers),
+        "properties": json.dumps(properties), "body": body, "failed_at": failed_at,
+    }
+
+
+async def store(conn: AsyncConnection, row: dict[str, Any]) -> bool:
+    """Insert once (the fingerprint absorbs a delivery stored twice after a crash before its ack)."""
+    result = await conn.execute(text("""
+        INSERT INTO ops.dead_letters (fingerprint, service, dlq, message_id, original_queue, original_exchange,
+               routing_key, reason, exception_type, group_key, attempts, replay_count, headers, properties, body,
+               failed_at)
+        VALUES (:fingerprint, :service, :dlq, :message_id, :original_queue, :original_exchange, :routing_key,
+               :reason, :exception_type, :group_key, :attempts, :replay_count, CAST(:headers AS jsonb),
+               CAST(:properties AS jsonb), :body, :failed_at)
+        ON CONFLICT (fingerprint) DO NOTHING
+    """), row)
+    return bool(result.rowcount)
+
+
+# --- queries ------------------------------------------------------------------------------------------
+
+
+async def queue_stats(conn: AsyncConnection) -> dict[str, dict[str, Any]]:
+    rows = (await conn.execute(text("""
+        SELECT service, count(*) AS depth, min(failed_at) AS oldest,
+               extract(epoch FROM now() - min(failed_at)) AS oldest_age
+          FROM ops.dead_letters WHERE status = 'dead' GROUP BY service
+    """))).all()
+    return {r.service: {"depth": r.depth, "oldest_failed_at": r.oldest, "oldest_age_seconds": r.oldest_age}
+            for r in rows}
+
+
+async def groups(conn: AsyncConnection, service: str | None = None) -> list[dict[str, Any]]:
+    rows = (await conn.execute(text("""
+        SELECT service, group_key, exception_type, original_queue, routing_key, count(*) AS count,
+               min(failed_at) AS first_failed_at, max(failed_at) AS last_failed_at,
+               (array_agg(reason ORDER BY id DESC))[1] AS sample_reason
+          FROM ops.dead_letters
+         WHERE status = 'dead' AND (CAST(:service AS text) IS NULL OR service = :service)
+         GROUP BY service, group_key, exception_type, original_queue, routing_key
+         ORDER BY count(*) DESC, min(failed_at)
+    """), {"service": service})).mappings().all()
+    return [dict(r) for r in rows]
+
+
+async def messages(conn: AsyncConnection, service: str | None = None, group: str | None = None,
+                   status: str = "dead", limit: int = 100) -> list[dict[str, Any]]:
+    rows = (await conn.execute(text("""
+        SELECT id, service, message_id, original_queue, routing_key, exception_type, group_key, attempts,
+               replay_count, left(reason, 300) AS reason, failed_at, status
+          FROM ops.dead_letters
+         WHERE (CAST(:service AS text) IS NULL OR service = :service)
+           AND (CAST(:grp AS text) IS NULL OR group_key = :grp) AND status = :status
+         ORDER BY id LIMIT :limit
+    """), {"service": service, "grp": group, "status": status, "limit": limit})).mappings().all()
+    return [dict(r) for r in rows]
+
+
+async def get(conn: AsyncConnection, dead_letter_id: int) -> dict[str, Any] | None:
+    row = (await conn.execute(text("SELECT * FROM ops.dead_letters WHERE id = :id"),
+                              {"id": dead_letter_id})).mappings().first()
+    if row is None:
+        return None
+    out = dict(row)
+    body = bytes(out.pop("body"))
+    try:
+        out["body"] = json.loads(body)
+    except ValueError:
+        out["body_text"] = body.decode(errors="replace")
+    out["death_history"] = out["headers"].get("x-death") or []
+    # Every death of this message (a replayed message that failed again is a new row with the same id).
+    history = (await conn.execute(text("""
+        SELECT id, status, reason, exception_type, attempts, replay_count, failed_at, resolved_at, resolved_by
+          FROM ops.dead_letters WHERE message_id = :mid AND message_id <> '' ORDER BY id
+    """), {"mid": out["message_id"]})).mappings().all()
+    out["history"] = [dict(h) for h in history]
+    return out
+
+
+async def audit_log(conn: AsyncConnection, limit: int = 50) -> list[dict[str, Any]]:
+    rows = (await conn.execute(text("SELECT * FROM ops.audit_log ORDER BY id DESC LIMIT :n"),
+                               {"n": limit})).mappings().all()
+    return [dict(r) for r in rows]
+
+
+# --- actions ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Selector:
+    """Exactly one of: some ids, a group, or everything waiting in the service's DLQ."""
+
+    ids: tuple[int, ...] = ()
+    group: str | None = None
+    everything: bool = False
+
+    def __post_init__(self) -> None:
+        if sum([bool(self.ids), self.group is not None, self.everything]) != 1:
+            raise ValueError("select exactly one of: ids, a group, or all")
+
+    def as_json(self) -> str:
+        return json.dumps({"ids": list(self.ids), "group": self.group, "all": self.everything})
+
+    def where(self) -> tuple[str, dict[str, Any]]:
+        if self.ids:
+            return "id = ANY(:ids)", {"ids": list(self.ids)}
+        if self.group is not None:
+            return "group_key = :grp", {"grp": self.group}
+        return "TRUE", {}
+
+
+@dataclass
+class ActionResult:
+    action: str
+    service: str
+    dry_run: bool
+    matched: int
+    affected: int = 0
+    audit_id: int | None = None
+    sample: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+
+async def count(conn: AsyncConnection, service: str, sel: Selector) -> tuple[int, list[dict[str, Any]]]:
+    where, params = sel.where()
+    rows = (await conn.execute(text(f"""
+        SELECT id, message_id, original_queue, routing_key, exception_type, left(reason, 200) AS reason
+          FROM ops.dead_letters WHERE service = :service AND status = 'dead' AND {where} ORDER BY id
+    """), {"service": service, **params})).mappings().all()
+    return len(rows), [dict(r) for r in rows[:20]]
+
+
+async def _audit(conn: AsyncConnection, actor: str, action: str, service: str, sel: Selector, dry_run: bool,
+                 matched: int) -> int:
+    return int((await conn.execute(text("""
+        INSERT INTO ops.audit_log (actor, action, service, selector, dry_run, matched, affected)
+        VALUES (:actor, :action, :service, CAST(:selector AS jsonb), :dry_run, :matched, 0) RETURNING id
+    """), {"actor": actor, "action": action, "service": service, "selector": sel.as_json(), "dry_run": dry_run,
+           "matched": matched})).scalar_one())
+
+
+async def _finish_audit(engine: AsyncEngine, audit_id: int, affected: int, detail: str | None) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(text("UPDATE ops.audit_log SET affected = :n, detail = :d WHERE id = :id"),
+                           {"n": affected, "d": detail, "id": audit_id})
+
+
+def replay_headers(row: Any, audit_id: int, actor: str) -> dict[str, Any]:
+    headers = {k: v for k, v in dict(row.headers).items() if k not in DEATH_HEADERS}
+    headers.update({
+        # The chassis routes a message by this header when it arrives on a work queue (Bus._dispatch).
+        "x-original-routing-key": row.routing_key,
+        "x-original-exchange": row.original_exchange,
+        "x-replay-count": row.replay_count + 1,
+        "x-replay-id": audit_id,
+        "x-replayed-from": row.id,
+        "x-replayed-by": actor,
+    })
+    return headers
+
+
+async def replay(engine: AsyncEngine, publish: Publish, service: str, sel: Selector, actor: str, *,
+                 dry_run: bool = False, rate: float = 50.0) -> ActionResult:
+    """Republish to the queue each message came from, at most ``rate`` per second, each with a confirm.
+
+    A row becomes 'replayed' in the same transaction that locked it, after its publish was confirmed: a crash
+    in between replays it again later, which the idempotent consumers absorb."""
+    async with engine.begin() as conn:
+        matched, sample = await count(conn, service, sel)
+        audit_id = await _audit(conn, actor, "replay", service, sel, dry_run, matched)
+    result = ActionResult("replay", service, dry_run, matched, audit_id=audit_id, sample=sample)
+    if dry_run or matched == 0:
+        return result
+    interval = 1.0 / rate if rate > 0 else 0.0
+    where, params = sel.where()
+    last_id = 0
+    try:
+        while True:
+            async with engine.begin() as conn:
+                rows = (await conn.execute(text(f"""
+                    SELECT * FROM ops.dead_letters
+                     WHERE service = :service AND status = 'dead' AND id > :last AND {where}
+                     ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED
+                """), {"service": service, "last": last_id, "n": REPLAY_BATCH, **params})).all()
+                if not rows:
+                    break
+                done: list[int] = []
+                try:
+                    for row in rows:
+                        last_id = row.id
+                        if not row.original_queue:
+                            continue  # nowhere to send it back to; stays in the DLQ for a purge
+                        props = dict(row.properties)
+                        await publish(bytes(row.body), row.original_queue, row.message_id,
+                                      replay_headers(row, audit_id, actor), props.get("correlation_id"))
+                        done.append(row.id)
+                        metrics.DEAD_LETTERS_REPLAYED.labels(service=service).inc()
+                        if interval:
+                            await asyncio.sleep(interval)
+                finally:  # mark what was confirmed, even when a publish fails mid-batch
+                    if done:
+                        await conn.execute(text("""
+                            UPDATE ops.dead_letters SET status = 'replayed', resolved_at = now(),
+                                   resolved_by = :actor, action_id = :aid WHERE id = ANY(:ids)
+                        """), {"actor": actor, "aid": audit_id, "ids": done})
+                        result.affected += len(done)
+    except Exception as exc:
+        result.error = f"{type(exc).__name__}: {exc}"
+    await _finish_audit(engine, audit_id, result.affected, result.error)
+    return result
+
+
+async def purge(engine: AsyncEngine, service: str, sel: Selector, actor: str, *,
+                dry_run: bool = False) -> ActionResult:
+    """Mark dead letters purged (kept as evidence for the audit trail; never replayed)."""
+    async with engine.begin() as conn:
+        matched, sample = await count(conn, service, sel)
+        audit_id = await _audit(conn, actor, "purge", service, sel, dry_run, matched)
+        result = ActionResult("purge", service, dry_run, matched, audit_id=audit_id, sample=sample)
+        if not dry_run and matched:
+            where, params = sel.where()
+            purged = (await conn.execute(text(f"""
+                UPDATE ops.dead_letters SET status = 'purged', resolved_at = now(), resolved_by = :actor,
+                       action_id = :aid
+                 WHERE service = :service AND status = 'dead' AND {where}
+            """), {"service": service, "actor": actor, "aid": audit_id, **params})).rowcount
+            result.affected = int(purged or 0)
+            await conn.execute(text("UPDATE ops.audit_log SET affected = :n WHERE id = :id"),
+                               {"n": result.affected, "id": audit_id})
+            metrics.DEAD_LETTERS_PURGED.labels(service=service).inc(result.affected)
+    return result
+
+
+async def broker_depths(channel_factory: Callable[[], Awaitable[Any]], names: topology.Names,
+                        services: Sequence[str]) -> dict[str, int | None]:
+    """Messages still in each DLQ, not yet moved by the keeper (None: the queue does not exist)."""
+    out: dict[str, int | None] = {}
+    for service in services:
+        channel = await channel_factory()
+        try:
+            q = await channel.declare_queue(names.dlq(service), passive=True)
+            out[service] = int(q.declaration_result.message_count or 0)
+        except Exception:
+            out[service] = None
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+    return out
+
+
+async def overview(conn: AsyncConnection, depths: dict[str, int | None], names: topology.Names
+                   ) -> list[dict[str, Any]]:
+    stats = await queue_stats(conn)
+    out = []
+    for service in dlq_services():
+        s = stats.get(service, {})
+        out.append({
+            "service": service, "queue": names.dlq(service), "depth": int(s.get("depth", 0)),
+            "in_broker": depths.get(service), "oldest_failed_at": s.get("oldest_failed_at"),
+            "oldest_age_seconds": float(s["oldest_age_seconds"]) if s.get("oldest_age_seconds") is not None
+            else None,
+        })
+    return out

@@ -1,0 +1,62 @@
+"""The DLQ keeper: consumes every service's dead-letter queue and moves each message into ops.dead_letters.
+
+Insert first, then ack: a crash in between redelivers the message, and the row's fingerprint makes the second
+insert a no-op. Competing keepers are safe for the same reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from functools import partial
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.ops import dlq
+from shared import logs, metrics, topology
+from shared.settings import Settings
+
+log = logs.get_logger(__name__)
+
+RETRY_PAUSE_SECONDS = 1.0  # the database is down: do not spin on the same message
+
+
+class Keeper:
+    def __init__(self, settings: Settings, engine: AsyncEngine) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.names = topology.Names(settings.prefix)
+        self.connection: AbstractRobustConnection | None = None
+        self.queues: list[AbstractQueue] = []  # held: RobustConnection only restores referenced queues
+
+    async def start(self) -> None:
+        self.connection = await aio_pika.connect_robust(self.settings.rabbitmq_url)
+        channel = await self.connection.channel()
+        await channel.set_qos(prefetch_count=64)
+        for service in dlq.dlq_services():
+            await topology.declare_dlq(channel, self.names, service)
+            queue = await channel.get_queue(self.names.dlq(service))
+            await queue.consume(partial(self._on_message, service, queue.name))
+            self.queues.append(queue)
+        log.info("dlq_keeper_started", queues=[q.name for q in self.queues])
+
+    async def stop(self) -> None:
+        if self.connection is not None:
+            await self.connection.close()
+
+    async def _on_message(self, service: str, queue: str, message: AbstractIncomingMessage) -> None:
+        try:
+            row = dlq.from_amqp(service, queue, message)
+            async with self.engine.begin() as conn:
+                stored = await dlq.store(conn, row)
+        except Exception as exc:
+            log.error("dlq_keeper_store_failed", queue=queue, error=repr(exc)[:300])
+            await asyncio.sleep(RETRY_PAUSE_SECONDS)
+            await message.nack(requeue=True)
+            return
+        await message.ack()
+        if stored:
+            metrics.DEAD_LETTERS_STORED.labels(service=service).inc()
+            log.info("dead_letter_stored", service=service, message_id=message.message_id,
+                     exception_type=row["exception_type"])
