@@ -63,7 +63,9 @@ class Settings(BaseSettings):
     mail_sink_port: int = 8025
     mail_sink_dir: str = ".ticketing/mail"
     mailer_retry_delays: tuple[int, ...] = Field(default=(5, 30, 120, 600), description="Retry ladder, seconds")
-    mailer_claim_lease_seconds: float = Field(default=120.0, description="How long an in-flight send blocks a duplicate")
+    mailer_claim_lease_seconds: float = Field(
+        default=120.0, description="How long an in-flight send blocks a duplicate (longer than an SMTP timeout)"
+    )
     mailer_prefetch: int = 16
     # --- Dead-letter operations (issue 4) ---------------------------------------------------------------
     ops_port: int = 8105
