@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     smtp_timeout_seconds: float = 30.0
     smtp_sender: str = "Ticketing <tickets@ticketing.local>"
     mail_sink_port: int = 8025
-    mail_sink_dir: str = ".ticketing/mail"
+    mail_sink_dir: str = "var/mail"
     mailer_retry_delays: tuple[int, ...] = Field(default=(5, 30, 120, 600), description="Retry ladder, seconds")
     mailer_claim_lease_seconds: float = Field(
         default=120.0, description="How long an in-flight send blocks a duplicate (longer than an SMTP timeout)"
