@@ -3,11 +3,20 @@ in the test whose answers each test scripts per recipient. Retry delays are 1, 2
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import pathlib
+import signal
+import sys
 import uuid
 
+import aio_pika
+
+from services.mailer.sink import list_mail
 from shared import topology
 from shared.messages import OrderRefunded, OrderReleased, OrderStatus, PricedLine
-from tests.harness import Stack, eventually
+from shared.topology import Names, all_queue_names, mailer_notifications
+from tests.harness import Stack, eventually, free_port
 from tests.mailer_support import dead_letters, email_row, paid_order, publish, recipient
 
 
@@ -187,3 +196,59 @@ async def _sent(stack: Stack, order_id: uuid.UUID, kind: str = "paid") -> object
 async def _skipped(stack: Stack, order_id: uuid.UUID, n: int) -> object:
     row = await email_row(stack, order_id)
     return row is not None and row["duplicates_skipped"] >= n
+
+
+async def test_without_an_smtp_host_the_embedded_sink_keeps_mail_for_ticketing_mail(
+    stack: Stack, tmp_path: pathlib.Path
+) -> None:
+    """What `ticketing up` does on a fresh machine: a mailer with no SMTP host starts its own sink."""
+    prefix = f"{stack.settings.prefix}sink."
+    env = {**stack.env, "TICKETING_SMTP_HOST": "", "TICKETING_PREFIX": prefix, "TICKETING_MAILER_PORT": "0",
+           "TICKETING_MAIL_SINK_PORT": str(free_port()), "TICKETING_MAIL_SINK_DIR": str(tmp_path / "mail")}
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.mailer", env=env)
+    names = Names(prefix)
+    try:
+        queue = names.queue("mailer.notifications")
+        await eventually(lambda: _queue_exists(stack, queue), timeout=30, what="the second mailer's queue")
+        to = recipient("sink")
+        order = paid_order(to, locale="en")
+        channel = await stack.amqp.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(names.events_exchange)
+        await exchange.publish(aio_pika.Message(order.model_dump_json().encode(), message_id=f"paid:{order.order_id}",
+                                                content_type="application/json"), routing_key=topology.ORDER_PAID)
+        await channel.close()
+        await eventually(lambda: _async(list_mail(tmp_path / "mail")), what="mail in the sink")
+
+        out = await _run_cli(env, "mail", "ls")
+        assert to in out and "Your tickets" in out
+        shown = await _run_cli(env, "mail", "show", "1")
+        assert order.tickets[0].code in shown and "Inline images: <qr-" in shown
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), 20)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+        channel = await stack.amqp.channel()
+        for name in all_queue_names(names, extra=(mailer_notifications(tuple(stack.settings.mailer_retry_delays)),)):
+            with contextlib.suppress(Exception):
+                await channel.queue_delete(name)
+        with contextlib.suppress(Exception):
+            await channel.exchange_delete(names.events_exchange)
+
+
+async def _queue_exists(stack: Stack, queue: str) -> bool:
+    try:
+        await stack.queue_depth(queue)
+        return True
+    except Exception:
+        return False
+
+
+async def _run_cli(env: dict[str, str], *args: str) -> str:
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "ticketing.cli", *args, env={
+        **env, "COLUMNS": "250"}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    return out.decode()
