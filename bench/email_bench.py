@@ -87,9 +87,11 @@ async def through_service(n: int, retry_samples: int) -> list[tuple[str, str]]:
     base = Settings()
     env = run_environment(base)
     env.update({"TICKETING_INVENTORY_PORT": "0", "TICKETING_MAILER_PORT": "0", "TICKETING_LOG_LEVEL": "ERROR"})
-    settings = Settings(**{k.removeprefix("TICKETING_").lower(): v for k, v in env.items()
-                           if k.startswith("TICKETING_") and k != "TICKETING_MAILER_RETRY_DELAYS"},
-                        mailer_retry_delays=(1, 2, 3))
+    settings = Settings.model_validate({
+        **{k.removeprefix("TICKETING_").lower(): v for k, v in env.items()
+           if k.startswith("TICKETING_") and k != "TICKETING_MAILER_RETRY_DELAYS"},
+        "mailer_retry_delays": (1, 2, 3),
+    })
     sink = ScriptedSmtpServer(settings.smtp_port)
     sink.start()
     await create_database_if_missing(settings.database_url)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import random
 import string
 import uuid
+from collections.abc import Awaitable
+from typing import Any
 
 from shared import topology
 from tests.harness import Stack, eventually
@@ -17,7 +19,7 @@ def _tag() -> str:
     return "".join(random.choices(string.ascii_lowercase, k=10))
 
 
-async def _dead(stack: Stack, message_ids: list[str]) -> list[dict[str, object]]:
+async def _dead(stack: Stack, message_ids: list[str]) -> list[dict[str, Any]]:
     rows = []
     for mid in message_ids:
         found = await dead_letters(stack, mid)
@@ -137,6 +139,7 @@ async def test_every_services_dlq_is_kept_and_replayable_inventory_included(stac
         assert r.status_code == 200 and r.json()["affected"] == 1
         # Still malformed: it fails again and comes back, with its history, not lost.
         rows = await eventually(lambda: _at_least(dead_letters(stack, mid), 2), what="second death")
+        assert rows is not None
         assert [x["status"] for x in rows] == ["replayed", "dead"] and rows[1]["replay_count"] == 1
 
         async with stack.client("buyer") as buyer:
@@ -149,6 +152,6 @@ async def _all(value: bool) -> bool:
     return value
 
 
-async def _at_least(rows_coro: object, n: int) -> object:
-    rows = await rows_coro  # type: ignore[misc]
+async def _at_least(rows_coro: Awaitable[list[Any]], n: int) -> list[Any] | None:
+    rows = await rows_coro
     return rows if len(rows) >= n else None
