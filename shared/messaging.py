@@ -61,6 +61,10 @@ class Route(Generic[M]):
     handler: Handler[M]
 
 
+async def _raw_body(message: Any) -> bytes:
+    return bytes(message.body)
+
+
 def encode(model: BaseModel) -> bytes:
     return model.model_dump_json().encode()
 
@@ -172,7 +176,9 @@ class Bus:
         queue_name = self.names.queue(wq.name)
         queue = RabbitQueue(queue_name, queue_type=QueueType.QUORUM, declare=False)
 
-        @self.broker.subscriber(queue, ack_policy=AckPolicy.REJECT_ON_ERROR, no_reply=True)
+        # The raw decoder keeps FastStream from parsing the body: a body that is not JSON must reach our
+        # dispatcher (and the dead-letter queue with its reason), not fail inside the framework.
+        @self.broker.subscriber(queue, ack_policy=AckPolicy.REJECT_ON_ERROR, no_reply=True, decoder=_raw_body)
         async def _consume(message: RabbitMessage) -> None:
             await self._dispatch(wq, queue_name, routes, message.raw_message)
 
