@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import uuid
@@ -155,10 +156,8 @@ async def checkout(
 async def _remember_requested(request: Request, order_id: UUID, user: User) -> None:
     """Let the buyer see REQUESTED while the decision is still queued (best effort)."""
     state = _state(request)
-    try:
+    with contextlib.suppress(Exception):
         await state.redis.set(state.names.redis_key("order-requested", str(order_id)), user.id, ex=3600)
-    except Exception:
-        pass
 
 
 @router.get("/orders/{order_id}", response_model=OrderOut, responses={404: _PROBLEM}, tags=["orders"])

@@ -134,7 +134,7 @@ async def test_service_killed_between_commit_and_publish_loses_no_message(stack:
 
     stack.supervisor.stop_service("inventory")
     env = {**stack.env, "TICKETING_FAULT_EXIT_BEFORE_PUBLISH": "true", "TICKETING_INVENTORY_PORT": "0"}
-    faulty = subprocess.Popen([sys.executable, "-m", "services.inventory"], env=env)
+    faulty = subprocess.Popen([sys.executable, "-m", "services.inventory"], env=env)  # noqa: ASYNC220
     try:
         cmd = checkout_command(tt, "crash-victim", 2)
         await publish(stack, topology.CHECKOUT_REQUESTED, cmd.model_dump_json().encode(), f"checkout:{cmd.order_id}")
