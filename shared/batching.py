@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from shared import logs
 
@@ -80,7 +80,7 @@ class GroupCommit(Generic[T, R]):
                 waiting.future.set_result(result)
 
 
-def _fail(waiting: _Waiting[object, object], exc: BaseException) -> None:
+def _fail(waiting: _Waiting[Any, Any], exc: BaseException) -> None:
     if not waiting.future.done():
         waiting.future.set_exception(exc)
 

@@ -225,7 +225,7 @@ class Bus:
         self, wq: WorkQueue, queue_name: str, raw: aio_pika.abc.AbstractIncomingMessage, exc: Exception
     ) -> None:
         headers = dict(raw.headers or {})
-        attempt = int(headers.get("x-attempt", 0) or 0)
+        attempt = int(str(headers.get("x-attempt", 0) or 0))
         reason = f"{type(exc).__name__}: {exc}"
         if attempt >= len(wq.retry_delays):
             await self.dead_letter(wq, queue_name, raw, f"retries exhausted: {reason}", type(exc).__name__)
@@ -258,7 +258,7 @@ class Bus:
         headers.update({
             "x-reason": reason[:MAX_REASON_CHARS],
             "x-exception-type": exception_type,
-            "x-attempts": int(headers.get("x-attempt", 0) or 0) + 1,
+            "x-attempts": int(str(headers.get("x-attempt", 0) or 0)) + 1,
             "x-original-queue": queue_name,
             "x-original-exchange": headers.get("x-original-exchange", raw.exchange or ""),
             "x-original-routing-key": headers.get("x-original-routing-key", raw.routing_key or ""),

@@ -40,7 +40,7 @@ from shared.messages import (
 
 router = APIRouter()
 IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1d8f3e-2c1b-4d8e-9a53-6c0a3f2b9e11")
-_PROBLEM = {"content": {PROBLEM_JSON: {}}}
+_PROBLEM: dict[str, Any] = {"content": {PROBLEM_JSON: {}}}
 REJECTION_TITLES = {
     "sold_out": "Sold out",
     "sales_closed": "Sales closed",

@@ -62,7 +62,7 @@ class Inventory:
             result = CommandResult(ok=False, status=422, order=view,
                                    detail="this Idempotency-Key was used with a different request")
         elif view.status is OrderStatus.REJECTED:
-            result = CommandResult(ok=False, status=domain.http_status(RejectReason(view.reason)), order=view,
+            result = CommandResult(ok=False, status=domain.http_status(RejectReason(view.reason or RejectReason.INVALID_ORDER)), order=view,
                                    detail=view.detail)
         else:
             result = CommandResult(ok=True, status=201 if view.status is OrderStatus.PENDING else 200, order=view)
