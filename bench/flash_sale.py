@@ -111,7 +111,9 @@ async def release_lateness(stack: Stack, session: aiohttp.ClientSession, holds: 
     return sorted(float(r["late"]) for r in rows)
 
 
-async def bench_method(method: str, extra_env: dict[str, str], args: argparse.Namespace) -> tuple[list[Run], list[float]]:
+async def bench_method(
+    method: str, extra_env: dict[str, str], args: argparse.Namespace
+) -> tuple[list[Run], list[float]]:
     env = {**run_environment(Settings()), **extra_env, "TICKETING_CHECKOUT_WAIT_SECONDS": "30",
            "TICKETING_SWEEPER_INTERVAL_SECONDS": "30"}
     os.environ.update({k: v for k, v in env.items() if k.startswith("TICKETING_")})

@@ -62,8 +62,8 @@ class Inventory:
             result = CommandResult(ok=False, status=422, order=view,
                                    detail="this Idempotency-Key was used with a different request")
         elif view.status is OrderStatus.REJECTED:
-            result = CommandResult(ok=False, status=domain.http_status(RejectReason(view.reason or RejectReason.INVALID_ORDER)), order=view,
-                                   detail=view.detail)
+            reason = RejectReason(view.reason or RejectReason.INVALID_ORDER)
+            result = CommandResult(ok=False, status=domain.http_status(reason), order=view, detail=view.detail)
         else:
             result = CommandResult(ok=True, status=201 if view.status is OrderStatus.PENDING else 200, order=view)
         await self.bus.reply(delivery, result)
