@@ -61,10 +61,6 @@ class Settings(BaseSettings):
             raise ValueError("set TICKETING_JWT_SECRET in production")
         return self
 
-    @property
-    def sync_database_url(self) -> str:
-        return self.database_url.replace("+asyncpg", "+psycopg2")
-
 
 @lru_cache
 def get_settings() -> Settings:

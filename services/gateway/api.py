@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import time
 import uuid
 from typing import Annotated, Any
 from uuid import UUID
@@ -91,8 +92,6 @@ async def _rate_limit(request: Request, user: User) -> None:
     if not limit:
         return
     window = state.settings.checkout_rate_window_seconds
-    import time
-
     bucket = int(time.time()) // window
     key = state.names.redis_key("ratelimit", "checkout", user.id, str(bucket))
     try:
