@@ -84,10 +84,6 @@ class Settings(BaseSettings):
             raise ValueError("set TICKETING_SMTP_HOST in production (the embedded mail sink is for development)")
         return self
 
-    @property
-    def sync_database_url(self) -> str:
-        return self.database_url.replace("+asyncpg", "+psycopg2")
-
 
 @lru_cache
 def get_settings() -> Settings:
