@@ -1,0 +1,1 @@
+"""Jinja2 email templates (a package so that a regular install ships them as package data)."""
