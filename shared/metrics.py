@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 HOLDS_PLACED = Counter("ticketing_holds_placed_total", "Orders whose tickets were held")
 HOLDS_REJECTED = Counter("ticketing_holds_rejected_total", "Checkouts rejected", ["reason"])
@@ -45,3 +45,9 @@ DEAD_LETTERS_STORED = Counter(
 )
 DEAD_LETTERS_REPLAYED = Counter("ticketing_dead_letters_replayed_total", "Dead letters replayed", ["service"])
 DEAD_LETTERS_PURGED = Counter("ticketing_dead_letters_purged_total", "Dead letters purged", ["service"])
+DEAD_LETTERS_WAITING = Gauge(
+    "ticketing_dead_letters_waiting", "Dead letters waiting for an operator (alert when above 0)", ["service"]
+)
+DEAD_LETTER_OLDEST_AGE = Gauge(
+    "ticketing_dead_letter_oldest_age_seconds", "Age of the oldest waiting dead letter", ["service"]
+)

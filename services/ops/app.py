@@ -21,6 +21,7 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     engine = make_engine(settings.database_url, pool_size=4)
     keeper = Keeper(settings, engine)
     await keeper.start()
+    reporter = asyncio.create_task(keeper.report_depths(15.0), name="dlq-depths")
     server = None
     if settings.ops_port:
         app = FastAPI(title="ticketing ops")
@@ -39,6 +40,7 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
         server = await health.serve(app, settings.gateway_host, settings.ops_port)
     await stop.wait()
     log.info("ops_stopping")
+    reporter.cancel()
     await keeper.stop()
     if server:
         server.should_exit = True

@@ -41,6 +41,20 @@ class Keeper:
             self.queues.append(queue)
         log.info("dlq_keeper_started", queues=[q.name for q in self.queues])
 
+    async def report_depths(self, interval: float) -> None:
+        """Export what waits in every DLQ as gauges, so an alert can fire on a non-empty DLQ."""
+        while True:
+            try:
+                async with self.engine.connect() as conn:
+                    stats = await dlq.queue_stats(conn)
+                for service in dlq.dlq_services():
+                    s = stats.get(service, {})
+                    metrics.DEAD_LETTERS_WAITING.labels(service=service).set(int(s.get("depth", 0)))
+                    metrics.DEAD_LETTER_OLDEST_AGE.labels(service=service).set(float(s.get("oldest_age_seconds") or 0))
+            except Exception as exc:
+                log.warning("dlq_depth_report_failed", error=repr(exc)[:300])
+            await asyncio.sleep(interval)
+
     async def stop(self) -> None:
         if self.connection is not None:
             await self.connection.close()

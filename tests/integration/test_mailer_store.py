@@ -10,7 +10,7 @@ import httpx
 from services.mailer import domain
 from services.mailer.store import Claim, EmailStore
 from shared.db import make_engine
-from tests.harness import Stack
+from tests.harness import Stack, eventually
 from tests.mailer_support import paid_order, recipient
 
 
@@ -58,3 +58,10 @@ async def test_mailer_and_ops_expose_their_metrics(stack: Stack) -> None:
         assert f"# TYPE {name} counter" in mailer
     for name in ("ticketing_dead_letters_stored_total", "ticketing_dead_letters_replayed_total"):
         assert f"# TYPE {name} counter" in ops
+
+    async def gauge_exported() -> bool:  # the gauge an alert watches (refreshed by the keeper)
+        async with httpx.AsyncClient(timeout=5) as c:
+            text = (await c.get(f"http://127.0.0.1:{stack.settings.ops_port}/metrics")).text
+        return 'ticketing_dead_letters_waiting{service="mailer"}' in text
+
+    await eventually(gauge_exported, what="the DLQ depth gauge")
