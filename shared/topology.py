@@ -29,6 +29,10 @@ TICKET_TYPE_ADDED = "catalog.ticket_type_added"
 CREATE_EVENT = "command.create_event"
 ADD_TICKET_TYPE = "command.add_ticket_type"
 CANCEL_ORDER = "command.cancel_order"
+# Payments (issue 3): a verified provider notification, and the payment service's results for inventory.
+PAYMENT_NOTIFIED = "payment.notified"
+PAYMENT_SUCCEEDED = "payment.succeeded"
+PAYMENT_REFUNDED = "payment.refunded"
 
 
 @dataclass(frozen=True)
@@ -69,9 +73,14 @@ class WorkQueue:
 INVENTORY_CHECKOUT = WorkQueue("inventory", "inventory.checkout", (CHECKOUT_REQUESTED,))
 INVENTORY_COMMANDS = WorkQueue("inventory", "inventory.commands", (CREATE_EVENT, ADD_TICKET_TYPE, CANCEL_ORDER))
 INVENTORY_HOLD_EXPIRY = WorkQueue("inventory", "inventory.hold-expiry", (HOLD_EXPIRY_DUE,))
+# Payments: inventory turns payments into sales; the payment service records notifications and tracks orders.
+INVENTORY_PAYMENTS = WorkQueue("inventory", "inventory.payments", (PAYMENT_SUCCEEDED, PAYMENT_REFUNDED))
+PAYMENT_NOTIFICATIONS = WorkQueue("payment", "payment.notifications", (PAYMENT_NOTIFIED,))
+PAYMENT_ORDERS = WorkQueue("payment", "payment.orders", (ORDER_HELD, ORDER_REFUND_PENDING))
 
 SERVICE_QUEUES: dict[str, tuple[WorkQueue, ...]] = {
-    "inventory": (INVENTORY_CHECKOUT, INVENTORY_COMMANDS, INVENTORY_HOLD_EXPIRY),
+    "inventory": (INVENTORY_CHECKOUT, INVENTORY_COMMANDS, INVENTORY_HOLD_EXPIRY, INVENTORY_PAYMENTS),
+    "payment": (PAYMENT_NOTIFICATIONS, PAYMENT_ORDERS),
 }
 
 
