@@ -10,7 +10,17 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-SERVICES: tuple[str, ...] = ("inventory", "gateway")
+SERVICES: tuple[str, ...] = ("inventory", "payment", "gateway")
+
+
+def _payment_simulator() -> tuple[str, ...]:
+    """The offline VNPAY simulator runs where settings allow it: development and test, never production."""
+    from shared.settings import Settings
+
+    return ("paysim",) if Settings().paysim_active else ()
+
+
+SERVICES += _payment_simulator()
 
 
 @dataclass
