@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
-from fastapi import FastAPI, Form, Request, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from pydantic import BaseModel, Field
 
@@ -233,13 +233,14 @@ def create_app(settings: Settings) -> FastAPI:
         return HTMLResponse(_page(f"{amount:,} VND", html.escape(params.get("vnp_OrderInfo", "")), form))
 
     @app.post(CONFIRM_PATH)
-    async def confirm(q: str = Form(...), action: str = Form("approve"), response_code: str | None = Form(None)
-                      ) -> Response:
-        params = dict(parse_qsl(q, keep_blank_values=True))
+    async def confirm(request: Request) -> Response:
+        # The form is parsed by hand: a urlencoded body needs no multipart library.
+        form = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
+        params = dict(parse_qsl(form.get("q", ""), keep_blank_values=True))
         refusal = sim.check_request(params)
         if refusal:
             return HTMLResponse(_page("Giao dich khong hop le", refusal), status_code=400)
-        txn = sim.complete(params, action == "approve", response_code)
+        txn = sim.complete(params, form.get("action", "approve") == "approve", form.get("response_code") or None)
         return RedirectResponse(sim.return_redirect(txn), status_code=303)
 
     @app.post(API_PATH)
