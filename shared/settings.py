@@ -52,14 +52,14 @@ class Settings(BaseSettings):
 
     # --- Payments: VNPAY 2.1.0 and the offline payment simulator (issue 3) ------------------------
     # Empty URLs mean "the local payment simulator" (development and test only; refused in production).
-    vnpay_tmn_code: str = Field("TICKETDV", description="VNPAY terminal id (8 characters)")
+    vnpay_tmn_code: str = "TICKETDV"  # VNPAY terminal id (8 characters)
     vnpay_hash_secret: SecretStr = SecretStr("dev-only-vnpay-hash-secret-0123456789")
-    vnpay_pay_url: str = Field("", description="VNPAY payment page (browser GET); '' = the simulator")
-    vnpay_api_url: str = Field("", description="VNPAY merchant API for querydr/refund; '' = the simulator")
-    vnpay_return_url: str = Field("", description="Where VNPAY sends the browser back; '' = this gateway")
+    vnpay_pay_url: str = ""  # VNPAY payment page (browser GET); '' = the simulator
+    vnpay_api_url: str = ""  # VNPAY merchant API for querydr/refund; '' = the simulator
+    vnpay_return_url: str = ""  # Where VNPAY sends the browser back; '' = this gateway
     vnpay_locale: str = "vn"
     vnpay_order_type: str = "other"
-    vnpay_server_ip: str = Field("127.0.0.1", description="Our server's IP, sent in querydr/refund")
+    vnpay_server_ip: str = "127.0.0.1"  # Our server's IP, sent in querydr/refund
     vnpay_timeout_seconds: float = 10.0
     # Reconciliation (querydr) of attempts with no IPN: those whose hold ends within the lead time, or ended
     # less than the window ago (VNPAY retries an IPN for about 50 min).
@@ -68,10 +68,10 @@ class Settings(BaseSettings):
     payment_reconcile_window_seconds: int = 3600
     payment_refund_retry_seconds: float = 60.0
     # The simulator: on by default in development/test, never in production (see the validator).
-    paysim_enabled: bool | None = Field(None, description="None = on in development and test")
+    paysim_enabled: bool | None = None  # None = on in development and test
     paysim_port: int = 8105
-    paysim_ipn_url: str = Field("", description="The IPN URL 'registered' with the simulator; '' = this gateway")
-    paysim_ipn_retry_seconds: float = Field(300.0, description="VNPAY retries an IPN every 5 min; shorten in dev")
+    paysim_ipn_url: str = ""  # The IPN URL 'registered' with the simulator; '' = this gateway
+    paysim_ipn_retry_seconds: float = 300.0  # VNPAY retries an IPN every 5 min; shorten in dev
     paysim_ipn_max_calls: int = 10
 
     log_level: str = "INFO"

@@ -15,9 +15,9 @@ SERVICES: tuple[str, ...] = ("inventory", "payment", "gateway")
 
 def _payment_simulator() -> tuple[str, ...]:
     """The offline VNPAY simulator runs where settings allow it: development and test, never production."""
-    from shared.settings import Settings
+    from shared.settings import get_settings
 
-    return ("paysim",) if Settings().paysim_active else ()
+    return ("paysim",) if get_settings().paysim_active else ()
 
 
 SERVICES += _payment_simulator()

@@ -104,15 +104,12 @@ async def mark_settlement(conn: AsyncConnection, order_id: UUID, outcome: OrderS
 
 async def issue_tickets(conn: AsyncConnection, order_id: UUID, lines: Sequence[PricedLine]) -> list[IssuedTicket]:
     """One ticket per admission; the code is 128 random bits (unguessable), unique per (order, type, seq)."""
-    names = dict(
-        (
-            await conn.execute(
-                text("SELECT id, name FROM inventory.ticket_types WHERE id = ANY(:ids)"),
-                {"ids": [line.ticket_type_id for line in lines]},
-            )
-        ).all()
+    result = await conn.execute(
+        text("SELECT id, name FROM inventory.ticket_types WHERE id = ANY(:ids)"),
+        {"ids": [line.ticket_type_id for line in lines]},
     )
-    rows = [
+    names: dict[UUID, str] = {r.id: r.name for r in result}
+    rows: list[dict[str, Any]] = [
         {"code": secrets.token_urlsafe(16), "order_id": order_id, "tt": line.ticket_type_id, "seq": seq}
         for line in lines
         for seq in range(1, line.quantity + 1)

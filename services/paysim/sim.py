@@ -68,7 +68,7 @@ class Simulator:
         self._seq = int(time.time()) % 10_000_000
 
     def fault_for(self, txn_ref: str) -> Fault:
-        return self.faults.get(txn_ref) or self.faults.get("*") or Fault()
+        return self.faults.get(txn_ref) or self.faults.get("*") or Fault.model_validate({})
 
     # --- payment ----------------------------------------------------------------------------------
 
