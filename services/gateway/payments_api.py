@@ -23,6 +23,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from sqlalchemy import text
 
 from services.payment import domain, providers
+from services.payment.metrics import IPN_ANSWERS
 from services.payment.providers.base import PaymentAttempt, PaymentProvider
 from services.payment.providers.vnpay import rsp
 from shared import logs, topology
@@ -113,20 +114,25 @@ async def _ensure_payment_queue(request: Request) -> None:
     state.payment_queue_declared = True
 
 
+def _answer(code: str) -> JSONResponse:
+    IPN_ANSWERS.labels(code=code).inc()
+    return JSONResponse(rsp(code))
+
+
 @router.get("/payments/vnpay/ipn", summary="VNPAY IPN (server to server); answers VNPAY's RspCode JSON")
 async def vnpay_ipn(request: Request) -> JSONResponse:
     params = _single_values(request)
     provider = _provider(request)
     if params is None or not provider.verify(params):
         log.warning("ipn_bad_signature", client=request.client.host if request.client else None)
-        return JSONResponse(rsp(domain.BAD_SIGNATURE))
+        return _answer(domain.BAD_SIGNATURE)
     try:
         n = provider.notification(params)
         refusal = domain.precheck(n, await _order_facts(request, n.order_id))
         if refusal is not None:
-            return JSONResponse(rsp(refusal))
+            return _answer(refusal)
         if await _recorded(request, n.txn_ref):
-            return JSONResponse(rsp(domain.ALREADY_CONFIRMED))
+            return _answer(domain.ALREADY_CONFIRMED)
         await _ensure_payment_queue(request)
         msg = PaymentNotified(provider=provider.name, params=params, received_at=datetime.now(UTC))
         result = await request.app.state.requester.request(
@@ -134,14 +140,14 @@ async def vnpay_ipn(request: Request) -> JSONResponse:
             timeout=IPN_ANSWER_WAIT_SECONDS,
         )
     except ValueError:
-        return JSONResponse(rsp(domain.UNKNOWN_ORDER))  # signed by VNPAY but not one of our references
+        return _answer(domain.UNKNOWN_ORDER)  # signed by VNPAY but not one of our references
     except Exception as exc:  # not durably recorded: 99 makes VNPAY retry
         log.error("ipn_not_recorded", error=repr(exc))
-        return JSONResponse(rsp(domain.OTHER_ERROR))
+        return _answer(domain.OTHER_ERROR)
     if result is None:  # confirmed by the broker's quorum queue: durable, applied when the service gets to it
-        return JSONResponse(rsp(domain.RECORDED))
+        return _answer(domain.RECORDED)
     code = result.detail if result.detail in ("00", "01", "02", "04", "97") else domain.OTHER_ERROR
-    return JSONResponse(rsp(code))
+    return _answer(code)
 
 
 @router.get("/payments/vnpay/return", summary="Where VNPAY sends the buyer back: shows the order, changes nothing")

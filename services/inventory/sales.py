@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.inventory import sales_store as ss
@@ -41,6 +42,7 @@ from shared.outbox import OutboxRelay, Outgoing
 log = logs.get_logger(__name__)
 
 LATE_FROM = (OrderStatus.EXPIRED, OrderStatus.CANCELLED)
+SALES = Counter("ticketing_payments_applied_total", "Payments applied to orders, by path", ["path"])
 
 
 def stock_still_free(
@@ -67,6 +69,7 @@ class Sales:
             outcome = await self._settle(conn, msg)
         if outcome is not None:
             self.relay.wake()
+            SALES.labels(path=outcome).inc()
             log.info("payment_applied", order_id=str(msg.order_id), outcome=outcome)
 
     async def _settle(self, conn: AsyncConnection, msg: PaymentSucceeded) -> str | None:

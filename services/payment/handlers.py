@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.payment import domain, store
+from services.payment.metrics import PAYMENT_RESULTS, RECONCILE_QUERIES, REFUNDS
 from services.payment.providers.base import (
     Notification,
     Outcome,
@@ -108,6 +109,7 @@ class Payments:
         if n.outcome is Outcome.REVIEW:
             log.warning("payment_held_for_review", txn_ref=n.txn_ref, order_id=str(n.order_id),
                         response_code=n.response_code, transaction_status=n.transaction_status)
+        PAYMENT_RESULTS.labels(provider=n.provider, outcome=n.outcome.value, source=source).inc()
         log.info("payment_recorded", txn_ref=n.txn_ref, outcome=n.outcome.value, source=source)
         return domain.RECORDED
 
@@ -125,6 +127,7 @@ class Payments:
             if provider is None:
                 continue
             result = await provider.query(attempt.txn_ref, attempt.created_at)
+            RECONCILE_QUERIES.labels(status=result.status.value).inc()
             if result.status is QueryStatus.FOUND and result.notification is not None:
                 code = await self.apply(result.notification, "querydr")
                 applied += code == domain.RECORDED
@@ -157,6 +160,7 @@ class Payments:
             provider = self.providers[r.provider]
             result = await provider.refund(RefundRequest(r.txn_ref, r.amount, r.provider_txn_no, r.transaction_date,
                                                          r.reason))
+            REFUNDS.labels(status=result.status.value).inc()
             async with self.engine.begin() as conn:
                 if result.status is RefundStatus.CONFIRMED:
                     if await store.finish_refund(conn, r.order_id, "CONFIRMED", result.detail, result.raw):

@@ -85,13 +85,19 @@ class DueAttempt:
 async def claim_attempts_to_reconcile(
     conn: AsyncConnection, lead_seconds: int, every_seconds: float, limit: int = 100
 ) -> list[DueAttempt]:
-    """Attempts with no result whose hold ends within the lead time (or has ended), not asked about lately."""
+    """Attempts with no result whose hold ends within the lead time (or has ended), not asked about lately.
+
+    Claiming marks them queried (and the transaction commits before the provider is asked), so several payment
+    service instances never ask about the same attempt at once.
+    """
     rows = await conn.execute(
         text(
             "UPDATE payment.attempts SET queried_at = now(), query_count = query_count + 1 WHERE txn_ref IN ("
             " SELECT txn_ref FROM payment.attempts WHERE status = 'STARTED'"
             " AND expires_at <= now() + make_interval(secs => CAST(:lead AS double precision))"
-            " AND (queried_at IS NULL OR queried_at <= now() - make_interval(secs => CAST(:every AS double precision)))"
+            # Back off per attempt (every, 2x, 4x ... 16x): abandoned checkouts must not flood the provider.
+            " AND (queried_at IS NULL OR queried_at <= now()"
+            "      - make_interval(secs => CAST(:every AS double precision) * power(2, LEAST(query_count, 4))))"
             " ORDER BY expires_at LIMIT :n FOR UPDATE SKIP LOCKED) "
             "RETURNING txn_ref, provider, order_id, created_at, expires_at"
         ),

@@ -164,7 +164,7 @@ def test_notification_divides_the_amount_only_after_verifying() -> None:
 def test_the_simulator_cannot_be_enabled_in_production() -> None:
     prod = {"environment": "production", "jwt_secret": "x" * 40, "vnpay_hash_secret": "real-secret",
             "vnpay_pay_url": "https://pay.vnpay.vn/vpcpay.html", "vnpay_api_url": "https://api.vnpay.vn/t",
-            "vnpay_return_url": "https://shop.example/return"}
+            "vnpay_return_url": "https://shop.example/return", "paysim_enabled": None}
     settings = Settings(**prod)  # type: ignore[arg-type]
     assert not settings.paysim_active
     with pytest.raises(ValueError, match="simulator"):
@@ -173,4 +173,4 @@ def test_the_simulator_cannot_be_enabled_in_production() -> None:
         Settings(**{**prod, "vnpay_hash_secret": "dev-only-vnpay-hash-secret-0123456789"})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="PAY_URL"):
         Settings(**{**prod, "vnpay_pay_url": ""})  # type: ignore[arg-type]
-    assert Settings(environment="test").paysim_active  # type: ignore[call-arg]
+    assert Settings(environment="test", paysim_enabled=None).paysim_active  # type: ignore[call-arg]
