@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 import uuid
 from collections import Counter
 from datetime import datetime
@@ -77,7 +78,7 @@ async def wait_status(stack: Stack, order_id: str, status: str, within: float = 
 
 
 async def call_ipn(stack: Stack, query: str) -> dict[str, str]:
-    async with httpx.AsyncClient(base_url=stack.base_url) as c:
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as c:
         r = await c.get(f"/payments/vnpay/ipn?{query}")
     assert r.status_code == 200
     return r.json()  # type: ignore[no-any-return]
@@ -290,12 +291,17 @@ async def test_late_payment_with_stock_gone_is_refunded(stack: Stack) -> None:
 
 async def test_ipns_racing_expiry_have_one_winner_each(stack: Stack) -> None:
     n = 8
-    event = await stack.create_event(capacity=n, hold_seconds=2)
+    event = await stack.create_event(capacity=n, hold_seconds=3)
     tt = event["ticket_types"][0]["ticket_type_id"]
     orders = await asyncio.gather(*(checkout(stack, f"racer-{i}", tt, 1) for i in range(n)))
-    for i, order in enumerate(orders):
-        # IPNs land from just before to just after the hold's expiry (2 s).
-        await fault(stack, txn_ref(order), hide_from_query=True, delay_seconds=1.2 + i * 0.2)
+
+    async def pay_around_expiry(i: int, order: dict[str, Any]) -> None:
+        # Each IPN is sent between 1.5 s before and 0.25 s after its hold's expiry (hidden from querydr, so the
+        # IPN and the expiry are the only two contenders).
+        due = datetime.fromisoformat(order["expires_at"]).timestamp() - time.time()
+        await fault(stack, txn_ref(order), hide_from_query=True, delay_seconds=max(0.0, due - 1.5 + i * 0.25))
+        await pay_with_simulator(order["payment_url"])
+
     violations: list[tuple[int, int, int]] = []
     done = asyncio.Event()
 
@@ -308,7 +314,7 @@ async def test_ipns_racing_expiry_have_one_winner_each(stack: Stack) -> None:
 
     watcher = asyncio.create_task(watch())
     try:
-        await asyncio.gather(*(pay_with_simulator(o["payment_url"]) for o in orders))
+        await asyncio.gather(*(pay_around_expiry(i, o) for i, o in enumerate(orders)))
         for o in orders:
             await wait_status(stack, o["order_id"], "PAID", within=30)
     finally:
@@ -362,3 +368,27 @@ async def test_return_url_shows_the_order_and_never_changes_it(stack: Stack) -> 
     await wait_status(stack, order["order_id"], "PAID")
     async with httpx.AsyncClient(headers={"Accept": "application/json"}) as c:
         assert (await c.get(location)).json()["status"] == "PAID"
+
+
+async def test_ipn_answered_00_while_the_payment_service_is_down_is_applied_when_it_returns(stack: Stack) -> None:
+    event = await stack.create_event(capacity=3)
+    tt = event["ticket_types"][0]["ticket_type_id"]
+    order = await checkout(stack, "service-down", tt, 1)
+    ref = txn_ref(order)
+
+    async def attempt_registered() -> bool:
+        return await stack.db.fetchval("SELECT count(*) FROM payment.attempts WHERE txn_ref = $1", ref) == 1
+
+    await eventually(attempt_registered, what="attempt 1 registered")
+    await asyncio.to_thread(stack.supervisor.stop_service, "payment")
+    try:
+        query = signed_query(secret(stack), ipn_params(stack, ref, order["total"]))
+        # Durable in the payment service's quorum queue (publisher confirm), so VNPAY may stop retrying.
+        assert (await call_ipn(stack, query))["RspCode"] == "00"
+        assert await stack.order_status(order["order_id"]) == "PENDING"
+    finally:
+        stack.supervisor.start_service("payment")
+    await stack.wait_ready()
+    await wait_status(stack, order["order_id"], "PAID")
+    assert await stack.stock(tt) == (3, 0, 1)
+    assert (await call_ipn(stack, query))["RspCode"] == "02"
