@@ -21,6 +21,7 @@ from services.payment.providers.base import (
     PaymentProvider,
     QueryStatus,
     RefundRequest,
+    RefundResult,
     RefundStatus,
 )
 from shared import logs, outbox, topology
@@ -160,6 +161,11 @@ class Payments:
             provider = self.providers[r.provider]
             result = await provider.refund(RefundRequest(r.txn_ref, r.amount, r.provider_txn_no, r.transaction_date,
                                                          r.reason))
+            if result.status is RefundStatus.IN_PROGRESS:
+                # "Already requested": our earlier request may have succeeded with its answer lost. Ask.
+                known = await provider.query(r.txn_ref, r.transaction_date)
+                if known.refunded:
+                    result = RefundResult(RefundStatus.CONFIRMED, "refund confirmed by querydr", result.raw)
             REFUNDS.labels(status=result.status.value).inc()
             async with self.engine.begin() as conn:
                 if result.status is RefundStatus.CONFIRMED:

@@ -44,6 +44,11 @@ class Fault(BaseModel):
     delay_seconds: float = Field(0.0, ge=0, le=600)
     hide_from_query: bool = False  # querydr answers 91 (not found) for it
     refund_delay_seconds: float = Field(0.0, ge=0, le=30)
+    refund_answer_lost: bool = False  # refund, then fail the HTTP answer once (the caller must find out)
+
+
+class AnswerLost(Exception):
+    """The simulated network dropped the answer after the work was done."""
 
 
 @dataclass
@@ -207,6 +212,9 @@ class Simulator:
             return self._answer(body, "03", "Invalid amount", txn, response_fields, "02")
         txn.refunded = True
         log.info("paysim_refunded", txn_ref=txn_ref)
+        if fault.refund_answer_lost:
+            self.faults[txn_ref] = fault.model_copy(update={"refund_answer_lost": False})
+            raise AnswerLost()
         return self._answer(body, "00", "Refund success", txn, response_fields, "02")
 
 
@@ -246,7 +254,10 @@ def create_app(settings: Settings) -> FastAPI:
     @app.post(API_PATH)
     async def merchant_api(request: Request) -> JSONResponse:
         body = {k: "" if v is None else str(v) for k, v in (await request.json()).items()}
-        return JSONResponse(await sim.merchant_api(body))
+        try:
+            return JSONResponse(await sim.merchant_api(body))
+        except AnswerLost:
+            return JSONResponse({"detail": "gateway timeout"}, status_code=504)
 
     # --- test-only controls (the simulator itself never runs in production) -------------------------
 

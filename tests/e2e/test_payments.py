@@ -289,6 +289,28 @@ async def test_late_payment_with_stock_gone_is_refunded(stack: Stack) -> None:
                                    uuid.UUID(late["order_id"])) == "CONFIRMED"
 
 
+async def test_refund_whose_answer_was_lost_is_confirmed_once(stack: Stack) -> None:
+    event = await stack.create_event(capacity=1, hold_seconds=3)
+    tt = event["ticket_types"][0]["ticket_type_id"]
+    late = await checkout(stack, "lost-refund-answer", tt, 1)
+    ref = txn_ref(late)
+    await fault(stack, ref, ipn="drop", hide_from_query=True, refund_answer_lost=True)
+    await pay_with_simulator(late["payment_url"])
+    await wait_status(stack, late["order_id"], "EXPIRED")
+    winner = await checkout(stack, "took-the-seat", tt, 1)
+    await pay_with_simulator(winner["payment_url"])
+    await wait_status(stack, winner["order_id"], "PAID")
+    # querydr sees the payment again (as VNPAY's would): that is how the lost refund answer is found out.
+    await fault(stack, ref, ipn="send", refund_answer_lost=True)
+    await resend_ipn(stack, ref)
+    await wait_status(stack, late["order_id"], "REFUNDED")
+    row = await stack.db.fetchrow("SELECT status, tries FROM payment.refunds WHERE order_id = $1",
+                                  uuid.UUID(late["order_id"]))
+    assert row is not None and row["status"] == "CONFIRMED" and row["tries"] >= 2
+    assert (await sim_txn(stack, ref))["refunded"] is True
+    assert await stack.stock(tt) == (1, 0, 1)
+
+
 async def test_ipns_racing_expiry_have_one_winner_each(stack: Stack) -> None:
     n = 8
     event = await stack.create_event(capacity=n, hold_seconds=3)

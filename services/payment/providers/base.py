@@ -61,6 +61,7 @@ class QueryResult:
     status: QueryStatus
     notification: Notification | None = None
     detail: str = ""
+    refunded: bool = False  # the provider already refunded this payment
 
 
 class RefundStatus(enum.StrEnum):

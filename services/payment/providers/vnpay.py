@@ -261,6 +261,8 @@ class VnpayProvider:
         if code != "00":
             return QueryResult(QueryStatus.ERROR, detail=f"querydr answered {code}")
         status = data.get("vnp_TransactionStatus", "")
+        if data.get("vnp_TransactionType") in ("02", "03"):  # a full or partial refund was made
+            return QueryResult(QueryStatus.FOUND, detail="refunded", refunded=True)
         if status in ("01", ""):  # not completed yet: the buyer may still be on the payment page
             return QueryResult(QueryStatus.NOT_FOUND, detail="transaction not completed")
         if data.get("vnp_TxnRef") != txn_ref:
