@@ -116,10 +116,6 @@ class Settings(BaseSettings):
     def paysim_ipn_endpoint(self) -> str:
         return self.paysim_ipn_url or f"http://127.0.0.1:{self.gateway_port}/payments/vnpay/ipn"
 
-    @property
-    def sync_database_url(self) -> str:
-        return self.database_url.replace("+asyncpg", "+psycopg2")
-
 
 @lru_cache
 def get_settings() -> Settings:

@@ -53,7 +53,8 @@ class Names:
         return f"{work_queue}.retry.{seconds}s"
 
     def hold_delay_queue(self, hold_seconds: int) -> str:
-        return f"{self.prefix}inventory.hold-delay.{hold_seconds}s"
+        # Named by its TTL: a change of the TTL rule gets a new queue instead of a declaration conflict.
+        return f"{self.prefix}inventory.hold-delay.{hold_delay_ttl_ms(hold_seconds)}ms"
 
     def redis_key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -142,10 +143,17 @@ async def declare_service(
             )
 
 
+def hold_delay_ttl_ms(hold_seconds: int) -> int:
+    """The delay message fires a little before the hold expires (at most 1 s, at most half the hold): the
+    expiry consumer then waits for the exact moment, so relay and queue latency do not make releases late."""
+    hold_ms = hold_seconds * 1000
+    return hold_ms - min(1000, hold_ms // 2)
+
+
 async def declare_hold_delay_queue(channel: AbstractChannel, names: Names, hold_seconds: int) -> str:
     """One delay queue per hold duration: a queue-level TTL keeps FIFO order equal to expiry order."""
     name = names.hold_delay_queue(hold_seconds)
-    args = {**hold_delay_args(names), "x-message-ttl": hold_seconds * 1000}
+    args = {**hold_delay_args(names), "x-message-ttl": hold_delay_ttl_ms(hold_seconds)}
     await channel.declare_queue(name, durable=True, arguments=args)
     return name
 

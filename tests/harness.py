@@ -4,6 +4,7 @@ named by the settings (localhost by default), and the services run as real proce
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -53,7 +54,8 @@ async def check_servers(settings: Settings) -> list[str]:
         conn = await asyncpg.connect(url.render_as_string(hide_password=False), timeout=5)
         await conn.close()
     except Exception as exc:
-        missing.append(f"PostgreSQL at {url.host}:{url.port} ({type(exc).__name__}); start it: {START_HINTS['PostgreSQL']}")
+        missing.append(f"PostgreSQL at {url.host}:{url.port} ({type(exc).__name__}); "
+                       f"start it: {START_HINTS['PostgreSQL']}")
     try:
         r = aioredis.from_url(settings.redis_url)
         await r.ping()
@@ -64,7 +66,8 @@ async def check_servers(settings: Settings) -> list[str]:
         conn2 = await aio_pika.connect(settings.rabbitmq_url, timeout=5)
         await conn2.close()
     except Exception as exc:
-        missing.append(f"RabbitMQ at {settings.rabbitmq_url} ({type(exc).__name__}); start it: {START_HINTS['RabbitMQ']}")
+        missing.append(f"RabbitMQ at {settings.rabbitmq_url} ({type(exc).__name__}); "
+                       f"start it: {START_HINTS['RabbitMQ']}")
     return missing
 
 
@@ -194,7 +197,5 @@ class Stack:
                 await channel.queue_delete(name)
             except Exception:
                 channel = await self.amqp.channel()
-        try:
+        with contextlib.suppress(Exception):
             await channel.exchange_delete(self.names.events_exchange)
-        except Exception:
-            pass

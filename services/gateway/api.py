@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import time
 import uuid
 from typing import Annotated, Any
 from uuid import UUID
@@ -39,7 +41,7 @@ from shared.messages import (
 
 router = APIRouter()
 IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1d8f3e-2c1b-4d8e-9a53-6c0a3f2b9e11")
-_PROBLEM = {"content": {PROBLEM_JSON: {}}}
+_PROBLEM: dict[str, Any] = {"content": {PROBLEM_JSON: {}}}
 REJECTION_TITLES = {
     "sold_out": "Sold out",
     "sales_closed": "Sales closed",
@@ -92,8 +94,6 @@ async def _rate_limit(request: Request, user: User) -> None:
     if not limit:
         return
     window = state.settings.checkout_rate_window_seconds
-    import time
-
     bucket = int(time.time()) // window
     key = state.names.redis_key("ratelimit", "checkout", user.id, str(bucket))
     try:
@@ -157,10 +157,8 @@ async def checkout(
 async def _remember_requested(request: Request, order_id: UUID, user: User) -> None:
     """Let the buyer see REQUESTED while the decision is still queued (best effort)."""
     state = _state(request)
-    try:
+    with contextlib.suppress(Exception):
         await state.redis.set(state.names.redis_key("order-requested", str(order_id)), user.id, ex=3600)
-    except Exception:
-        pass
 
 
 @router.get("/orders/{order_id}", response_model=OrderOut, responses={404: _PROBLEM}, tags=["orders"])

@@ -67,7 +67,7 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     logs.configure("inventory", settings.log_level, settings.log_json)
     inventory = build(settings)
     await inventory.bus.start(declare_services=("inventory",))
-    inventory.batcher.start()
+    inventory.start()
     tasks = [
         asyncio.create_task(inventory.relay.run(), name="outbox-relay"),
         asyncio.create_task(sweeper(inventory, settings.sweeper_interval_seconds), name="sweeper"),
@@ -84,7 +84,7 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     await stop.wait()
     log.info("inventory_stopping")
     await inventory.bus.stop()  # waits for in-flight handlers, which wait for their batch
-    await inventory.batcher.stop()
+    await inventory.stop()
     inventory.relay.stop()
     for t in tasks:
         t.cancel()
