@@ -152,12 +152,15 @@ def test_payment_url_is_signed_and_carries_every_required_field() -> None:
 
 def test_notification_divides_the_amount_only_after_verifying() -> None:
     p, order = _provider(), uuid.uuid4()
-    params = {"vnp_Amount": "15000000", "vnp_TxnRef": p.txn_ref(order, 2), "vnp_ResponseCode": "00",
-              "vnp_TransactionStatus": "00", "vnp_TransactionNo": "42", "vnp_PayDate": "20261125171000"}
+    params = {"vnp_Amount": "15000000", "vnp_TxnRef": p.txn_ref(order, 2), "vnp_TmnCode": "TICKETDV",
+              "vnp_ResponseCode": "00", "vnp_TransactionStatus": "00", "vnp_TransactionNo": "42",
+              "vnp_PayDate": "20261125171000"}
     n = p.notification(params)
     assert (n.order_id, n.attempt, n.amount, n.outcome) == (order, 2, 150_000, Outcome.SUCCEEDED)
     with pytest.raises(ValueError):
         p.notification({**params, "vnp_Amount": "15000050"})
+    with pytest.raises(ValueError, match="terminal"):
+        p.notification({**params, "vnp_TmnCode": "OTHERTMN"})
     assert "s3cret" not in repr(p)
 
 

@@ -206,6 +206,8 @@ class VnpayProvider:
         parsed = self.parse_txn_ref(txn_ref)
         if parsed is None:
             raise ValueError(f"not one of our references: {txn_ref!r}")
+        if params.get("vnp_TmnCode") != self.tmn_code:
+            raise ValueError("not for our terminal")
         raw_amount = params.get("vnp_Amount", "")
         if not raw_amount.isdigit() or int(raw_amount) % 100:
             raise ValueError("vnp_Amount is not a whole number of VND x 100")
