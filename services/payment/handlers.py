@@ -55,9 +55,12 @@ class Payments:
         provider = self._default_provider()
         async with self.engine.begin() as conn:
             facts = await store.order_facts(conn, msg.order_id)
-            created_at = facts.created_at if facts else msg.expires_at  # the view always has it once held
+            if facts is None:  # order.held is published after inventory's commit, so this is a replica lag
+                raise RuntimeError(f"order {msg.order_id} not visible yet")  # retried by the ladder
+            # The attempt's vnp_CreateDate is the order's creation time: what the gateway signed, and what
+            # querydr must be given back as vnp_TransactionDate.
             await store.register_attempt(conn, provider.name, provider.txn_ref(msg.order_id, 1), msg.order_id, 1,
-                                         msg.total, created_at, msg.expires_at)
+                                         msg.total, facts.created_at, msg.expires_at)
 
     # --- notifications ----------------------------------------------------------------------------
 
