@@ -29,6 +29,10 @@ TICKET_TYPE_ADDED = "catalog.ticket_type_added"
 CREATE_EVENT = "command.create_event"
 ADD_TICKET_TYPE = "command.add_ticket_type"
 CANCEL_ORDER = "command.cancel_order"
+# Payments (issue 3): a verified provider notification, and the payment service's results for inventory.
+PAYMENT_NOTIFIED = "payment.notified"
+PAYMENT_SUCCEEDED = "payment.succeeded"
+PAYMENT_REFUNDED = "payment.refunded"
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,10 @@ class WorkQueue:
 INVENTORY_CHECKOUT = WorkQueue("inventory", "inventory.checkout", (CHECKOUT_REQUESTED,))
 INVENTORY_COMMANDS = WorkQueue("inventory", "inventory.commands", (CREATE_EVENT, ADD_TICKET_TYPE, CANCEL_ORDER))
 INVENTORY_HOLD_EXPIRY = WorkQueue("inventory", "inventory.hold-expiry", (HOLD_EXPIRY_DUE,))
+# Payments: inventory turns payments into sales; the payment service records notifications and tracks orders.
+INVENTORY_PAYMENTS = WorkQueue("inventory", "inventory.payments", (PAYMENT_SUCCEEDED, PAYMENT_REFUNDED))
+PAYMENT_NOTIFICATIONS = WorkQueue("payment", "payment.notifications", (PAYMENT_NOTIFIED,))
+PAYMENT_ORDERS = WorkQueue("payment", "payment.orders", (ORDER_HELD, ORDER_REFUND_PENDING))
 
 # Mailer: ticket, expiry and refund email. Its retry ladder is a setting (TICKETING_MAILER_RETRY_DELAYS), so the
 # service builds its queue with mailer_notifications(settings.mailer_retry_delays); this is the default.
@@ -84,7 +92,8 @@ def mailer_notifications(retry_delays: tuple[int, ...] = MAILER_RETRY_DELAYS) ->
 MAILER_NOTIFICATIONS = mailer_notifications()
 
 SERVICE_QUEUES: dict[str, tuple[WorkQueue, ...]] = {
-    "inventory": (INVENTORY_CHECKOUT, INVENTORY_COMMANDS, INVENTORY_HOLD_EXPIRY),
+    "inventory": (INVENTORY_CHECKOUT, INVENTORY_COMMANDS, INVENTORY_HOLD_EXPIRY, INVENTORY_PAYMENTS),
+    "payment": (PAYMENT_NOTIFICATIONS, PAYMENT_ORDERS),
     "mailer": (MAILER_NOTIFICATIONS,),
 }
 

@@ -88,6 +88,14 @@ def run_environment(base: Settings) -> dict[str, str]:
         "TICKETING_PAYMENT_PORT": str(free_port()),
         "TICKETING_MAILER_PORT": str(free_port()),
         "TICKETING_SEARCH_PORT": str(free_port()),
+        # Payments: the simulator on its own port, IPN retries and reconciliation on short timers.
+        "TICKETING_PAYSIM_PORT": str(free_port()),
+        "TICKETING_PAYSIM_ENABLED": "true",
+        "TICKETING_PAYSIM_IPN_RETRY_SECONDS": "0.5",
+        "TICKETING_PAYMENT_RECONCILE_INTERVAL_SECONDS": "0.5",
+        "TICKETING_PAYMENT_RECONCILE_LEAD_SECONDS": "2",
+        "TICKETING_PAYMENT_RECONCILE_WINDOW_SECONDS": "120",
+        "TICKETING_PAYMENT_REFUND_RETRY_SECONDS": "1",
         "TICKETING_SWEEPER_INTERVAL_SECONDS": "1",
         "TICKETING_CHECKOUT_WAIT_SECONDS": "30",
         "TICKETING_CHECKOUT_RATE_LIMIT": "0",
@@ -176,6 +184,7 @@ class Stack:
 
     async def wait_ready(self, timeout: float = 60.0) -> None:
         ports = {"gateway": self.settings.gateway_port, "inventory": self.settings.inventory_port,
+                 "payment": self.settings.payment_port, "paysim": self.settings.paysim_port,
                  "mailer": self.settings.mailer_port, "ops": self.settings.ops_port}
 
         async def ready() -> bool:

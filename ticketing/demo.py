@@ -37,7 +37,7 @@ def _demo_env() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("TICKETING_PREFIX", DEMO_PREFIX)
     env["TICKETING_GATEWAY_PORT"] = str(_free_port())
-    for service in ("inventory", "payment", "mailer", "search"):
+    for service in ("inventory", "payment", "mailer", "search", "paysim"):
         env[f"TICKETING_{service.upper()}_PORT"] = str(_free_port())
     env.setdefault("TICKETING_SWEEPER_INTERVAL_SECONDS", "5")
     env.setdefault("TICKETING_CHECKOUT_RATE_LIMIT", "0")
@@ -101,9 +101,12 @@ async def _run(settings: Settings, buyers: int, tickets: int, hold_seconds: int)
                       f"{buyers} buyers rush in at once.")
         sale = await _flash_sale(client, settings, tt, buyers)
         cancelled = await _cancel_some(client, settings, sale.held_orders)
-        await _wait_for_expiry(client, event["event_id"], tickets, hold_seconds)
+        paid = await _pay_some(client, sale.held_orders[cancelled:])
+        sold = sum(sum(i["quantity"] for i in o["items"]) for o in paid)
+        await _wait_for_expiry(client, event["event_id"], tickets - sold, hold_seconds)
     lateness = await _release_lateness(settings, event["event_id"])
-    _print_report(sale, cancelled, lateness, tickets, buyers, await _final_stock(client_base=base, event=event))
+    _print_report(sale, cancelled, paid, lateness, tickets, buyers,
+                  await _final_stock(client_base=base, event=event))
     return 0
 
 
@@ -159,6 +162,30 @@ async def _cancel_some(client: httpx.AsyncClient, settings: Settings, held: list
     return len(chosen)
 
 
+async def _pay_some(client: httpx.AsyncClient, held: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Half of the remaining buyers pay on the (simulated) VNPAY page; the others walk away."""
+    from services.paysim.client import pay_with_simulator
+
+    payers = held[: len(held) // 2]
+    progress = Progress(TextColumn("Paying through the VNPAY simulator"), BarColumn(), MofNCompleteColumn(),
+                        console=console)
+    with progress:
+        task = progress.add_task("pay", total=len(payers))
+
+        async def pay(order: dict[str, Any]) -> None:
+            await pay_with_simulator(order["payment_url"], approve=True)
+            headers = {"Authorization": f"Bearer {order['token']}"}
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # the IPN makes it PAID, not the browser's return
+                if (await client.get(f"/orders/{order['order_id']}", headers=headers)).json()["status"] == "PAID":
+                    break
+                await asyncio.sleep(0.2)
+            progress.advance(task)
+
+        await asyncio.gather(*(pay(o) for o in payers))
+    return payers
+
+
 async def _wait_for_expiry(client: httpx.AsyncClient, event_id: str, tickets: int, hold_seconds: int) -> None:
     progress = Progress(TextColumn("Waiting for unpaid holds to expire"), BarColumn(), TimeElapsedColumn(),
                         console=console)
@@ -200,8 +227,8 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def _print_report(sale: SaleResult, cancelled: int, lateness: list[float], tickets: int, buyers: int,
-                  available_after: int) -> None:
+def _print_report(sale: SaleResult, cancelled: int, paid: list[dict[str, Any]], lateness: list[float],
+                  tickets: int, buyers: int, available_after: int) -> None:
     held_tickets = sum(sum(i["quantity"] for i in o["items"]) for o in sale.held_orders)
     table = Table(title="Flash sale", show_header=True)
     table.add_column("what")
@@ -217,11 +244,13 @@ def _print_report(sale: SaleResult, cancelled: int, lateness: list[float], ticke
     lat = [x * 1000 for x in sale.latencies]
     table.add_row("checkout latency p50 / p95 / p99",
                   f"{_pct(lat, .5):.0f} / {_pct(lat, .95):.0f} / {_pct(lat, .99):.0f} ms")
+    table.add_row("paid through VNPAY (simulator) -> sold",
+                  f"{len(paid)} ({sum(sum(i['quantity'] for i in o['items']) for o in paid)} tickets)")
     table.add_row("cancelled by the buyer (released at once)", str(cancelled))
     table.add_row("expired unpaid (released by the delay queue)", str(len(lateness)))
     if lateness:
         table.add_row("release lateness p50 / p99 / max",
                       f"{statistics.median(lateness) * 1000:.0f} / {_pct(lateness, .99) * 1000:.0f} / "
                       f"{max(lateness) * 1000:.0f} ms")
-    table.add_row("available after the holds expired", f"{available_after} of {tickets}")
+    table.add_row("available after the unpaid holds expired", f"{available_after} of {tickets}")
     console.print(table)

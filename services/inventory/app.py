@@ -9,9 +9,18 @@ from fastapi import FastAPI
 
 from services.inventory.handlers import Inventory
 from services.inventory.holds import HoldBatcher
+from services.inventory.sales import Sales
 from shared import health, logs, runtime, topology
 from shared.db import make_engine
-from shared.messages import AddTicketType, CancelOrder, CheckoutRequested, CreateEvent, HoldExpiryDue
+from shared.messages import (
+    AddTicketType,
+    CancelOrder,
+    CheckoutRequested,
+    CreateEvent,
+    HoldExpiryDue,
+    PaymentRefunded,
+    PaymentSucceeded,
+)
 from shared.messaging import Bus, Route
 from shared.outbox import OutboxRelay
 from shared.settings import Settings, get_settings
@@ -35,6 +44,11 @@ def build(settings: Settings) -> Inventory:
         topology.CREATE_EVENT: Route(CreateEvent, inventory.on_create_event),
         topology.ADD_TICKET_TYPE: Route(AddTicketType, inventory.on_add_ticket_type),
         topology.CANCEL_ORDER: Route(CancelOrder, inventory.on_cancel_order),
+    })
+    sales = Sales(engine, relay)  # payments turn holds into sales (issue 3)
+    bus.consume(topology.INVENTORY_PAYMENTS, {
+        topology.PAYMENT_SUCCEEDED: Route(PaymentSucceeded, sales.on_payment_succeeded),
+        topology.PAYMENT_REFUNDED: Route(PaymentRefunded, sales.on_payment_refunded),
     })
     return inventory
 
