@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import aio_pika
 
 from services.mailer.sink import list_mail
+from services.paysim.client import pay_with_simulator
 from shared import topology
 from shared.messages import OrderRefunded, OrderReleased, OrderStatus, PricedLine
 from shared.topology import Names, all_queue_names, mailer_notifications
@@ -262,3 +263,45 @@ async def _run_cli(env: dict[str, str], *args: str) -> str:
     out, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()
     return out.decode()
+
+
+# --- the whole flow: checkout -> VNPAY simulator -> inventory's order.paid / order.expired -> email -------------
+
+
+async def test_a_real_paid_order_gets_one_email_with_the_issued_tickets(stack: Stack) -> None:
+    buyer = f"mail-buyer-{uuid.uuid4().hex[:6]}"
+    to = f"{buyer}@example.com"  # the token's email claim, carried by the checkout into order.paid
+    event = await stack.create_event(capacity=5, price=150_000, title="Đêm nhạc Trịnh Công Sơn")
+    tt = event["ticket_types"][0]["ticket_type_id"]
+    async with stack.client(buyer) as c:
+        r = await c.post("/checkout", json={"items": [{"ticket_type_id": tt, "quantity": 2}]})
+    assert r.status_code == 201, r.text
+    order = r.json()
+    await pay_with_simulator(order["payment_url"])
+
+    mails = await eventually(lambda: _mails(stack, to, 1), timeout=30, what="the ticket email of a paid order")
+    assert mails is not None and len(mails) == 1
+    codes = [row["code"] for row in await stack.db.fetch(
+        "SELECT code FROM inventory.tickets WHERE order_id = $1", uuid.UUID(order["order_id"]))]
+    assert len(codes) == 2
+    text, html = mails[0].part("plain"), mails[0].part("html")
+    assert "Đêm nhạc Trịnh Công Sơn" in text and "300.000 ₫" in text
+    for code in codes:
+        assert code in text and code in html
+    assert len(mails[0].images) == 2
+    await eventually(lambda: _sent(stack, uuid.UUID(order["order_id"])), what="recorded as sent")
+    assert len(stack.smtp.handler.to(to)) == 1
+
+
+async def test_an_expired_hold_gets_one_expiry_email(stack: Stack) -> None:
+    buyer = f"mail-late-{uuid.uuid4().hex[:6]}"
+    to = f"{buyer}@example.com"
+    event = await stack.create_event(capacity=5, hold_seconds=1)
+    tt = event["ticket_types"][0]["ticket_type_id"]
+    async with stack.client(buyer) as c:
+        r = await c.post("/checkout", json={"items": [{"ticket_type_id": tt, "quantity": 1}]})
+    assert r.status_code == 201, r.text
+    mails = await eventually(lambda: _mails(stack, to, 1), timeout=30, what="the expiry email")
+    assert mails is not None and len(mails) == 1
+    assert "hết hạn" in str(mails[0].message["Subject"])  # the token's locale is Vietnamese
+    assert r.json()["order_id"] in mails[0].part("plain")
