@@ -5,6 +5,7 @@ Started by the mailer when TICKETING_SMTP_HOST is empty; `ticketing mail ls|show
 
 from __future__ import annotations
 
+import errno
 import mailbox
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,11 +31,15 @@ def start_sink(settings: Settings) -> Controller | None:
     """Start the sink on 127.0.0.1:mail_sink_port; None if another process (a second mailer) already serves it."""
     path = sink_dir(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
-    controller = Controller(Mailbox(path), hostname="127.0.0.1", port=settings.mail_sink_port)
+    # A generous ready timeout: on a busy machine the sink's thread may take seconds to come up.
+    controller = Controller(Mailbox(path), hostname="127.0.0.1", port=settings.mail_sink_port, ready_timeout=30)
     try:
         controller.start()
-    except Exception as exc:  # port taken: most likely the sink of another mailer process on this machine
-        log.warning("mail_sink_not_started", port=settings.mail_sink_port, error=repr(exc)[:200])
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        # Port taken: most likely the sink of another mailer process on this machine; send there.
+        log.warning("mail_sink_port_in_use", port=settings.mail_sink_port)
         return None
     log.info("mail_sink_started", port=settings.mail_sink_port, directory=str(path))
     return controller

@@ -14,6 +14,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 import aio_pika
+import httpx
 
 from services.mailer.sink import list_mail
 from services.paysim.client import pay_with_simulator
@@ -214,19 +215,22 @@ async def test_without_an_smtp_host_the_embedded_sink_keeps_mail_for_ticketing_m
 ) -> None:
     """What `ticketing up` does on a fresh machine: a mailer with no SMTP host starts its own sink."""
     prefix = f"{stack.settings.prefix}sink."
-    env = {**stack.env, "TICKETING_SMTP_HOST": "", "TICKETING_PREFIX": prefix, "TICKETING_MAILER_PORT": "0",
-           "TICKETING_MAIL_SINK_PORT": str(free_port()), "TICKETING_MAIL_SINK_DIR": str(tmp_path / "mail")}
+    health_port = free_port()
+    env = {**stack.env, "TICKETING_SMTP_HOST": "", "TICKETING_PREFIX": prefix,
+           "TICKETING_MAILER_PORT": str(health_port), "TICKETING_MAIL_SINK_PORT": str(free_port()),
+           "TICKETING_MAIL_SINK_DIR": str(tmp_path / "mail")}
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.mailer", env=env)
     names = Names(prefix)
     try:
-        queue = names.queue("mailer.notifications")
-        await eventually(lambda: _queue_exists(stack, queue), timeout=30, what="the second mailer's queue")
+        # Ready = its queues are declared *and bound* and it consumes (a bare queue may not be bound yet).
+        await eventually(lambda: _ready(health_port), timeout=30, interval=0.2, what="the second mailer ready")
         to = recipient("sink")
         order = paid_order(to, locale="en")
         channel = await stack.amqp.channel(publisher_confirms=True)
         exchange = await channel.get_exchange(names.events_exchange)
         await exchange.publish(aio_pika.Message(order.model_dump_json().encode(), message_id=f"paid:{order.order_id}",
-                                                content_type="application/json"), routing_key=topology.ORDER_PAID)
+                                                content_type="application/json"), routing_key=topology.ORDER_PAID,
+                               mandatory=True)
         await channel.close()
         await eventually(lambda: _async(list_mail(tmp_path / "mail")), what="mail in the sink")
 
@@ -249,11 +253,11 @@ async def test_without_an_smtp_host_the_embedded_sink_keeps_mail_for_ticketing_m
             await channel.exchange_delete(names.events_exchange)
 
 
-async def _queue_exists(stack: Stack, queue: str) -> bool:
+async def _ready(port: int) -> bool:
     try:
-        await stack.queue_depth(queue)
-        return True
-    except Exception:
+        async with httpx.AsyncClient(timeout=2) as c:
+            return (await c.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200
+    except httpx.HTTPError:
         return False
 
 
