@@ -69,9 +69,12 @@ class WorkQueue:
 INVENTORY_CHECKOUT = WorkQueue("inventory", "inventory.checkout", (CHECKOUT_REQUESTED,))
 INVENTORY_COMMANDS = WorkQueue("inventory", "inventory.commands", (CREATE_EVENT, ADD_TICKET_TYPE, CANCEL_ORDER))
 INVENTORY_HOLD_EXPIRY = WorkQueue("inventory", "inventory.hold-expiry", (HOLD_EXPIRY_DUE,))
+# Search: catalog changes written through to the index; stock changes refresh availability.
+SEARCH_CATALOG = WorkQueue("search", "search.catalog", (EVENT_CREATED, TICKET_TYPE_ADDED, STOCK_CHANGED))
 
 SERVICE_QUEUES: dict[str, tuple[WorkQueue, ...]] = {
     "inventory": (INVENTORY_CHECKOUT, INVENTORY_COMMANDS, INVENTORY_HOLD_EXPIRY),
+    "search": (SEARCH_CATALOG,),
 }
 
 

@@ -8,6 +8,7 @@ import sys
 
 import click
 
+from services.search.cli import search as search_group
 from shared import migrate
 from shared.db import create_database_if_missing
 from shared.settings import get_settings
@@ -88,6 +89,8 @@ def demo(buyers: int, tickets: int, hold_seconds: int) -> None:
 
     sys.exit(run_demo(buyers=buyers, tickets=tickets, hold_seconds=hold_seconds))
 
+
+main.add_command(search_group)
 
 if __name__ == "__main__":
     main()

@@ -10,7 +10,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-SERVICES: tuple[str, ...] = ("inventory", "gateway")
+SERVICES: tuple[str, ...] = ("inventory", "search", "gateway")
 
 
 @dataclass

@@ -1,0 +1,298 @@
+"""Search semantics, pure: folding, tokens, index terms, query plans and the per-document matcher.
+
+Both read paths share this module: the Redis index stores the terms ``document_terms`` produces, and the
+PostgreSQL read-through path filters candidate rows with ``matches``; so both answer the same question.
+
+Semantics (docs/ARCHITECTURE.md, "Search and caching"):
+
+* accent-insensitive: every token is folded (NFD, combining marks dropped, đ -> d, lower case);
+* every query word must match a whole word of the title, venue, city or a ticket type name, except the last
+  one, which matches as a prefix (search as you type);
+* a query word with missing spaces (``roinuoc``) also matches when it splits into two to four words of the
+  document (each at least two letters; the last piece of the last word may be a prefix);
+* ranking: events matching every accented query word with its accents first, then soonest upcoming.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+MAX_PREFIX = 24  # longer prefixes are rare in queries and would only cost memory
+MIN_PIECE = 2  # the shortest word a missing-space query may be split into
+MAX_PIECES = 4
+MAX_SPLITS = 8  # alternatives kept per query word (the index unions them)
+MAX_QUERY_TOKENS = 8
+
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+_SPECIAL = str.maketrans({"đ": "d", "Đ": "d", "ð": "d", "Ð": "d", "ø": "o", "Ø": "o", "ł": "l", "Ł": "l"})
+
+
+def exact(text: str) -> str:
+    """The accented form we compare for 'exact' matches: NFC, case-folded."""
+    return unicodedata.normalize("NFC", text).casefold()
+
+
+def fold(text: str) -> str:
+    """Accent-insensitive form: ``Múa rối nước, Đà Nẵng`` -> ``mua roi nuoc, da nang``."""
+    decomposed = unicodedata.normalize("NFD", text.translate(_SPECIAL))
+    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return unicodedata.normalize("NFC", stripped).casefold()
+
+
+def tokens(text: str) -> list[str]:
+    """Words in their exact (accented, lower-case) form."""
+    return _WORD.findall(exact(text))
+
+
+def has_accent(token: str) -> bool:
+    return fold(token) != token
+
+
+# --- documents ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Doc:
+    """What the index knows of an event (and what a search result shows)."""
+
+    event_id: str
+    title: str
+    venue: str
+    city: str
+    starts_at: datetime
+    ticket_type_names: tuple[str, ...] = ()
+    lowest_price: int | None = None
+    available: int = 0
+    version: int = 0  # read_api.events.updated_at in microseconds: a newer write never loses to an older one
+    stock: tuple[tuple[str, int], ...] = ()  # (ticket_type_id, available) per ticket type
+
+    def text_fields(self) -> list[str]:
+        return [self.title, self.venue, self.city, *self.ticket_type_names]
+
+
+@dataclass(frozen=True)
+class Terms:
+    words: frozenset[str]  # folded whole words
+    prefixes: frozenset[str]  # folded prefixes (whole words included)
+    exact_words: frozenset[str]  # accented whole words (only those that carry an accent)
+    exact_prefixes: frozenset[str]  # accented prefixes (only those that carry an accent)
+
+
+def _prefixes(word: str) -> Iterable[str]:
+    return (word[:i] for i in range(1, min(len(word), MAX_PREFIX) + 1))
+
+
+def document_terms(doc: Doc) -> Terms:
+    words: set[str] = set()
+    prefixes: set[str] = set()
+    exact_words: set[str] = set()
+    exact_prefixes: set[str] = set()
+    for text in doc.text_fields():
+        for tok in tokens(text):
+            folded = fold(tok)
+            words.add(folded)
+            prefixes.update(_prefixes(folded))
+            if tok != folded:
+                exact_words.add(tok)
+                exact_prefixes.update(p for p in _prefixes(tok) if has_accent(p))
+    return Terms(frozenset(words), frozenset(prefixes), frozenset(exact_words), frozenset(exact_prefixes))
+
+
+def city_key(city: str) -> str:
+    return " ".join(fold(t) for t in tokens(city))
+
+
+@dataclass(frozen=True)
+class Filters:
+    city: str | None = None
+    starts_from: datetime | None = None  # default: now (upcoming events only)
+    starts_to: datetime | None = None
+    min_price: int | None = None  # on the event's lowest ticket price
+    max_price: int | None = None
+    available_only: bool = False
+
+
+@dataclass(frozen=True)
+class Hit:
+    doc: Doc
+    exact: bool
+
+
+@dataclass(frozen=True)
+class Page:
+    total: int
+    hits: list[Hit]
+    source: str  # "index" or "database"
+
+
+def passes_filters(doc: Doc, f: Filters, now: datetime) -> bool:
+    start = f.starts_from or now
+    if doc.starts_at < start or (f.starts_to is not None and doc.starts_at > f.starts_to):
+        return False
+    if f.city is not None and city_key(doc.city) != city_key(f.city):
+        return False
+    if f.min_price is not None and (doc.lowest_price is None or doc.lowest_price < f.min_price):
+        return False
+    if f.max_price is not None and (doc.lowest_price is None or doc.lowest_price > f.max_price):
+        return False
+    return not (f.available_only and doc.available <= 0)
+
+
+# --- queries -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueryWord:
+    exact: str  # as typed (NFC, lower case)
+    folded: str
+    last: bool  # the last word matches as a prefix
+
+    @property
+    def accented(self) -> bool:
+        return self.exact != self.folded
+
+
+@dataclass(frozen=True)
+class Query:
+    words: tuple[QueryWord, ...] = ()
+
+    @property
+    def ranks_exact(self) -> bool:
+        return any(w.accented for w in self.words)
+
+
+def parse(q: str | None) -> Query:
+    toks = tokens(q or "")[:MAX_QUERY_TOKENS]
+    return Query(tuple(QueryWord(t, fold(t), i == len(toks) - 1) for i, t in enumerate(toks)))
+
+
+def split_candidates(folded: str, last: bool) -> tuple[set[str], set[str]]:
+    """Substrings a split could use: (whole-word candidates, prefix candidates for the last piece)."""
+    if len(folded) < 2 * MIN_PIECE:
+        return set(), set()
+    words = {folded[i:j] for i in range(len(folded)) for j in range(i + MIN_PIECE, len(folded) + 1)
+             if not (i == 0 and j == len(folded))}
+    pref = {folded[i:] for i in range(MIN_PIECE, len(folded) - MIN_PIECE + 1)} if last else set()
+    return words, pref
+
+
+@dataclass(frozen=True)
+class Split:
+    pieces: tuple[str, ...]
+    last_is_prefix: bool
+
+
+def splits(folded: str, last: bool, is_word: Callable[[str], bool],
+           is_prefix: Callable[[str], bool]) -> list[Split]:
+    """Ways to read ``folded`` as 2..MAX_PIECES words (the last piece of the last query word may be a
+    prefix), fewest pieces first, at most MAX_SPLITS."""
+    out: list[Split] = []
+
+    def walk(start: int, acc: list[str]) -> None:
+        if len(out) >= MAX_SPLITS * 4:
+            return
+        rest = folded[start:]
+        if acc:
+            if is_word(rest) and len(rest) >= MIN_PIECE:
+                out.append(Split((*acc, rest), False))
+            elif last and len(rest) >= MIN_PIECE and is_prefix(rest):
+                out.append(Split((*acc, rest), True))
+        if len(acc) + 1 >= MAX_PIECES:
+            return
+        for end in range(start + MIN_PIECE, len(folded) - MIN_PIECE + 1):
+            piece = folded[start:end]
+            if is_word(piece):
+                walk(end, [*acc, piece])
+
+    walk(0, [])
+    out.sort(key=lambda s: (len(s.pieces), s.last_is_prefix))
+    return out[:MAX_SPLITS]
+
+
+# --- the per-document matcher (the read-through path; the index computes the same with sets) ----------
+
+
+@dataclass(frozen=True)
+class DocMatcher:
+    terms: Terms
+
+    def word(self, w: str) -> bool:
+        return w in self.terms.words
+
+    def prefix(self, p: str) -> bool:
+        return p in self.terms.prefixes
+
+
+def word_matches(word: QueryWord, m: DocMatcher) -> bool:
+    if (m.prefix(word.folded) if word.last else m.word(word.folded)):
+        return True
+    return bool(splits(word.folded, word.last, m.word, m.prefix))
+
+
+def matches(query: Query, terms: Terms) -> bool:
+    m = DocMatcher(terms)
+    return all(word_matches(w, m) for w in query.words)
+
+
+def exact_match(query: Query, terms: Terms) -> bool:
+    """Every accented query word appears with its accents (the last one as a prefix)."""
+    if not query.ranks_exact:
+        return False
+    for w in query.words:
+        if not w.accented:
+            continue
+        if w.last:
+            if w.exact not in terms.exact_prefixes and w.exact not in terms.exact_words:
+                return False
+        elif w.exact not in terms.exact_words:
+            return False
+    return True
+
+
+def rank_key(exact_hit: bool, starts_at: datetime, event_id: str) -> tuple[int, float, str]:
+    return (0 if exact_hit else 1, starts_at.timestamp(), event_id)
+
+
+def search_docs(query: Query, docs: Iterable[Doc], filters: Filters, now: datetime) -> list[Hit]:
+    """Match, filter and rank in memory (the read-through path and the tests' oracle)."""
+    hits: list[Hit] = []
+    for d in docs:
+        if not passes_filters(d, filters, now):
+            continue
+        terms = document_terms(d)
+        if matches(query, terms):
+            hits.append(Hit(d, exact_match(query, terms)))
+    hits.sort(key=lambda h: rank_key(h.exact, h.doc.starts_at, h.doc.event_id))
+    return hits
+
+
+# --- folding inside PostgreSQL (the read-through path's coarse filter) --------------------------------
+
+
+def sql_fold_tables() -> tuple[str, str]:
+    """``translate(lower(x), src, dst)`` folds Vietnamese in SQL like ``fold`` does, with no extension."""
+    src: list[str] = []
+    dst: list[str] = []
+    ranges = [(0x00C0, 0x024F), (0x1E00, 0x1EFF)]
+    for lo, hi in ranges:
+        for cp in range(lo, hi + 1):
+            ch = chr(cp)
+            f = fold(ch)
+            if len(f) == 1 and f != ch and f.isascii() and f.isalpha():
+                src.append(ch)
+                dst.append(f)
+    return "".join(src), "".join(dst)
+
+
+def sql_word_pattern(word: QueryWord) -> str:
+    """A PostgreSQL regex every folded document matching ``word`` satisfies (a necessary condition):
+    the word itself (as a prefix when last), or a word that is a prefix of it (the first piece of a split)."""
+    f = word.folded
+    firsts = [f[:i] for i in range(MIN_PIECE, len(f))]
+    parts = [rf"\m(?:{'|'.join(firsts)})\M"] if firsts else []
+    parts.append(rf"\m{f}" if word.last else rf"\m{f}\M")
+    return "|".join(parts)
