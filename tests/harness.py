@@ -89,6 +89,7 @@ def run_environment(base: Settings) -> dict[str, str]:
         "TICKETING_CHECKOUT_WAIT_SECONDS": "30",
         "TICKETING_CHECKOUT_RATE_LIMIT": "0",
         "TICKETING_LOG_LEVEL": "WARNING",
+        "TICKETING_SEARCH_CHECK_INTERVAL_SECONDS": "0.5",
     }
 
 
@@ -163,7 +164,8 @@ class Stack:
             await channel.close()
 
     async def wait_ready(self, timeout: float = 60.0) -> None:
-        ports = {"gateway": self.settings.gateway_port, "inventory": self.settings.inventory_port}
+        ports = {"gateway": self.settings.gateway_port, "inventory": self.settings.inventory_port,
+                 "search": self.settings.search_port}
 
         async def ready() -> bool:
             async with httpx.AsyncClient(timeout=2) as c:

@@ -40,9 +40,9 @@ class SearchHandlers:
 
     async def on_stock_changed(self, msg: StockChanged, delivery: Delivery) -> None:
         available = msg.capacity - msg.held - msg.sold
-        await self.cache.stock_changed(str(msg.event_id), str(msg.ticket_type_id), available)
         pointers = self.index.pointers
         gens = [text(g) for g in await self.redis.mget(pointers.current, pointers.building) if g]
         for gen in gens:  # the generation being built gets it too (if the event is already loaded there)
             if await self.index.set_stock(gen, str(msg.event_id), str(msg.ticket_type_id), available) >= 0:
                 metrics.INDEX_WRITES.labels(kind="stock").inc()
+        await self.cache.stock_changed(str(msg.event_id), str(msg.ticket_type_id), available)
