@@ -30,8 +30,6 @@ FROM read_api.events e LEFT JOIN read_api.ticket_types t ON t.event_id = e.id
 """
 _GROUP = " GROUP BY e.id, e.title, e.venue, e.city, e.starts_at, e.updated_at "
 
-FOLD_SRC, FOLD_DST = domain.sql_fold_tables()
-
 
 def _doc(r: Any) -> Doc:
     return Doc(
@@ -92,11 +90,11 @@ async def event_version(engine: AsyncEngine, event_id: UUID) -> int | None:
 
 async def search(engine: AsyncEngine, query: Query, filters: Filters, offset: int, limit: int,
                  now: datetime | None = None) -> Page:
-    """The read-through path: SQL narrows the candidates (filters, and a folded-regex per query word that
-    every match satisfies), then the same matcher and ranking as the index decide. Slower, still correct."""
+    """The read-through path: SQL narrows the candidates (filters, and per query word an accent-class regex
+    that every match satisfies), then the same matcher and ranking as the index decide. Slower, still correct."""
     now = now or datetime.now(UTC)
     where = ["e.starts_at >= :lo"]
-    params: dict[str, Any] = {"lo": filters.starts_from or now, "src": FOLD_SRC, "dst": FOLD_DST}
+    params: dict[str, Any] = {"lo": filters.starts_from or now}
     if filters.starts_to is not None:
         where.append("e.starts_at <= :hi")
         params["hi"] = filters.starts_to
@@ -109,10 +107,9 @@ async def search(engine: AsyncEngine, query: Query, filters: Filters, offset: in
         params["max_price"] = filters.max_price
     if filters.available_only:
         having.append("SUM(GREATEST(t.available, 0)) > 0")
-    folded_text = ("translate(lower(e.title || ' ' || e.venue || ' ' || e.city || ' ' || "
-                   "COALESCE(string_agg(t.name, ' '), '')), :src, :dst)")
+    searched = "(e.title || ' ' || e.venue || ' ' || e.city || ' ' || COALESCE(string_agg(t.name, ' '), ''))"
     for i, w in enumerate(query.words):
-        having.append(f"{folded_text} ~ :re{i}")
+        having.append(f"{searched} ~ :re{i}")
         params[f"re{i}"] = domain.sql_word_pattern(w)
     sql = _DOC_SELECT + "WHERE " + " AND ".join(where) + _GROUP
     if having:
