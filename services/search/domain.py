@@ -7,7 +7,7 @@ Semantics (docs/ARCHITECTURE.md, "Search and caching"):
 
 * accent-insensitive: every token is folded (NFD, combining marks dropped, đ -> d, lower case);
 * every query word must match a whole word of the title, venue, city or a ticket type name, except the last
-  one, which matches as a prefix (search as you type);
+  one, which matches as a prefix (search as you type) once it has two letters;
 * a query word with missing spaces (``roinuoc``) also matches when it splits into two to four words of the
   document (each at least two letters; the last piece of the last word may be a prefix);
 * ranking: events matching every accented query word with its accents first, then soonest upcoming.
@@ -23,9 +23,13 @@ from datetime import datetime
 from functools import lru_cache
 
 MAX_PREFIX = 24  # longer prefixes are rare in queries and would only cost memory
+# One-letter prefixes would be the largest sets of the index (nearly every event has a word starting with
+# "t" or "h") and narrow nothing useful: a one-letter last word is ignored until a second letter is typed.
+MIN_PREFIX = 2
 MIN_PIECE = 2  # the shortest word a missing-space query may be split into
 MAX_PIECES = 4
 MAX_SPLITS = 8  # alternatives kept per query word (the index unions them)
+MAX_SPLIT_LEN = 24  # longer words are not split
 MAX_QUERY_TOKENS = 8
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
@@ -84,7 +88,7 @@ class Terms:
 
 
 def _prefixes(word: str) -> Iterable[str]:
-    return (word[:i] for i in range(1, min(len(word), MAX_PREFIX) + 1))
+    return (word[:i] for i in range(MIN_PREFIX, min(len(word), MAX_PREFIX) + 1))
 
 
 def document_terms(doc: Doc) -> Terms:
@@ -168,50 +172,41 @@ class Query:
 
 def parse(q: str | None) -> Query:
     toks = tokens(q or "")[:MAX_QUERY_TOKENS]
+    if toks and len(fold(toks[-1])) < MIN_PREFIX:
+        toks = toks[:-1]  # still typing the first letter of the last word
     return Query(tuple(QueryWord(t, fold(t), i == len(toks) - 1) for i, t in enumerate(toks)))
-
-
-def split_candidates(folded: str, last: bool) -> tuple[set[str], set[str]]:
-    """Substrings a split could use: (whole-word candidates, prefix candidates for the last piece)."""
-    if len(folded) < 2 * MIN_PIECE:
-        return set(), set()
-    words = {folded[i:j] for i in range(len(folded)) for j in range(i + MIN_PIECE, len(folded) + 1)
-             if not (i == 0 and j == len(folded))}
-    pref = {folded[i:] for i in range(MIN_PIECE, len(folded) - MIN_PIECE + 1)} if last else set()
-    return words, pref
 
 
 @dataclass(frozen=True)
 class Split:
-    pieces: tuple[str, ...]
-    last_is_prefix: bool
+    pieces: tuple[str, ...]  # every piece a whole word, except the last piece of the last query word: a prefix
 
 
 def splits(folded: str, last: bool, is_word: Callable[[str], bool],
            is_prefix: Callable[[str], bool]) -> list[Split]:
-    """Ways to read ``folded`` as 2..MAX_PIECES words (the last piece of the last query word may be a
-    prefix), fewest pieces first, at most MAX_SPLITS."""
-    out: list[Split] = []
+    """Ways to read ``folded`` as 2..MAX_PIECES words, fewest pieces first (stable), at most MAX_SPLITS.
 
-    def walk(start: int, acc: list[str]) -> None:
-        if len(out) >= MAX_SPLITS * 4:
+    The index runs the same walk inside Redis (index.SEARCH); keep the two in step."""
+    if len(folded) > MAX_SPLIT_LEN:
+        return []
+    found: list[tuple[str, ...]] = []
+
+    def walk(start: int, acc: tuple[str, ...]) -> None:
+        if len(found) >= MAX_SPLITS * 4:
             return
-        rest = folded[start:]
-        if acc:
-            if is_word(rest) and len(rest) >= MIN_PIECE:
-                out.append(Split((*acc, rest), False))
-            elif last and len(rest) >= MIN_PIECE and is_prefix(rest):
-                out.append(Split((*acc, rest), True))
+        if acc and len(folded) - start >= MIN_PIECE:
+            rest = folded[start:]
+            if is_prefix(rest) if last else is_word(rest):
+                found.append((*acc, rest))
         if len(acc) + 1 >= MAX_PIECES:
             return
         for end in range(start + MIN_PIECE, len(folded) - MIN_PIECE + 1):
-            piece = folded[start:end]
-            if is_word(piece):
-                walk(end, [*acc, piece])
+            if is_word(folded[start:end]):
+                walk(end, (*acc, folded[start:end]))
 
-    walk(0, [])
-    out.sort(key=lambda s: (len(s.pieces), s.last_is_prefix))
-    return out[:MAX_SPLITS]
+    walk(0, ())
+    found.sort(key=len)
+    return [Split(p) for p in found[:MAX_SPLITS]]
 
 
 # --- the per-document matcher (the read-through path; the index computes the same with sets) ----------

@@ -181,6 +181,125 @@ return total
 """
 
 
+# A whole query in one round trip: missing-space splits (the walk of domain.splits, over the words that
+# exist), set algebra into temporary keys, filters, exact-accent ranking, the page and its documents.
+SEARCH = """
+local plan = cjson.decode(ARGV[1])
+if redis.call('HGET', KEYS[1], 'state') ~= 'ready' then return {-1} end
+local MINP, MAXP, MAXS = plan.minp, plan.maxp, plan.maxs
+local temps, ntmp = {}, 0
+local function tmp()
+  ntmp = ntmp + 1
+  local key = KEYS[plan.tmp0 + ntmp]
+  temps[#temps + 1] = key
+  return key
+end
+local known = {}
+local function has(i)
+  local v = known[i]
+  if v == nil then
+    v = redis.call('EXISTS', KEYS[i]) == 1
+    known[i] = v
+  end
+  return v
+end
+local sets = {}
+for _, w in ipairs(plan.words) do
+  local found = {}
+  local function walk(start, acc)
+    if #found >= MAXS * 4 then return end
+    if #acc > 0 and w.n - start >= MINP then
+      local ki
+      if w.last then ki = w.pre[tostring(start)] else ki = w.sub[start .. ':' .. w.n] end
+      if ki and has(ki) then
+        local pieces = {}
+        for _, a in ipairs(acc) do pieces[#pieces + 1] = KEYS[a] end
+        pieces[#pieces + 1] = KEYS[ki]
+        found[#found + 1] = pieces
+      end
+    end
+    if #acc + 1 >= MAXP then return end
+    for e = start + MINP, w.n - MINP do
+      local ki = w.sub[start .. ':' .. e]
+      if ki and has(ki) then
+        local nacc = {}
+        for _, a in ipairs(acc) do nacc[#nacc + 1] = a end
+        nacc[#nacc + 1] = ki
+        walk(e, nacc)
+      end
+    end
+  end
+  walk(0, {})
+  local alts = {KEYS[w.direct]}
+  local taken = 0
+  for len = 2, MAXP do  -- fewest pieces first, in the order found (a stable sort, as in Python)
+    for _, pieces in ipairs(found) do
+      if #pieces == len and taken < MAXS then
+        taken = taken + 1
+        local t = tmp()
+        redis.call('SINTERSTORE', t, unpack(pieces))
+        alts[#alts + 1] = t
+      end
+    end
+  end
+  if #alts == 1 then
+    sets[#sets + 1] = alts[1]
+  else
+    local t = tmp()
+    redis.call('SUNIONSTORE', t, unpack(alts))
+    sets[#sets + 1] = t
+  end
+end
+if plan.city > 0 then sets[#sets + 1] = KEYS[plan.city] end
+if plan.instock then sets[#sets + 1] = KEYS[4] end
+local lo, hi = ARGV[2], ARGV[3]
+local has_price = plan.min_price ~= cjson.null or plan.max_price ~= cjson.null
+local total, rows
+if #sets == 0 and not has_price and #plan.exact == 0 then
+  total = redis.call('ZCOUNT', KEYS[2], lo, hi)
+  rows = redis.call('ZRANGE', KEYS[2], lo, hi, 'BYSCORE', 'LIMIT', plan.offset, plan.limit, 'WITHSCORES')
+else
+  local c = tmp()
+  local args = {c, 1 + #sets, KEYS[2]}
+  for _, key in ipairs(sets) do args[#args + 1] = key end
+  args[#args + 1] = 'WEIGHTS'
+  args[#args + 1] = 1
+  for _ in ipairs(sets) do args[#args + 1] = 0 end
+  redis.call('ZINTERSTORE', unpack(args))
+  redis.call('ZREMRANGEBYSCORE', c, '-inf', '(' .. lo)
+  if hi ~= '+inf' then redis.call('ZREMRANGEBYSCORE', c, '(' .. hi, '+inf') end
+  if has_price then
+    local p = tmp()
+    redis.call('ZINTERSTORE', p, 2, c, KEYS[3], 'WEIGHTS', 0, 1)
+    if plan.min_price ~= cjson.null then redis.call('ZREMRANGEBYSCORE', p, '-inf', '(' .. plan.min_price) end
+    if plan.max_price ~= cjson.null then redis.call('ZREMRANGEBYSCORE', p, '(' .. plan.max_price, '+inf') end
+    redis.call('ZINTERSTORE', c, 2, c, p, 'WEIGHTS', 1, 0)
+  end
+  local final = c
+  if #plan.exact > 0 then
+    local e = tmp()
+    local a = {e, 1 + #plan.exact, c}
+    for _, x in ipairs(plan.exact) do a[#a + 1] = KEYS[x] end
+    a[#a + 1] = 'WEIGHTS'
+    a[#a + 1] = 0
+    for _ in ipairs(plan.exact) do a[#a + 1] = 1 end
+    redis.call('ZINTERSTORE', unpack(a))
+    final = tmp()
+    redis.call('ZUNIONSTORE', final, 2, c, e, 'WEIGHTS', 1, -plan.bonus)
+  end
+  total = redis.call('ZCARD', final)
+  rows = redis.call('ZRANGE', final, plan.offset, plan.offset + plan.limit - 1, 'WITHSCORES')
+end
+local out = {total}
+for i = 1, #rows, 2 do
+  out[#out + 1] = rows[i + 1]
+  out[#out + 1] = redis.call('HGET', KEYS[5], rows[i]) or ''
+end
+if #temps > 0 then redis.call('DEL', unpack(temps)) end
+return out
+"""
+
+
 @dataclass
 class Index:
     redis: aioredis.Redis
@@ -191,6 +310,7 @@ class Index:
         self._get_doc = self.redis.register_script(GET_DOC)
         self._upsert = self.redis.register_script(UPSERT)
         self._stock = self.redis.register_script(STOCK)
+        self._search = self.redis.register_script(SEARCH)
         self._cached_gen: tuple[float, str | None] = (0.0, None)
 
     # --- generations --------------------------------------------------------------------------------
@@ -318,114 +438,50 @@ class Index:
 
     # --- reads --------------------------------------------------------------------------------------
 
-    async def _plan(self, k: GenKeys, query: Query) -> tuple[bool, list[list[list[str]]] | None]:
-        """(index alive?, per query word the alternatives, each a list of keys to intersect; None: no match).
-
-        One round trip: which words and prefixes exist decides the missing-space splits."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hget(k.meta, "state")
-        asks: list[tuple[str, str]] = []
-        for w in query.words:
-            words, prefs = domain.split_candidates(w.folded, w.last)
-            asks.extend(("w", s) for s in sorted(words))
-            asks.extend(("p", s) for s in sorted(prefs))
-        for kind, s in asks:
-            pipe.exists(k.word(s) if kind == "w" else k.prefix(s))
-        res = await pipe.execute()
-        if text(res[0]) != "ready":
-            return False, None
-        known = {ask for ask, n in zip(asks, res[1:], strict=True) if n}
-        clauses: list[list[list[str]]] = []
-        for w in query.words:
-            alts: list[list[str]] = [[k.prefix(w.folded) if w.last else k.word(w.folded)]]
-            for sp in domain.splits(w.folded, w.last, lambda s: ("w", s) in known, lambda s: ("p", s) in known):
-                keys = [k.word(p) for p in sp.pieces[:-1]]
-                keys.append(k.prefix(sp.pieces[-1]) if sp.last_is_prefix else k.word(sp.pieces[-1]))
-                alts.append(keys)
-            clauses.append(alts)
-        return True, clauses
-
     async def search(self, gen: str, query: Query, filters: Filters, offset: int, limit: int,
                      now: datetime | None = None) -> Page | None:
-        """One page of hits and the total; None when this generation is gone or not ready."""
+        """One page of hits and the total, in one round trip; None when this generation is gone or not ready."""
         k = self.keys(gen)
-        alive, clauses = await self._plan(k, query)
-        if not alive:
-            return None
-        assert clauses is not None
         now = now or datetime.now(UTC)
-        lo = (filters.starts_from or now).timestamp()
-        hi = filters.starts_to.timestamp() if filters.starts_to else float("inf")
-        pipe = self.redis.pipeline(transaction=True)
-        temps: list[str] = []
+        keys = [k.meta, k.events, k.price, k.instock, k.docs]
+        index_of: dict[str, int] = {}
 
-        def tmp() -> str:
-            t = k.tmp()
-            temps.append(t)
-            return t
+        def ref(key: str) -> int:  # 1-based position in KEYS (every key a script touches is declared)
+            if key not in index_of:
+                keys.append(key)
+                index_of[key] = len(keys)
+            return index_of[key]
 
-        sets: list[str] = []
-        for alts in clauses:
-            alt_keys = []
-            for keys in alts:
-                if len(keys) == 1:
-                    alt_keys.append(keys[0])
-                else:
-                    t = tmp()
-                    pipe.sinterstore(t, keys)
-                    alt_keys.append(t)
-            if len(alt_keys) == 1:
-                sets.append(alt_keys[0])
-            else:
-                t = tmp()
-                pipe.sunionstore(t, alt_keys)
-                sets.append(t)
-        if filters.city:
-            sets.append(k.city(filters.city))
-        if filters.available_only:
-            sets.append(k.instock)
-        plain = not sets and filters.min_price is None and filters.max_price is None and not query.ranks_exact
-        if plain:  # the homepage case: read the ordered set directly
-            top = "+inf" if hi == float("inf") else hi
-            pipe.zcount(k.events, lo, top)
-            pipe.zrange(k.events, lo, top, byscore=True, offset=offset, num=limit, withscores=True)
-            total, rows = await pipe.execute()
-        else:
-            c = tmp()
-            pipe.zinterstore(c, {k.events: 1, **{s: 0 for s in sets}}, aggregate="SUM")
-            pipe.zremrangebyscore(c, "-inf", f"({lo}")
-            if hi != float("inf"):
-                pipe.zremrangebyscore(c, f"({hi}", "+inf")
-            if filters.min_price is not None or filters.max_price is not None:
-                p = tmp()
-                pipe.zinterstore(p, {c: 0, k.price: 1}, aggregate="SUM")
-                if filters.min_price is not None:
-                    pipe.zremrangebyscore(p, "-inf", f"({filters.min_price}")
-                if filters.max_price is not None:
-                    pipe.zremrangebyscore(p, f"({filters.max_price}", "+inf")
-                pipe.zinterstore(c, {c: 1, p: 0}, aggregate="SUM")
-            final = c
-            if query.ranks_exact:
-                exact_keys = [k.exact_prefix(w.exact) if w.last else k.exact_word(w.exact)
-                              for w in query.words if w.accented]
-                e = tmp()
-                # members of c with every accented word: score = len(exact_keys) > 0
-                pipe.zinterstore(e, {c: 0, **{x: 1 for x in exact_keys}}, aggregate="SUM")
-                final = tmp()
-                pipe.zunionstore(final, {c: 1, e: -EXACT_BONUS}, aggregate="SUM")
-            pipe.zcard(final)
-            pipe.zrange(final, offset, offset + limit - 1, withscores=True)
-            pipe.unlink(*temps)
-            res = await pipe.execute()
-            total, rows = res[-3], res[-2]
-        hits = await self._hits(k, rows)
-        return Page(total=int(total), hits=hits, source="index")
-
-    async def _hits(self, k: GenKeys, rows: list[tuple[bytes, float]]) -> list[Hit]:
-        if not rows:
-            return []
-        raws = await self.redis.hmget(k.docs, [r[0] for r in rows])
-        return [Hit(decode_doc(raw), score < 0) for raw, (_, score) in zip(raws, rows, strict=True) if raw]
+        words = []
+        for w in query.words:
+            n = len(w.folded)
+            splittable = n <= domain.MAX_SPLIT_LEN
+            sub = {f"{i}:{j}": ref(k.word(w.folded[i:j]))
+                   for i in range(n) for j in range(i + domain.MIN_PIECE, n + 1)
+                   if splittable and not (i == 0 and j == n)}
+            pre = {str(i): ref(k.prefix(w.folded[i:]))
+                   for i in range(domain.MIN_PIECE, n - domain.MIN_PIECE + 1)} if splittable and w.last else {}
+            words.append({"direct": ref(k.prefix(w.folded) if w.last else k.word(w.folded)), "n": n,
+                          "last": w.last, "sub": sub, "pre": pre})
+        exact = [ref(k.exact_prefix(w.exact) if w.last else k.exact_word(w.exact))
+                 for w in query.words if w.accented]
+        plan: dict[str, Any] = {
+            "words": words, "exact": exact, "instock": filters.available_only,
+            "city": ref(k.city(filters.city)) if filters.city else 0,
+            "min_price": filters.min_price, "max_price": filters.max_price,
+            "offset": offset, "limit": limit, "bonus": EXACT_BONUS,
+            "minp": domain.MIN_PIECE, "maxp": domain.MAX_PIECES, "maxs": domain.MAX_SPLITS,
+        }
+        plan["tmp0"] = len(keys)
+        keys.extend(k.tmp() for _ in range(len(words) * (domain.MAX_SPLITS + 1) + 4))
+        lo = repr((filters.starts_from or now).timestamp())
+        hi = repr(filters.starts_to.timestamp()) if filters.starts_to else "+inf"
+        res = await self._search(keys=keys, args=[orjson.dumps(plan), lo, hi])
+        if not res or int(res[0]) < 0:
+            return None
+        hits = [Hit(decode_doc(raw), float(score) < 0) for score, raw in zip(res[1::2], res[2::2], strict=True)
+                if raw]
+        return Page(total=int(res[0]), hits=hits, source="index")
 
     async def upcoming(self, gen: str, offset: int, limit: int) -> list[Doc] | None:
         page = await self.search(gen, Query(), Filters(), offset, limit)

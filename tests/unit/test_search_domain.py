@@ -46,7 +46,7 @@ def test_tokens_split_on_punctuation_and_keep_digits() -> None:
 def test_document_terms_hold_words_prefixes_and_accented_forms() -> None:
     t = domain.document_terms(doc("Múa rối", 1, types=()))
     assert {"mua", "roi", "ha", "noi", "nha", "hat", "lon"} <= t.words
-    assert {"m", "mu", "mua", "r", "ro", "roi"} <= t.prefixes
+    assert {"mu", "mua", "ro", "roi"} <= t.prefixes and "m" not in t.prefixes
     assert {"múa", "rối", "nội"} <= t.exact_words
     assert "rố" in t.exact_prefixes and "r" not in t.exact_prefixes
 
@@ -63,6 +63,7 @@ def test_last_word_is_a_prefix_others_are_whole_words() -> None:
     assert titles("mua roi nu") == ["Mua roi nuoc (ban khong dau)", "Múa rối nước Thăng Long"]
     assert titles("mu roi") == []  # "mu" is not a whole word
     assert titles("trin") == ["Đêm nhạc Trịnh"]
+    assert titles("da nang t") == titles("da nang") == ["Đêm nhạc Trịnh"]  # one letter does not narrow yet
 
 
 def test_missing_spaces_split_into_words_of_the_document() -> None:
@@ -95,6 +96,9 @@ def test_splits_prefer_fewest_pieces_and_cap_alternatives() -> None:
     words = {"ha", "noi", "han", "oi", "hanoi"}
     out = domain.splits("hanoi", False, words.__contains__, lambda p: False)
     assert [s.pieces for s in out] == [("ha", "noi"), ("han", "oi")]
+    # the last query word: its last piece may be a prefix
+    assert [s.pieces for s in domain.splits("hano", True, words.__contains__, {"no", "noi"}.__contains__)] == [
+        ("ha", "no")]
     assert len(domain.splits("a" * 20, True, lambda w: True, lambda p: True)) <= domain.MAX_SPLITS
 
 
