@@ -385,8 +385,10 @@ class Index:
         return int(await self._stock(keys=[k.ids, k.docs, k.instock],
                                      args=[event_id, ticket_type_id, max(available, 0)]))
 
-    async def build(self, gen: str, batches: AsyncIterator[list[Doc]]) -> int:
-        """Load a new generation in bulk (postings grouped per term, so a few commands per term)."""
+    async def build(self, gen: str, batches: AsyncIterator[list[Doc]], versions: dict[str, int] | None = None) -> int:
+        """Load a new generation in bulk (postings grouped per term, so a few commands per term).
+
+        ``versions`` (if given) receives each loaded event's version, for the rebuild's catch-up."""
         k = self.keys(gen)
         await self.redis.hset(k.meta, mapping={"state": "building", "started_at": datetime.now(UTC).isoformat()})
         postings: dict[str, array[int]] = {}
@@ -409,6 +411,8 @@ class Index:
                 if doc.available > 0:
                     instock.append(seq)
                 max_version = max(max_version, doc.version)
+                if versions is not None:
+                    versions[doc.event_id] = doc.version
                 for key in k.term_keys(doc):
                     postings.setdefault(key, array("I")).append(seq)
             pipe.hset(k.ids, mapping=ids)  # type: ignore[arg-type]

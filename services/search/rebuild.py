@@ -50,7 +50,8 @@ async def rebuild(index: Index, engine: AsyncEngine, reason: str, lock_seconds: 
             await index.drop(text(abandoned))
         await redis.set(pointers.building, gen)
         snapshot_at = await store.db_now(engine)
-        count = await index.build(gen, store.iter_docs(engine, batch))
+        loaded: dict[str, int] = {}
+        count = await index.build(gen, store.iter_docs(engine, batch), loaded)
         old = await index.current()
         pipe = redis.pipeline(transaction=True)
         pipe.set(pointers.current, gen)
@@ -60,7 +61,8 @@ async def rebuild(index: Index, engine: AsyncEngine, reason: str, lock_seconds: 
         # Messages handled during the build went to the old generation; PostgreSQL has their effect.
         caught_up = 0
         for doc in await store.changed_since(engine, snapshot_at - CATCH_UP_MARGIN):
-            caught_up += await index.upsert(gen, doc)
+            if doc.version > loaded.get(doc.event_id, -1):  # changed after its batch was read
+                caught_up += await index.upsert(gen, doc)
         dropped = await index.drop(old) if old and old != gen else 0
     except BaseException:
         await index.drop(gen)
