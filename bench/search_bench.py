@@ -137,7 +137,7 @@ async def index_memory(r: aioredis.Redis, index: Index, gen: str) -> tuple[int, 
 
 
 async def main(n_events: int, n_requests: int) -> None:
-    base = Settings()
+    base = Settings()  # type: ignore[call-arg]
     run = uuid.uuid4().hex[:8]
     db_url = make_url(base.database_url).set(database=f"ticketing_bench_search_{run}").render_as_string(
         hide_password=False)
@@ -148,7 +148,7 @@ async def main(n_events: int, n_requests: int) -> None:
            "TICKETING_SEARCH_PORT": str(free_port()), "TICKETING_PAYMENT_PORT": str(free_port()),
            "TICKETING_MAILER_PORT": str(free_port()), "TICKETING_LOG_LEVEL": "WARNING",
            "TICKETING_CHECKOUT_WAIT_SECONDS": "30"}
-    settings = Settings(database_url=db_url, prefix=prefix, jwt_secret=env["TICKETING_JWT_SECRET"])  # type: ignore[call-arg]
+    settings = Settings(database_url=db_url, prefix=prefix, jwt_secret=env["TICKETING_JWT_SECRET"])  # type: ignore[call-arg,arg-type]
     names = Names(prefix)
     r = aioredis.from_url(base.redis_url)
     await create_database_if_missing(db_url)

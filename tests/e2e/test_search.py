@@ -142,8 +142,9 @@ async def test_the_read_through_path_gives_the_same_answers(stack: Stack,
     engine = make_engine(stack.settings.database_url, pool_size=1)
     try:
         for q in ["múa rối nước", "mua roi nuoc", "roinuoc", "mua roi nu", "danang", "trin", "pho thong", ""]:
-            for extra in [{}, {"available_only": True}, {"min_price": 150_000}]:
-                filters = domain.Filters(city=city, **extra)  # type: ignore[arg-type]
+            extras: list[dict[str, Any]] = [{}, {"available_only": True}, {"min_price": 150_000}]
+            for extra in extras:
+                filters = domain.Filters(city=city, **extra)
                 from_db = await search_store.search(engine, domain.parse(q), filters, 0, 50)
                 params = {"q": q, "city": city, "available": "true" if extra.get("available_only") else None,
                           "min_price": extra.get("min_price")}

@@ -43,7 +43,7 @@ def catalog(n: int, seed: int) -> list[Doc]:
 
 @pytest.fixture
 async def index() -> AsyncIterator[Index]:
-    settings = Settings()
+    settings = Settings()  # type: ignore[call-arg]
     r = aioredis.from_url(settings.redis_url)
     prefix = f"test-idx-{uuid.uuid4().hex[:8]}."
     try:
