@@ -4,9 +4,9 @@ Layout (``P`` is the configured prefix, ``G`` a generation id; every key of a ge
 ``{G}``, so the multi-key commands of a query (SINTERSTORE, ZINTERSTORE, MULTI) are legal on Redis Cluster;
 a generation lives on one shard and scales reads by replicas):
 
-    P search:current              -> G, the generation queries read (switched atomically by a rebuild)
-    P search:building             -> G, while a rebuild loads a new generation
-    P search:rebuild-lock         -> one rebuild at a time across search instances
+    P search:{ptr}:current        -> G, the generation queries read (switched atomically by a rebuild)
+    P search:{ptr}:building       -> G, while a rebuild loads a new generation
+    P search:{ptr}:rebuild-lock   -> one rebuild at a time across search instances
     P search:{G}:meta             HASH state, events (count), max_version, built_at
     P search:{G}:ids              HASH event uuid -> doc id (small integers keep the sets compact: intsets)
     P search:{G}:seq              doc id counter
@@ -43,10 +43,12 @@ GLOB_SPECIAL = str.maketrans({c: f"\\{c}" for c in "*?[]\\"})
 
 
 class Pointers:
+    """The pointers share one hash tag: a rebuild switches them in one MULTI, consumers read them in one MGET."""
+
     def __init__(self, names: Names) -> None:
-        self.current = names.redis_key("search", "current")
-        self.building = names.redis_key("search", "building")
-        self.lock = names.redis_key("search", "rebuild-lock")
+        self.current = names.redis_key("search", "{ptr}", "current")
+        self.building = names.redis_key("search", "{ptr}", "building")
+        self.lock = names.redis_key("search", "{ptr}", "rebuild-lock")
 
 
 class GenKeys:

@@ -249,6 +249,28 @@ async def test_reindex_command_switches_generations_without_losing_results(
     assert after["source"] == "index" and after["results"] == before["results"]
 
 
+async def test_with_the_search_service_down_the_admin_call_says_not_yet_searchable_then_it_catches_up(
+        stack: Stack) -> None:
+    city = f"Quy Nhơn {tag()}"
+    event = await create(stack, "Lễ hội ánh sáng", city, 9, [])
+    stack.supervisor.stop_service("search")
+    try:
+        async with stack.client("organiser", admin=True) as c:
+            r = await c.post(f"/admin/events/{event['event_id']}/ticket-types",
+                             json={"name": "Đêm bế mạc", "price": 90_000, "capacity": 4})
+        assert r.status_code == 201  # the change is committed either way
+        assert r.json()["searchable"] is False and r.headers["x-searchable"] == "false"
+        assert (await search(stack.base_url, q="be mac", city=city))["total"] == 0
+    finally:
+        stack.supervisor.start_service("search")
+    await stack.wait_ready()
+
+    async def caught_up() -> bool:
+        return titles(await search(stack.base_url, q="be mac", city=city)) == ["Lễ hội ánh sáng"]
+
+    await eventually(caught_up, timeout=30, what="the queued catalog event to reach the index")
+
+
 async def test_after_flushall_search_answers_from_postgresql_and_the_index_rebuilds_itself(
         stack: Stack, catalog: tuple[str, dict[str, str]]) -> None:
     """FLUSHALL only on a Redis this test starts for itself, with its own search service and gateway."""
