@@ -112,8 +112,11 @@ async def after_catalog_change(request: Request, event_id: UUID, body: dict[str,
     version, and say whether the change is searchable yet."""
     from fastapi.responses import JSONResponse
 
-    await event_cache(request).invalidate(str(event_id))
-    wait = request.app.state.settings.search_writethrough_wait_seconds
-    searchable = await reader(request).wait_searchable(event_id, wait)
+    version = await reader(request).event_version(event_id)
+    searchable = False
+    if version is not None:
+        await event_cache(request).invalidate(str(event_id), version)
+        wait = request.app.state.settings.search_writethrough_wait_seconds
+        searchable = await reader(request).wait_searchable(event_id, version, wait)
     body = {**body, "searchable": searchable}
     return JSONResponse(body, status_code=status, headers={"X-Searchable": "true" if searchable else "false"})

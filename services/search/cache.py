@@ -4,7 +4,7 @@ availability cache the stock events refresh. Neither is ever read to decide a sa
 Keys (per event, one hash tag so the scripts' keys share a Redis Cluster slot):
 
     P cache:{ev:<id>}:detail   the event as GET /events/{id} shows it (JSON), TTL event_cache_ttl_seconds
-    P cache:{ev:<id>}:ver      bumped on every change: a load that started before a change never writes
+    P cache:{ev:<id>}:ver      the newest event version invalidated: a load that started before it never writes
     P cache:{ev:<id>}:lock     the one reader rebuilding a missing entry (stampede protection)
     P cache:{ev:<id>}:avail    HASH ticket type -> available, TTL availability_cache_ttl_seconds
 """
@@ -47,6 +47,16 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 """
 
+# The version is the event's (read_api.events.updated_at in microseconds): invalidating twice for one change
+# (the admin route, then the search consumer) or for an older change (a late message) changes nothing.
+INVALIDATE = """
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) <= cur then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('DEL', KEYS[2], KEYS[3])
+return 1
+"""
+
 RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -63,25 +73,23 @@ class EventCache:
     ttl_seconds: float = 900.0
     availability_ttl_seconds: float = 10.0
     lock_seconds: float = 5.0
-    wait_seconds: float = 3.0  # how long a reader waits for another reader's rebuild
+    wait_seconds: float = 5.0  # how long a reader waits for another reader's rebuild (the lock's lifetime)
 
     def __post_init__(self) -> None:
         self._set = self.redis.register_script(SET_IF_UNCHANGED)
         self._stock = self.redis.register_script(STOCK)
         self._release = self.redis.register_script(RELEASE)
+        self._invalidate = self.redis.register_script(INVALIDATE)
 
     def _keys(self, event_id: str) -> tuple[str, str, str, str]:
         tag = "{ev:" + event_id + "}"
         return tuple(self.names.redis_key("cache", tag, part)  # type: ignore[return-value]
                      for part in ("detail", "ver", "lock", "avail"))
 
-    async def invalidate(self, event_id: str) -> None:
+    async def invalidate(self, event_id: str, version: int) -> bool:
+        """Drop the cached detail unless it was already dropped for this version (or a newer one)."""
         detail, ver, _, avail = self._keys(event_id)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.incr(ver)
-        pipe.expire(ver, VERSION_TTL_SECONDS)
-        pipe.delete(detail, avail)
-        await pipe.execute()
+        return bool(await self._invalidate(keys=[ver, detail, avail], args=[version, VERSION_TTL_SECONDS]))
 
     async def stock_changed(self, event_id: str, ticket_type_id: str, available: int) -> None:
         _, _, _, avail = self._keys(event_id)
@@ -109,8 +117,10 @@ class EventCache:
                 await self._release(keys=[lock_key], args=[token])
         # Someone else is rebuilding it: wait for their result rather than hit PostgreSQL too.
         deadline = time.monotonic() + self.wait_seconds
+        delay = 0.005
         while time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 0.05)  # many waiters must not flood Redis (or this process's event loop)
             pipe = self.redis.pipeline(transaction=False)
             pipe.get(detail_key)
             pipe.hgetall(avail_key)

@@ -29,12 +29,11 @@ class SearchHandlers:
     async def on_event_changed(self, msg: EventInfo, delivery: Delivery) -> None:
         # The message says *that* the event changed; PostgreSQL says what it is now (with its version and
         # current stock), so a late or duplicated message can never put an older state in the index.
-        await self.cache.invalidate(str(msg.event_id))
-        gen = await self.index.current()
-        if gen is None:
-            return  # no index: searches read PostgreSQL, and the monitor is rebuilding from it
-        docs = await store.load_docs(self.engine, [msg.event_id])
-        for doc in docs:
+        for doc in await store.load_docs(self.engine, [msg.event_id]):
+            await self.cache.invalidate(doc.event_id, doc.version)
+            gen = await self.index.current()
+            if gen is None:
+                continue  # no index: searches read PostgreSQL, and the monitor is rebuilding from it
             if await self.index.upsert(gen, doc):
                 metrics.INDEX_WRITES.labels(kind="event").inc()
 

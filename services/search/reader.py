@@ -70,14 +70,14 @@ class SearchReader:
         metrics.CACHE_REQUESTS.labels(cache="homepage", result="miss").inc()
         return await store.upcoming(self.engine, offset, limit), "database"
 
-    async def wait_searchable(self, event_id: UUID, wait_seconds: float) -> bool:
-        """True once a search issued now would find this event as PostgreSQL has it now.
+    async def event_version(self, event_id: UUID) -> int | None:
+        return await store.event_version(self.engine, event_id)
 
-        The index has the event's current version, or there is no index (PostgreSQL answers searches then).
+    async def wait_searchable(self, event_id: UUID, version: int, wait_seconds: float) -> bool:
+        """True once a search issued now would find this version of the event (or a newer one).
+
+        The index has that version, or there is no index (PostgreSQL answers searches then).
         """
-        version = await store.event_version(self.engine, event_id)
-        if version is None:
-            return False
         deadline = time.monotonic() + wait_seconds
         delay = 0.002
         while True:
