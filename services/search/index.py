@@ -26,7 +26,7 @@ from __future__ import annotations
 import time
 import uuid
 from array import array
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -488,18 +488,3 @@ class Index:
         hits = [Hit(decode_doc(raw), float(score) < 0) for score, raw in zip(res[1::2], res[2::2], strict=True)
                 if raw]
         return Page(total=int(res[0]), hits=hits, source="index")
-
-    async def upcoming(self, gen: str, offset: int, limit: int) -> list[Doc] | None:
-        page = await self.search(gen, Query(), Filters(), offset, limit)
-        return None if page is None else [h.doc for h in page.hits]
-
-
-def chunks(items: Iterable[Any], n: int) -> Iterable[list[Any]]:
-    batch: list[Any] = []
-    for it in items:
-        batch.append(it)
-        if len(batch) >= n:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
