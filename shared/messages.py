@@ -210,4 +210,37 @@ class EventInfo(Message):
     ticket_types: list[TicketTypeInfo]
 
 
+# --- payments (issue 3) -----------------------------------------------------------------------------
+
+
+class PaymentNotified(Message):
+    """A provider notification whose signature the gateway verified (the payment service verifies again)."""
+
+    provider: str
+    params: dict[str, str]
+    received_at: datetime
+
+
+class PaymentSucceeded(Message):
+    """Published by the payment service as payment.succeeded: money for the order was taken, once."""
+
+    order_id: UUID
+    provider: str
+    txn_ref: str
+    amount: int  # integer VND
+    provider_txn_no: str = ""
+    paid_at: datetime
+
+
+class PaymentRefunded(Message):
+    """Published by the payment service as payment.refunded when the provider confirmed the refund."""
+
+    order_id: UUID
+    provider: str
+    txn_ref: str
+    amount: int  # integer VND
+    refunded_at: datetime
+    detail: str = ""
+
+
 CreateEvent.model_rebuild()

@@ -61,6 +61,10 @@ class Route(Generic[M]):
     handler: Handler[M]
 
 
+async def _raw_body(message: Any) -> bytes:
+    return bytes(message.body)
+
+
 def encode(model: BaseModel) -> bytes:
     return model.model_dump_json().encode()
 
@@ -172,7 +176,9 @@ class Bus:
         queue_name = self.names.queue(wq.name)
         queue = RabbitQueue(queue_name, queue_type=QueueType.QUORUM, declare=False)
 
-        @self.broker.subscriber(queue, ack_policy=AckPolicy.REJECT_ON_ERROR, no_reply=True)
+        # The raw decoder keeps FastStream from parsing the body: a body that is not JSON must reach our
+        # dispatcher (and the dead-letter queue with its reason), not fail inside the framework.
+        @self.broker.subscriber(queue, ack_policy=AckPolicy.REJECT_ON_ERROR, no_reply=True, decoder=_raw_body)
         async def _consume(message: RabbitMessage) -> None:
             await self._dispatch(wq, queue_name, routes, message.raw_message)
 
@@ -219,7 +225,7 @@ class Bus:
         self, wq: WorkQueue, queue_name: str, raw: aio_pika.abc.AbstractIncomingMessage, exc: Exception
     ) -> None:
         headers = dict(raw.headers or {})
-        attempt = int(headers.get("x-attempt", 0) or 0)
+        attempt = int(str(headers.get("x-attempt", 0) or 0))
         reason = f"{type(exc).__name__}: {exc}"
         if attempt >= len(wq.retry_delays):
             await self.dead_letter(wq, queue_name, raw, f"retries exhausted: {reason}", type(exc).__name__)
@@ -252,7 +258,7 @@ class Bus:
         headers.update({
             "x-reason": reason[:MAX_REASON_CHARS],
             "x-exception-type": exception_type,
-            "x-attempts": int(headers.get("x-attempt", 0) or 0) + 1,
+            "x-attempts": int(str(headers.get("x-attempt", 0) or 0)) + 1,
             "x-original-queue": queue_name,
             "x-original-exchange": headers.get("x-original-exchange", raw.exchange or ""),
             "x-original-routing-key": headers.get("x-original-routing-key", raw.routing_key or ""),

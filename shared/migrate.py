@@ -20,7 +20,10 @@ def alembic_config(database_url: str) -> Config:
 
 
 def upgrade(database_url: str) -> None:
-    """Upgrade to every head (each service adds its migrations on its own branch from 0001). Safe to call from inside a running event loop (runs in its own thread)."""
+    """Upgrade to every head (each service's migrations branch from 0001).
+
+    Safe to call from inside a running event loop (it then runs in its own thread).
+    """
     try:
         asyncio.get_running_loop()
     except RuntimeError:

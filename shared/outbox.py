@@ -10,6 +10,7 @@ same process wakes the relay at once; the poll interval covers writers in other 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from collections.abc import Sequence
@@ -110,10 +111,8 @@ class OutboxRelay:
             except Exception as exc:
                 log.warning("outbox_relay_failed", schema=self.schema, error=repr(exc))
                 backoff = min(backoff * 2, 10.0)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=backoff)
-            except TimeoutError:
-                pass
             self._wake.clear()
 
     async def drain_once(self) -> int:

@@ -58,6 +58,30 @@ class Settings(BaseSettings):
     # before the publish. Refused outside development and test (see the validator below).
     fault_exit_before_publish: bool = False
 
+    # --- Payments: VNPAY 2.1.0 and the offline payment simulator (issue 3) ------------------------
+    # Empty URLs mean "the local payment simulator" (development and test only; refused in production).
+    vnpay_tmn_code: str = "TICKETDV"  # VNPAY terminal id (8 characters)
+    vnpay_hash_secret: SecretStr = SecretStr("dev-only-vnpay-hash-secret-0123456789")
+    vnpay_pay_url: str = ""  # VNPAY payment page (browser GET); '' = the simulator
+    vnpay_api_url: str = ""  # VNPAY merchant API for querydr/refund; '' = the simulator
+    vnpay_return_url: str = ""  # Where VNPAY sends the browser back; '' = this gateway
+    vnpay_locale: str = "vn"
+    vnpay_order_type: str = "other"
+    vnpay_server_ip: str = "127.0.0.1"  # Our server's IP, sent in querydr/refund
+    vnpay_timeout_seconds: float = 10.0
+    # Reconciliation (querydr) of attempts with no IPN: those whose hold ends within the lead time, or ended
+    # less than the window ago (VNPAY retries an IPN for about 50 min).
+    payment_reconcile_interval_seconds: float = 60.0
+    payment_reconcile_lead_seconds: int = 300
+    payment_reconcile_window_seconds: int = 3600
+    payment_refund_retry_seconds: float = 60.0
+    # The simulator: on by default in development/test, never in production (see the validator).
+    paysim_enabled: bool | None = None  # None = on in development and test
+    paysim_port: int = 8105
+    paysim_ipn_url: str = ""  # The IPN URL 'registered' with the simulator; '' = this gateway
+    paysim_ipn_retry_seconds: float = 300.0  # VNPAY retries an IPN every 5 min; shorten in dev
+    paysim_ipn_max_calls: int = 10
+
     log_level: str = "INFO"
     log_json: bool = False
 
@@ -67,11 +91,38 @@ class Settings(BaseSettings):
             raise ValueError("fault injection cannot be enabled in production")
         if self.environment == "production" and "dev-only" in self.jwt_secret.get_secret_value():
             raise ValueError("set TICKETING_JWT_SECRET in production")
+        if self.environment == "production":
+            # The payment simulator approves anything: it must never stand in for VNPAY in production.
+            if self.paysim_enabled:
+                raise ValueError("the payment simulator cannot be enabled in production")
+            if "dev-only" in self.vnpay_hash_secret.get_secret_value():
+                raise ValueError("set TICKETING_VNPAY_HASH_SECRET in production")
+            for name in ("vnpay_pay_url", "vnpay_api_url", "vnpay_return_url"):
+                if not getattr(self, name).startswith("https://"):
+                    raise ValueError(f"set TICKETING_{name.upper()} to an https URL in production")
         return self
 
     @property
-    def sync_database_url(self) -> str:
-        return self.database_url.replace("+asyncpg", "+psycopg2")
+    def paysim_active(self) -> bool:
+        if self.paysim_enabled is None:
+            return self.environment in ("development", "test")
+        return self.paysim_enabled and self.environment != "production"
+
+    @property
+    def vnpay_pay_endpoint(self) -> str:
+        return self.vnpay_pay_url or f"http://127.0.0.1:{self.paysim_port}/paymentv2/vpcpay.html"
+
+    @property
+    def vnpay_api_endpoint(self) -> str:
+        return self.vnpay_api_url or f"http://127.0.0.1:{self.paysim_port}/merchant_webapi/api/transaction"
+
+    @property
+    def vnpay_return_endpoint(self) -> str:
+        return self.vnpay_return_url or f"http://127.0.0.1:{self.gateway_port}/payments/vnpay/return"
+
+    @property
+    def paysim_ipn_endpoint(self) -> str:
+        return self.paysim_ipn_url or f"http://127.0.0.1:{self.gateway_port}/payments/vnpay/ipn"
 
 
 @lru_cache

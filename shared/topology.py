@@ -29,6 +29,10 @@ TICKET_TYPE_ADDED = "catalog.ticket_type_added"
 CREATE_EVENT = "command.create_event"
 ADD_TICKET_TYPE = "command.add_ticket_type"
 CANCEL_ORDER = "command.cancel_order"
+# Payments (issue 3): a verified provider notification, and the payment service's results for inventory.
+PAYMENT_NOTIFIED = "payment.notified"
+PAYMENT_SUCCEEDED = "payment.succeeded"
+PAYMENT_REFUNDED = "payment.refunded"
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,8 @@ class Names:
         return f"{work_queue}.retry.{seconds}s"
 
     def hold_delay_queue(self, hold_seconds: int) -> str:
-        return f"{self.prefix}inventory.hold-delay.{hold_seconds}s"
+        # Named by its TTL: a change of the TTL rule gets a new queue instead of a declaration conflict.
+        return f"{self.prefix}inventory.hold-delay.{hold_delay_ttl_ms(hold_seconds)}ms"
 
     def redis_key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -69,11 +74,16 @@ class WorkQueue:
 INVENTORY_CHECKOUT = WorkQueue("inventory", "inventory.checkout", (CHECKOUT_REQUESTED,))
 INVENTORY_COMMANDS = WorkQueue("inventory", "inventory.commands", (CREATE_EVENT, ADD_TICKET_TYPE, CANCEL_ORDER))
 INVENTORY_HOLD_EXPIRY = WorkQueue("inventory", "inventory.hold-expiry", (HOLD_EXPIRY_DUE,))
+# Payments: inventory turns payments into sales; the payment service records notifications and tracks orders.
+INVENTORY_PAYMENTS = WorkQueue("inventory", "inventory.payments", (PAYMENT_SUCCEEDED, PAYMENT_REFUNDED))
+PAYMENT_NOTIFICATIONS = WorkQueue("payment", "payment.notifications", (PAYMENT_NOTIFIED,))
+PAYMENT_ORDERS = WorkQueue("payment", "payment.orders", (ORDER_HELD, ORDER_REFUND_PENDING))
 # Search: catalog changes written through to the index; stock changes refresh availability.
 SEARCH_CATALOG = WorkQueue("search", "search.catalog", (EVENT_CREATED, TICKET_TYPE_ADDED, STOCK_CHANGED))
 
 SERVICE_QUEUES: dict[str, tuple[WorkQueue, ...]] = {
-    "inventory": (INVENTORY_CHECKOUT, INVENTORY_COMMANDS, INVENTORY_HOLD_EXPIRY),
+    "inventory": (INVENTORY_CHECKOUT, INVENTORY_COMMANDS, INVENTORY_HOLD_EXPIRY, INVENTORY_PAYMENTS),
+    "payment": (PAYMENT_NOTIFICATIONS, PAYMENT_ORDERS),
     "search": (SEARCH_CATALOG,),
 }
 
@@ -136,10 +146,17 @@ async def declare_service(
             )
 
 
+def hold_delay_ttl_ms(hold_seconds: int) -> int:
+    """The delay message fires a little before the hold expires (at most 1 s, at most half the hold): the
+    expiry consumer then waits for the exact moment, so relay and queue latency do not make releases late."""
+    hold_ms = hold_seconds * 1000
+    return hold_ms - min(1000, hold_ms // 2)
+
+
 async def declare_hold_delay_queue(channel: AbstractChannel, names: Names, hold_seconds: int) -> str:
     """One delay queue per hold duration: a queue-level TTL keeps FIFO order equal to expiry order."""
     name = names.hold_delay_queue(hold_seconds)
-    args = {**hold_delay_args(names), "x-message-ttl": hold_seconds * 1000}
+    args = {**hold_delay_args(names), "x-message-ttl": hold_delay_ttl_ms(hold_seconds)}
     await channel.declare_queue(name, durable=True, arguments=args)
     return name
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack
 
 import aio_pika
 import asyncpg
@@ -14,6 +15,7 @@ from sqlalchemy.engine import make_url
 from shared.db import create_database_if_missing, drop_database
 from shared.migrate import upgrade
 from shared.settings import Settings, get_settings
+from tests.containers import servers_named, start_containers
 from tests.harness import Stack, check_servers, docker_engine_available, run_environment
 from ticketing.supervisor import Supervisor
 
@@ -22,13 +24,21 @@ HOLD_DURATIONS = (1, 2, 3, 4, 5, 6, 30, 900)
 
 
 @pytest.fixture(scope="session")
-async def stack() -> AsyncIterator[Stack]:
-    base = Settings()
+def server_settings() -> Iterator[Settings]:
+    """The servers the settings name (localhost by default); testcontainers where a Docker engine exists
+    and none is named; otherwise the run fails saying what to start."""
+    with ExitStack() as containers:
+        if not servers_named() and docker_engine_available():
+            os.environ.update(start_containers(containers))
+        yield Settings()
+
+
+@pytest.fixture(scope="session")
+async def stack(server_settings: Settings) -> AsyncIterator[Stack]:
+    base = server_settings
     missing = await check_servers(base)
     if missing:
-        hint = (" A Docker engine is available: name no server and install the 'containers' extra to use "
-                "testcontainers.") if docker_engine_available() else ""
-        pytest.fail("the tests need real servers:\n  " + "\n  ".join(missing) + hint, pytrace=False)
+        pytest.fail("the tests need real servers:\n  " + "\n  ".join(missing), pytrace=False)
     env = run_environment(base)
     os.environ.update({k: v for k, v in env.items() if k.startswith("TICKETING_")})
     get_settings.cache_clear()

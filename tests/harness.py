@@ -4,6 +4,7 @@ named by the settings (localhost by default), and the services run as real proce
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -53,7 +54,8 @@ async def check_servers(settings: Settings) -> list[str]:
         conn = await asyncpg.connect(url.render_as_string(hide_password=False), timeout=5)
         await conn.close()
     except Exception as exc:
-        missing.append(f"PostgreSQL at {url.host}:{url.port} ({type(exc).__name__}); start it: {START_HINTS['PostgreSQL']}")
+        missing.append(f"PostgreSQL at {url.host}:{url.port} ({type(exc).__name__}); "
+                       f"start it: {START_HINTS['PostgreSQL']}")
     try:
         r = aioredis.from_url(settings.redis_url)
         await r.ping()
@@ -64,7 +66,8 @@ async def check_servers(settings: Settings) -> list[str]:
         conn2 = await aio_pika.connect(settings.rabbitmq_url, timeout=5)
         await conn2.close()
     except Exception as exc:
-        missing.append(f"RabbitMQ at {settings.rabbitmq_url} ({type(exc).__name__}); start it: {START_HINTS['RabbitMQ']}")
+        missing.append(f"RabbitMQ at {settings.rabbitmq_url} ({type(exc).__name__}); "
+                       f"start it: {START_HINTS['RabbitMQ']}")
     return missing
 
 
@@ -85,6 +88,14 @@ def run_environment(base: Settings) -> dict[str, str]:
         "TICKETING_PAYMENT_PORT": str(free_port()),
         "TICKETING_MAILER_PORT": str(free_port()),
         "TICKETING_SEARCH_PORT": str(free_port()),
+        # Payments: the simulator on its own port, IPN retries and reconciliation on short timers.
+        "TICKETING_PAYSIM_PORT": str(free_port()),
+        "TICKETING_PAYSIM_ENABLED": "true",
+        "TICKETING_PAYSIM_IPN_RETRY_SECONDS": "0.5",
+        "TICKETING_PAYMENT_RECONCILE_INTERVAL_SECONDS": "0.5",
+        "TICKETING_PAYMENT_RECONCILE_LEAD_SECONDS": "2",
+        "TICKETING_PAYMENT_RECONCILE_WINDOW_SECONDS": "120",
+        "TICKETING_PAYMENT_REFUND_RETRY_SECONDS": "1",
         "TICKETING_SWEEPER_INTERVAL_SECONDS": "1",
         "TICKETING_CHECKOUT_WAIT_SECONDS": "30",
         "TICKETING_CHECKOUT_RATE_LIMIT": "0",
@@ -165,6 +176,7 @@ class Stack:
 
     async def wait_ready(self, timeout: float = 60.0) -> None:
         ports = {"gateway": self.settings.gateway_port, "inventory": self.settings.inventory_port,
+                 "payment": self.settings.payment_port, "paysim": self.settings.paysim_port,
                  "search": self.settings.search_port}
 
         async def ready() -> bool:
@@ -187,7 +199,5 @@ class Stack:
                 await channel.queue_delete(name)
             except Exception:
                 channel = await self.amqp.channel()
-        try:
+        with contextlib.suppress(Exception):
             await channel.exchange_delete(self.names.events_exchange)
-        except Exception:
-            pass

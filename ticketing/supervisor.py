@@ -10,7 +10,17 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-SERVICES: tuple[str, ...] = ("inventory", "search", "gateway")
+SERVICES: tuple[str, ...] = ("inventory", "payment", "search", "gateway")
+
+
+def _payment_simulator() -> tuple[str, ...]:
+    """The offline VNPAY simulator runs where settings allow it: development and test, never production."""
+    from shared.settings import get_settings
+
+    return ("paysim",) if get_settings().paysim_active else ()
+
+
+SERVICES += _payment_simulator()
 
 
 @dataclass

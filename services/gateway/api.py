@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import time
 import uuid
 from typing import Annotated, Any
 from uuid import UUID
@@ -11,7 +13,7 @@ from uuid import UUID
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from services.gateway import reads, search_api
+from services.gateway import payments_api, reads, search_api
 from services.gateway.auth import AdminUser, CurrentUser, User
 from services.gateway.problems import PROBLEM_JSON, Problem
 from services.gateway.schemas import (
@@ -39,7 +41,7 @@ from shared.messages import (
 
 router = APIRouter()
 IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1d8f3e-2c1b-4d8e-9a53-6c0a3f2b9e11")
-_PROBLEM = {"content": {PROBLEM_JSON: {}}}
+_PROBLEM: dict[str, Any] = {"content": {PROBLEM_JSON: {}}}
 REJECTION_TITLES = {
     "sold_out": "Sold out",
     "sales_closed": "Sales closed",
@@ -53,10 +55,11 @@ def _state(request: Request) -> Any:
     return request.app.state
 
 
-def order_out(view: OrderView) -> OrderOut:
+def order_out(view: OrderView, payment_url: str | None = None) -> OrderOut:
     return OrderOut(
         order_id=view.order_id, status=view.status, total=view.total, items=view.items,
         expires_at=view.expires_at, reason=view.reason, detail=view.detail, created_at=view.created_at,
+        payment_url=payment_url,
     )
 
 
@@ -65,12 +68,13 @@ def request_hash(body: CheckoutIn) -> str:
     return hashlib.sha256(json.dumps(canonical).encode()).hexdigest()
 
 
-def _order_response(view: OrderView, status: int) -> Response:
+async def _order_response(request: Request, view: OrderView, status: int) -> Response:
     if view.status is OrderStatus.REJECTED:
         reason = view.reason or "invalid_order"
         raise Problem(status, REJECTION_TITLES.get(reason, "Rejected"), view.detail or reason,
                       reason.replace("_", "-"), order_id=str(view.order_id), reason=reason)
-    return JSONResponse(order_out(view).model_dump(mode="json"), status_code=status)
+    payment_url = await payments_api.payment_url_for(request, view)
+    return JSONResponse(order_out(view, payment_url).model_dump(mode="json"), status_code=status)
 
 
 async def _command(request: Request, routing_key: str, command: Any, message_id: str) -> CommandResult | None:
@@ -90,8 +94,6 @@ async def _rate_limit(request: Request, user: User) -> None:
     if not limit:
         return
     window = state.settings.checkout_rate_window_seconds
-    import time
-
     bucket = int(time.time()) // window
     key = state.names.redis_key("ratelimit", "checkout", user.id, str(bucket))
     try:
@@ -133,7 +135,7 @@ async def checkout(
             if previous_hash != digest:
                 raise Problem(422, "Idempotency-Key reuse", "this Idempotency-Key was used with a different request",
                               "idempotency-key-reuse", order_id=str(order_id))
-            return _order_response(view, 201 if view.status is OrderStatus.PENDING else 200)
+            return await _order_response(request, view, 201 if view.status is OrderStatus.PENDING else 200)
     else:
         order_id = uuid.uuid4()
     cmd = CheckoutRequested(
@@ -149,16 +151,14 @@ async def checkout(
     if result.order is None or (not result.ok and result.order.status is not OrderStatus.REJECTED):
         raise Problem(result.status, "Checkout refused", result.detail or "refused", "checkout-refused",
                       order_id=str(order_id))
-    return _order_response(result.order, result.status)
+    return await _order_response(request, result.order, result.status)
 
 
 async def _remember_requested(request: Request, order_id: UUID, user: User) -> None:
     """Let the buyer see REQUESTED while the decision is still queued (best effort)."""
     state = _state(request)
-    try:
+    with contextlib.suppress(Exception):
         await state.redis.set(state.names.redis_key("order-requested", str(order_id)), user.id, ex=3600)
-    except Exception:
-        pass
 
 
 @router.get("/orders/{order_id}", response_model=OrderOut, responses={404: _PROBLEM}, tags=["orders"])
@@ -168,7 +168,8 @@ async def get_order(order_id: UUID, request: Request, user: CurrentUser) -> Resp
     if found is not None:
         view, _ = found
         if view.user_id == user.id or user.is_admin:
-            return JSONResponse(order_out(view).model_dump(mode="json"))
+            payment_url = await payments_api.payment_url_for(request, view)
+            return JSONResponse(order_out(view, payment_url).model_dump(mode="json"))
         raise Problem(404, "Not found", "no such order", "not-found")
     try:
         owner = await state.redis.get(state.names.redis_key("order-requested", str(order_id)))

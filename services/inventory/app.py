@@ -9,9 +9,18 @@ from fastapi import FastAPI
 
 from services.inventory.handlers import Inventory
 from services.inventory.holds import HoldBatcher
+from services.inventory.sales import Sales
 from shared import health, logs, runtime, topology
 from shared.db import make_engine
-from shared.messages import AddTicketType, CancelOrder, CheckoutRequested, CreateEvent, HoldExpiryDue
+from shared.messages import (
+    AddTicketType,
+    CancelOrder,
+    CheckoutRequested,
+    CreateEvent,
+    HoldExpiryDue,
+    PaymentRefunded,
+    PaymentSucceeded,
+)
 from shared.messaging import Bus, Route
 from shared.outbox import OutboxRelay
 from shared.settings import Settings, get_settings
@@ -36,6 +45,11 @@ def build(settings: Settings) -> Inventory:
         topology.ADD_TICKET_TYPE: Route(AddTicketType, inventory.on_add_ticket_type),
         topology.CANCEL_ORDER: Route(CancelOrder, inventory.on_cancel_order),
     })
+    sales = Sales(engine, relay)  # payments turn holds into sales (issue 3)
+    bus.consume(topology.INVENTORY_PAYMENTS, {
+        topology.PAYMENT_SUCCEEDED: Route(PaymentSucceeded, sales.on_payment_succeeded),
+        topology.PAYMENT_REFUNDED: Route(PaymentRefunded, sales.on_payment_refunded),
+    })
     return inventory
 
 
@@ -53,7 +67,7 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     logs.configure("inventory", settings.log_level, settings.log_json)
     inventory = build(settings)
     await inventory.bus.start(declare_services=("inventory",))
-    inventory.batcher.start()
+    inventory.start()
     tasks = [
         asyncio.create_task(inventory.relay.run(), name="outbox-relay"),
         asyncio.create_task(sweeper(inventory, settings.sweeper_interval_seconds), name="sweeper"),
@@ -70,7 +84,7 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     await stop.wait()
     log.info("inventory_stopping")
     await inventory.bus.stop()  # waits for in-flight handlers, which wait for their batch
-    await inventory.batcher.stop()
+    await inventory.stop()
     inventory.relay.stop()
     for t in tasks:
         t.cancel()

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.inventory import domain, store
 from services.inventory.holds import HoldBatcher
 from shared import logs, metrics, outbox, topology
+from shared.batching import GroupCommit
 from shared.messages import (
     AddTicketType,
     CancelOrder,
@@ -28,7 +29,7 @@ from shared.outbox import OutboxRelay, Outgoing
 
 log = logs.get_logger(__name__)
 
-# An expiry message that arrives this early (clock skew between hosts) is held back until due.
+# An expiry message that arrives up to this early is held back until due (by the database's clock).
 MAX_EARLY_WAIT_SECONDS = 5.0
 
 
@@ -38,6 +39,19 @@ class Inventory:
     bus: Bus
     relay: OutboxRelay
     batcher: HoldBatcher
+    expiries: GroupCommit[uuid.UUID, bool] = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Holds placed together expire together: release them in shared transactions too.
+        self.expiries = GroupCommit("release-batcher", self._expire_batch, max_batch=256)
+
+    def start(self) -> None:
+        self.batcher.start()
+        self.expiries.start()
+
+    async def stop(self) -> None:
+        await self.batcher.stop()
+        await self.expiries.stop()
 
     # --- checkout ---------------------------------------------------------------------------------
 
@@ -48,8 +62,8 @@ class Inventory:
             result = CommandResult(ok=False, status=422, order=view,
                                    detail="this Idempotency-Key was used with a different request")
         elif view.status is OrderStatus.REJECTED:
-            result = CommandResult(ok=False, status=domain.http_status(RejectReason(view.reason)), order=view,
-                                   detail=view.detail)
+            reason = RejectReason(view.reason or RejectReason.INVALID_ORDER)
+            result = CommandResult(ok=False, status=domain.http_status(reason), order=view, detail=view.detail)
         else:
             result = CommandResult(ok=True, status=201 if view.status is OrderStatus.PENDING else 200, order=view)
         await self.bus.reply(delivery, result)
@@ -57,10 +71,17 @@ class Inventory:
     # --- release ----------------------------------------------------------------------------------
 
     async def on_hold_expiry_due(self, msg: HoldExpiryDue, delivery: Delivery) -> None:
-        early = (msg.expires_at - datetime.now(UTC)).total_seconds()
-        if 0 < early <= MAX_EARLY_WAIT_SECONDS:
-            await asyncio.sleep(early)
-        await self.release([msg.order_id], OrderStatus.EXPIRED, by="delay_queue")
+        """The delay queue fires up to a second early (see topology.hold_delay_ttl_ms): wait for the exact
+        moment by the database's clock, then release. Already released or paid: nothing to do."""
+        for _ in range(3):
+            async with self.engine.connect() as conn:
+                remaining = await store.seconds_until_expiry(conn, msg.order_id)
+            if remaining is None or remaining > MAX_EARLY_WAIT_SECONDS:
+                return  # not PENDING any more, or far from due (the sweeper is the backstop)
+            if remaining > 0:
+                await asyncio.sleep(remaining)
+            if await self.expiries.submit(msg.order_id):
+                return
 
     async def on_cancel_order(self, cmd: CancelOrder, delivery: Delivery) -> None:
         async with self.engine.connect() as conn:
@@ -77,9 +98,15 @@ class Inventory:
             detail = f"order is {order.status.value if order else 'gone'}; only a PENDING order can be cancelled"
             await self.bus.reply(delivery, CommandResult(ok=False, status=409, detail=detail, order=order))
 
+    async def _expire_batch(self, order_ids: Sequence[uuid.UUID], _: Sequence[str]) -> list[bool]:
+        released = await self.release(list(order_ids), OrderStatus.EXPIRED, by="delay_queue")
+        return [order_id in released for order_id in order_ids]
+
     async def release(self, order_ids: list[uuid.UUID] | None, status: OrderStatus, by: str,
-                      overdue_limit: int = 0) -> int:
-        """Release PENDING orders (by id, or the oldest overdue ones) and publish what changed."""
+                      overdue_limit: int = 0) -> set[uuid.UUID]:
+        """Release PENDING orders (by id, or the oldest overdue ones) and publish what changed.
+
+        Returns the ids released by this call (an order already released or paid is not among them)."""
         async with self.engine.begin() as conn:
             released, changes = await store.release_orders(
                 conn, status, order_ids=order_ids, overdue_limit=overdue_limit
@@ -107,13 +134,13 @@ class Inventory:
                 if status is OrderStatus.EXPIRED and r.view.expires_at and db_now:
                     metrics.RELEASE_LATENESS.observe((db_now - r.view.expires_at).total_seconds())
             log.info("holds_released", count=len(released), status=status.value, by=by)
-        return len(released)
+        return {r.view.order_id for r in released}
 
     async def sweep_overdue(self, batch: int = 500) -> int:
         """Backstop for lost delay messages: release every overdue hold, oldest first."""
         total = 0
         while True:
-            n = await self.release(None, OrderStatus.EXPIRED, by="sweeper", overdue_limit=batch)
+            n = len(await self.release(None, OrderStatus.EXPIRED, by="sweeper", overdue_limit=batch))
             total += n
             if n < batch:
                 return total

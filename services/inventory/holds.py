@@ -8,10 +8,9 @@ lifts the ceiling of a single row's lock rate (see docs/decisions.md).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -20,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.inventory import domain, store
 from services.inventory.domain import CheckoutRequest, Held, Rejected
 from shared import logs, metrics, outbox, topology
+from shared.batching import GroupCommit
 from shared.messages import (
     CheckoutRequested,
     HoldExpiryDue,
@@ -42,71 +42,39 @@ class Outcome:
     request_hash: str  # of the request that created the order
 
 
-@dataclass
-class _Pending:
-    cmd: CheckoutRequested
-    future: asyncio.Future[Outcome]
-    correlation_id: str  # the batch runs in its own task: carry each request's id to its messages
-
-
 class HoldBatcher:
     def __init__(self, engine: AsyncEngine, bus: Bus, relay: outbox.OutboxRelay, settings: Settings) -> None:
         self.engine = engine
         self.bus = bus
         self.relay = relay
         self.settings = settings
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
+        self._group = GroupCommit("hold-batcher", self._decide_batch, settings.hold_batch_max)
         self._lock_stock = (
             store.lock_stock_by_items if settings.hold_method == "order_items" else store.lock_stock
         )
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="hold-batcher")
+        self._group.start()
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._group.stop()
 
     async def submit(self, cmd: CheckoutRequested) -> Outcome:
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(cmd, future, logs.correlation_id.get()))
-        return await future
+        return await self._group.submit(cmd)
 
-    async def _run(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self.settings.hold_batch_max and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            try:
-                await self._decide_and_resolve(batch)
-            except Exception as exc:
-                if len(batch) == 1:
-                    _fail(batch, exc)
-                    continue
-                # One bad request must not fail its neighbours: decide each alone to isolate it.
-                log.warning("hold_batch_failed_splitting", size=len(batch), error=repr(exc))
-                for item in batch:
-                    try:
-                        await self._decide_and_resolve([item])
-                    except Exception as one_exc:
-                        _fail([item], one_exc)
+    async def _decide_batch(self, cmds: Sequence[CheckoutRequested], correlation_ids: Sequence[str]) -> list[Outcome]:
+        results = await self.decide(cmds, correlation_ids)
+        return [results[c.order_id] for c in cmds]
 
-    async def _decide_and_resolve(self, batch: list[_Pending]) -> None:
-        results = await self.decide(batch)
-        for item in batch:
-            if not item.future.done():
-                item.future.set_result(results[item.cmd.order_id])
-
-    async def decide(self, batch: list[_Pending]) -> dict[uuid.UUID, Outcome]:
+    async def decide(
+        self, batch: Sequence[CheckoutRequested], correlation_ids: Sequence[str]
+    ) -> dict[uuid.UUID, Outcome]:
         # Redelivered or repeated order ids (Idempotency-Key) are answered from what was decided before.
         firsts: dict[uuid.UUID, CheckoutRequested] = {}
         correlation: dict[uuid.UUID, str] = {}
-        for item in batch:
-            firsts.setdefault(item.cmd.order_id, item.cmd)
-            correlation.setdefault(item.cmd.order_id, item.correlation_id)
+        for cmd, cid in zip(batch, correlation_ids, strict=True):
+            firsts.setdefault(cmd.order_id, cmd)
+            correlation.setdefault(cmd.order_id, cid)
         tt_ids = {line.ticket_type_id for cmd in firsts.values() for line in cmd.items}
         results: dict[uuid.UUID, Outcome] = {}
         async with self.engine.begin() as conn:
@@ -195,9 +163,3 @@ def _count(decisions: list[Held | Rejected]) -> None:
             metrics.HOLDS_PLACED.inc()
         else:
             metrics.HOLDS_REJECTED.labels(reason=d.reason.value).inc()
-
-
-def _fail(batch: list[_Pending], exc: BaseException) -> None:
-    for item in batch:
-        if not item.future.done():
-            item.future.set_exception(exc)

@@ -196,6 +196,16 @@ async def apply_stock_deltas(
     ]
 
 
+async def seconds_until_expiry(conn: AsyncConnection, order_id: UUID) -> float | None:
+    """Seconds until a PENDING order's hold expires (negative when overdue); None if it is not PENDING."""
+    value = await conn.scalar(
+        text("SELECT EXTRACT(EPOCH FROM expires_at - now()) FROM inventory.orders "
+             "WHERE id = :id AND status = 'PENDING'"),
+        {"id": order_id},
+    )
+    return None if value is None else float(value)
+
+
 @dataclass(frozen=True)
 class ReleasedOrder:
     view: OrderView

@@ -1,0 +1,180 @@
+"""Payment routes at the edge: the payment URL of a held order, VNPAY's IPN webhook and its return URL.
+
+The IPN handler trusts nothing before the signature passes (constant-time compare) and records nothing
+itself: the gateway owns no payment tables. A verified notification is sent to the payment service's quorum
+queue with a publisher confirm and the handler waits briefly for the service's answer (it records the result
+once, keyed by provider and reference, and answers 00 or 02). If the answer is late, the confirmed message is
+already durable, so the answer is 00 and the service applies it when it can.
+
+Payment URL: the first attempt's reference is derived from the order id, and its vnp_CreateDate is the
+order's creation time, so the gateway signs the URL itself the moment the hold is decided; the payment
+service registers the same attempt when it sees order.held and can query it later (querydr needs both).
+"""
+
+from __future__ import annotations
+
+import html
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse
+from sqlalchemy import text
+
+from services.payment import domain, providers
+from services.payment.metrics import IPN_ANSWERS
+from services.payment.providers.base import PaymentAttempt, PaymentProvider
+from services.payment.providers.vnpay import rsp
+from shared import logs, topology
+from shared.messages import OrderStatus, OrderView, PaymentNotified
+
+router = APIRouter(tags=["payments"])
+log = logs.get_logger(__name__)
+
+IPN_ANSWER_WAIT_SECONDS = 3.0  # well inside an IPN caller's timeout; the message is durable either way
+STATUS_TEXT = {
+    "PENDING": "Dang xu ly thanh toan / Payment is being processed",
+    "PAID": "Thanh toan thanh cong / Paid: your tickets are on the way",
+    "EXPIRED": "Don hang da het han / The hold expired",
+    "CANCELLED": "Don hang da huy / Cancelled",
+    "REFUND_PENDING": "Dang hoan tien / The tickets were gone: your money is being refunded",
+    "REFUNDED": "Da hoan tien / Refunded",
+}
+
+
+def _provider(request: Request) -> PaymentProvider:
+    state = request.app.state
+    if getattr(state, "payment_provider", None) is None:
+        state.payment_provider = providers.from_settings(state.settings)
+    return state.payment_provider  # type: ignore[no-any-return]
+
+
+async def payment_url_for(request: Request, view: OrderView) -> str | None:
+    """The signed URL of the order's current payment attempt, while the order is PENDING."""
+    if view.status is not OrderStatus.PENDING or view.expires_at is None or view.created_at is None:
+        return None
+    async with request.app.state.engine.connect() as conn:
+        latest = (
+            await conn.execute(
+                text("SELECT attempt, status, created_at FROM read_api.payment_attempts WHERE order_id = :id "
+                     "ORDER BY attempt DESC LIMIT 1"),
+                {"id": view.order_id},
+            )
+        ).first()
+    attempt, created_at = 1, view.created_at
+    if latest is not None:
+        if latest.status != "STARTED":  # paid, under review or abandoned: nothing more to pay
+            return None
+        attempt, created_at = latest.attempt, latest.created_at
+    return _provider(request).payment_url(PaymentAttempt(
+        order_id=view.order_id, attempt=attempt, amount=view.total, created_at=created_at,
+        expires_at=view.expires_at, description=f"Thanh toan ve don hang {view.order_id.hex[:12]}",
+        client_ip=request.client.host if request.client else "127.0.0.1",
+    ))
+
+
+def _single_values(request: Request) -> dict[str, str] | None:
+    """The query parameters, or None when a name repeats (ambiguous: which value was signed?)."""
+    items = request.query_params.multi_items()
+    params = dict(items)
+    return params if len(params) == len(items) else None
+
+
+async def _order_facts(request: Request, order_id: uuid.UUID) -> domain.OrderFacts | None:
+    async with request.app.state.engine.connect() as conn:
+        row = (
+            await conn.execute(
+                text("SELECT total, status, created_at, expires_at FROM read_api.orders WHERE id = :id"),
+                {"id": order_id},
+            )
+        ).first()
+    return domain.OrderFacts(row.total, row.status, row.created_at, row.expires_at) if row else None
+
+
+async def _recorded(request: Request, txn_ref: str) -> bool:
+    async with request.app.state.engine.connect() as conn:
+        row = (
+            await conn.execute(text("SELECT recorded FROM read_api.payment_attempts WHERE txn_ref = :r"),
+                               {"r": txn_ref})
+        ).first()
+    return bool(row and row.recorded)
+
+
+async def _ensure_payment_queue(request: Request) -> None:
+    """Declare the payment service's queues (idempotent), so a confirmed publish is never unroutable."""
+    state = request.app.state
+    if getattr(state, "payment_queue_declared", False):
+        return
+    channel = await state.bus.admin_channel()
+    try:
+        await topology.declare_service(channel, state.names, "payment", state.settings.delivery_limit)
+    finally:
+        await channel.close()
+    state.payment_queue_declared = True
+
+
+def _answer(code: str) -> JSONResponse:
+    IPN_ANSWERS.labels(code=code).inc()
+    return JSONResponse(rsp(code))
+
+
+@router.get("/payments/vnpay/ipn", summary="VNPAY IPN (server to server); answers VNPAY's RspCode JSON")
+async def vnpay_ipn(request: Request) -> JSONResponse:
+    params = _single_values(request)
+    provider = _provider(request)
+    if params is None or not provider.verify(params):
+        log.warning("ipn_bad_signature", client=request.client.host if request.client else None)
+        return _answer(domain.BAD_SIGNATURE)
+    try:
+        n = provider.notification(params)
+        refusal = domain.precheck(n, await _order_facts(request, n.order_id))
+        if refusal is not None:
+            return _answer(refusal)
+        if await _recorded(request, n.txn_ref):
+            return _answer(domain.ALREADY_CONFIRMED)
+        await _ensure_payment_queue(request)
+        msg = PaymentNotified(provider=provider.name, params=params, received_at=datetime.now(UTC))
+        result = await request.app.state.requester.request(
+            topology.PAYMENT_NOTIFIED, msg, message_id=f"ipn:{n.txn_ref}:{uuid.uuid4().hex}",
+            timeout=IPN_ANSWER_WAIT_SECONDS,
+        )
+    except ValueError:
+        return _answer(domain.UNKNOWN_ORDER)  # signed by VNPAY but not one of our references
+    except Exception as exc:  # not durably recorded: 99 makes VNPAY retry
+        log.error("ipn_not_recorded", error=repr(exc))
+        return _answer(domain.OTHER_ERROR)
+    if result is None:  # confirmed by the broker's quorum queue: durable, applied when the service gets to it
+        return _answer(domain.RECORDED)
+    code = result.detail if result.detail in ("00", "01", "02", "04", "97") else domain.OTHER_ERROR
+    return _answer(code)
+
+
+@router.get("/payments/vnpay/return", summary="Where VNPAY sends the buyer back: shows the order, changes nothing")
+async def vnpay_return(request: Request) -> Response:
+    params = _single_values(request)
+    provider = _provider(request)
+    wants_json = "application/json" in request.headers.get("accept", "")
+    if params is None or not provider.verify(params):
+        body: dict[str, Any] = {"valid": False, "detail": "invalid signature"}
+        return JSONResponse(body, status_code=400) if wants_json else HTMLResponse(_page("Invalid signature"), 400)
+    try:
+        n = provider.notification(params)
+    except ValueError:
+        return JSONResponse({"valid": True, "detail": "unknown order"}, status_code=404)
+    facts = await _order_facts(request, n.order_id)
+    if facts is None:
+        return JSONResponse({"valid": True, "detail": "unknown order"}, status_code=404)
+    # What the provider said is shown as such; the order's status is ours, and only the IPN changes it.
+    body = {"valid": True, "order_id": str(n.order_id), "status": facts.status,
+            "provider_result": n.outcome.value, "response_code": n.response_code}
+    if wants_json:
+        return JSONResponse(body)
+    return HTMLResponse(_page(STATUS_TEXT.get(facts.status, facts.status), str(n.order_id)))
+
+
+def _page(message: str, order_id: str = "") -> str:
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>ticketing</title></head><body>"
+        f"<h1>{html.escape(message)}</h1><p>{html.escape(order_id)}</p></body></html>"
+    )

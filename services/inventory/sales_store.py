@@ -1,0 +1,131 @@
+"""SQL for turning a hold into a sale (or a refund). Every function runs inside the caller's transaction."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shared.messages import IssuedTicket, OrderStatus, PricedLine
+
+_ORDER = "id, user_id, user_email, locale, event_id, status, total"
+
+
+@dataclass(frozen=True)
+class OrderRow:
+    id: UUID
+    user_id: str
+    user_email: str
+    locale: str
+    event_id: UUID | None
+    status: OrderStatus
+    total: int
+
+
+def _order(row: Any) -> OrderRow:
+    return OrderRow(row.id, row.user_id, row.user_email, row.locale, row.event_id, OrderStatus(row.status), row.total)
+
+
+async def transition(
+    conn: AsyncConnection, order_id: UUID, expected: OrderStatus, new: OrderStatus
+) -> OrderRow | None:
+    """The one conditional UPDATE of a transition: None when the order is no longer in ``expected``."""
+    row = (
+        await conn.execute(
+            text(
+                f"UPDATE inventory.orders SET status = :new, updated_at = now() "
+                f"WHERE id = :id AND status = :expected RETURNING {_ORDER}"
+            ),
+            {"id": order_id, "expected": expected.value, "new": new.value},
+        )
+    ).first()
+    return _order(row) if row else None
+
+
+async def lock_order(conn: AsyncConnection, order_id: UUID) -> OrderRow | None:
+    row = (
+        await conn.execute(text(f"SELECT {_ORDER} FROM inventory.orders WHERE id = :id FOR UPDATE"), {"id": order_id})
+    ).first()
+    return _order(row) if row else None
+
+
+async def order_lines(conn: AsyncConnection, order_id: UUID) -> list[PricedLine]:
+    rows = await conn.execute(
+        text(
+            "SELECT ticket_type_id, quantity, unit_price FROM inventory.order_items WHERE order_id = :id "
+            "ORDER BY ticket_type_id"
+        ),
+        {"id": order_id},
+    )
+    return [PricedLine(ticket_type_id=r.ticket_type_id, quantity=r.quantity, unit_price=r.unit_price) for r in rows]
+
+
+@dataclass(frozen=True)
+class Settlement:
+    txn_ref: str
+    outcome: OrderStatus
+
+
+async def settlement(conn: AsyncConnection, order_id: UUID) -> Settlement | None:
+    row = (
+        await conn.execute(
+            text("SELECT txn_ref, outcome FROM inventory.order_payments WHERE order_id = :id"), {"id": order_id}
+        )
+    ).first()
+    return Settlement(row.txn_ref, OrderStatus(row.outcome)) if row else None
+
+
+async def record_settlement(
+    conn: AsyncConnection, order_id: UUID, provider: str, txn_ref: str, amount: int, late: bool,
+    outcome: OrderStatus, paid_at: datetime,
+) -> None:
+    await conn.execute(
+        text(
+            "INSERT INTO inventory.order_payments (order_id, provider, txn_ref, amount, late, outcome, paid_at) "
+            "VALUES (:id, :provider, :txn_ref, :amount, :late, :outcome, :paid_at)"
+        ),
+        {"id": order_id, "provider": provider, "txn_ref": txn_ref, "amount": amount, "late": late,
+         "outcome": outcome.value, "paid_at": paid_at},
+    )
+
+
+async def mark_settlement(conn: AsyncConnection, order_id: UUID, outcome: OrderStatus) -> None:
+    await conn.execute(
+        text("UPDATE inventory.order_payments SET outcome = :o WHERE order_id = :id"),
+        {"id": order_id, "o": outcome.value},
+    )
+
+
+async def issue_tickets(conn: AsyncConnection, order_id: UUID, lines: Sequence[PricedLine]) -> list[IssuedTicket]:
+    """One ticket per admission; the code is 128 random bits (unguessable), unique per (order, type, seq)."""
+    result = await conn.execute(
+        text("SELECT id, name FROM inventory.ticket_types WHERE id = ANY(:ids)"),
+        {"ids": [line.ticket_type_id for line in lines]},
+    )
+    names: dict[UUID, str] = {r.id: r.name for r in result}
+    rows: list[dict[str, Any]] = [
+        {"code": secrets.token_urlsafe(16), "order_id": order_id, "tt": line.ticket_type_id, "seq": seq}
+        for line in lines
+        for seq in range(1, line.quantity + 1)
+    ]
+    await conn.execute(
+        text(
+            "INSERT INTO inventory.tickets (code, order_id, ticket_type_id, seq) VALUES (:code, :order_id, :tt, :seq)"
+        ),
+        rows,
+    )
+    return [IssuedTicket(code=r["code"], ticket_type_id=r["tt"], ticket_type_name=names[r["tt"]]) for r in rows]
+
+
+async def event_info(conn: AsyncConnection, event_id: UUID) -> Any:
+    return (
+        await conn.execute(
+            text("SELECT title, venue, city, starts_at FROM inventory.events WHERE id = :id"), {"id": event_id}
+        )
+    ).one()

@@ -1,0 +1,81 @@
+"""Payment service wiring: consumers, the outbox relay, reconciliation and refund jobs, health."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI
+
+from services.payment import providers
+from services.payment.handlers import Payments
+from shared import health, logs, runtime, topology
+from shared.db import make_engine
+from shared.messages import OrderHeld, OrderRefunded, PaymentNotified
+from shared.messaging import Bus, Route
+from shared.outbox import OutboxRelay
+from shared.settings import Settings, get_settings
+
+log = logs.get_logger(__name__)
+
+
+def build(settings: Settings) -> Payments:
+    engine = make_engine(settings.database_url, pool_size=5)
+    bus = Bus(settings, "payment")
+    relay = OutboxRelay(engine, "payment", bus, settings.outbox_poll_seconds)
+    provider = providers.from_settings(settings)
+    payments = Payments(engine, bus, relay, {provider.name: provider}, settings)
+    bus.consume(topology.PAYMENT_NOTIFICATIONS, {
+        topology.PAYMENT_NOTIFIED: Route(PaymentNotified, payments.on_payment_notified),
+    })
+    bus.consume(topology.PAYMENT_ORDERS, {
+        topology.ORDER_HELD: Route(OrderHeld, payments.on_order_held),
+        topology.ORDER_REFUND_PENDING: Route(OrderRefunded, payments.on_refund_pending),
+    })
+    return payments
+
+
+async def every(seconds: float, job: Callable[[], Awaitable[object]], name: str) -> None:
+    while True:
+        try:
+            await job()
+        except Exception as exc:
+            log.warning("job_failed", job=name, error=repr(exc))
+        await asyncio.sleep(seconds)
+
+
+async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
+    settings = settings or get_settings()
+    logs.configure("payment", settings.log_level, settings.log_json)
+    payments = build(settings)
+    await payments.bus.start(declare_services=("payment",))
+    tasks = [
+        asyncio.create_task(payments.relay.run(), name="outbox-relay"),
+        asyncio.create_task(every(settings.payment_reconcile_interval_seconds, payments.reconcile_once,
+                                  "reconcile"), name="reconcile"),
+        asyncio.create_task(every(settings.payment_refund_retry_seconds, payments.refund_due, "refunds"),
+                            name="refunds"),
+    ]
+    server = None
+    if settings.payment_port:
+        app = FastAPI(title="ticketing payment")
+        app.include_router(health.health_router({
+            "database": runtime.database_check(payments.engine),
+            "rabbitmq": runtime.broker_check(payments.bus),
+        }))
+        server = await health.serve(app, settings.gateway_host, settings.payment_port)
+    log.info("payment_started", prefix=settings.prefix)
+    await stop.wait()
+    log.info("payment_stopping")
+    await payments.bus.stop()
+    payments.relay.stop()
+    for t in tasks:
+        t.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await t
+    with contextlib.suppress(Exception):
+        await payments.relay.drain_once()
+    if server:
+        server.should_exit = True
+    await payments.engine.dispose()

@@ -1,0 +1,53 @@
+"""Payment rules with no I/O: how a verified notification is answered and what it leads to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from services.payment.providers.base import Notification, Outcome
+
+MAX_ATTEMPTS = 99  # the two-digit attempt of a VNPAY reference
+
+# IPN answers (VNPAY's RspCode; other providers map theirs from these meanings).
+RECORDED = "00"  # recorded, a failure included
+UNKNOWN_ORDER = "01"
+ALREADY_CONFIRMED = "02"
+WRONG_AMOUNT = "04"
+BAD_SIGNATURE = "97"
+OTHER_ERROR = "99"
+
+
+@dataclass(frozen=True)
+class OrderFacts:
+    """What the payment service needs of an order (from inventory's read-only view)."""
+
+    total: int
+    status: str
+    created_at: datetime
+    expires_at: datetime | None
+
+
+def precheck(n: Notification, order: OrderFacts | None) -> str | None:
+    """The answer for a notification that must not be recorded at all, or None to record it."""
+    if order is None or order.expires_at is None:  # never held (REJECTED orders have no expiry)
+        return UNKNOWN_ORDER
+    if n.amount != order.total:  # integer VND on both sides
+        return WRONG_AMOUNT
+    return None
+
+
+def attempt_status(outcome: Outcome) -> str:
+    return outcome.value  # SUCCEEDED | FAILED | REVIEW, the attempts table's terminal statuses
+
+
+def next_attempt(n: Notification, order: OrderFacts) -> int | None:
+    """After a failed attempt of a still-PENDING order the buyer may try again, under a new reference."""
+    if n.outcome is Outcome.FAILED and order.status == "PENDING" and n.attempt < MAX_ATTEMPTS:
+        return n.attempt + 1
+    return None
+
+
+def abandoned(expires_at: datetime, now: datetime, window_seconds: int) -> bool:
+    """No result long after the hold ended (past the provider's IPN retry window): stop asking."""
+    return now > expires_at + timedelta(seconds=window_seconds)

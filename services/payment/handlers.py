@@ -1,0 +1,195 @@
+"""The payment service's consumers and periodic jobs: record provider results once, reconcile, refund.
+
+A notification (IPN, via the gateway) and a querydr answer (reconciliation) take the same path, ``apply``:
+the row in ``payment.transactions`` keyed by (provider, reference) is the at-most-once guard, and a success
+is handed to inventory as ``payment.succeeded`` through this service's outbox, in the same transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.payment import domain, store
+from services.payment.metrics import PAYMENT_RESULTS, RECONCILE_QUERIES, REFUNDS
+from services.payment.providers.base import (
+    Notification,
+    Outcome,
+    PaymentProvider,
+    QueryStatus,
+    RefundRequest,
+    RefundResult,
+    RefundStatus,
+)
+from shared import logs, outbox, topology
+from shared.messages import (
+    CommandResult,
+    OrderHeld,
+    OrderRefunded,
+    PaymentNotified,
+    PaymentRefunded,
+    PaymentSucceeded,
+)
+from shared.messaging import Bus, Delivery
+from shared.outbox import OutboxRelay, Outgoing
+from shared.settings import Settings
+
+log = logs.get_logger(__name__)
+
+
+@dataclass
+class Payments:
+    engine: AsyncEngine
+    bus: Bus
+    relay: OutboxRelay
+    providers: dict[str, PaymentProvider]
+    settings: Settings
+
+    # --- attempts ---------------------------------------------------------------------------------
+
+    async def on_order_held(self, msg: OrderHeld, delivery: Delivery) -> None:
+        """Every held order got a payment URL for attempt 1: register it, so reconciliation can ask about it."""
+        provider = self._default_provider()
+        async with self.engine.begin() as conn:
+            facts = await store.order_facts(conn, msg.order_id)
+            if facts is None:  # order.held is published after inventory's commit, so this is a replica lag
+                raise RuntimeError(f"order {msg.order_id} not visible yet")  # retried by the ladder
+            # The attempt's vnp_CreateDate is the order's creation time: what the gateway signed, and what
+            # querydr must be given back as vnp_TransactionDate.
+            await store.register_attempt(conn, provider.name, provider.txn_ref(msg.order_id, 1), msg.order_id, 1,
+                                         msg.total, facts.created_at, msg.expires_at)
+
+    # --- notifications ----------------------------------------------------------------------------
+
+    async def on_payment_notified(self, msg: PaymentNotified, delivery: Delivery) -> None:
+        code = await self.notified(msg)
+        await self.bus.reply(delivery, CommandResult(ok=code in (domain.RECORDED, domain.ALREADY_CONFIRMED),
+                                                     status=200, detail=code))
+
+    async def notified(self, msg: PaymentNotified) -> str:
+        provider = self.providers.get(msg.provider)
+        # Verified again here: the queue is not a trust boundary we rely on.
+        if provider is None or not provider.verify(msg.params):
+            log.warning("notification_bad_signature", provider=msg.provider)
+            return domain.BAD_SIGNATURE
+        try:
+            n = provider.notification(msg.params)
+        except ValueError as exc:
+            log.warning("notification_unparseable", provider=msg.provider, error=str(exc))
+            return domain.UNKNOWN_ORDER
+        return await self.apply(n, "ipn")
+
+    async def apply(self, n: Notification, source: str) -> str:
+        async with self.engine.begin() as conn:
+            facts = await store.order_facts(conn, n.order_id)
+            refusal = domain.precheck(n, facts)
+            if refusal is not None:
+                log.warning("notification_refused", txn_ref=n.txn_ref, code=refusal, source=source)
+                return refusal
+            assert facts is not None and facts.expires_at is not None
+            await store.register_attempt(conn, n.provider, n.txn_ref, n.order_id, n.attempt, n.amount,
+                                         facts.created_at, facts.expires_at)
+            if not await store.record_transaction(conn, n, source):
+                return domain.ALREADY_CONFIRMED
+            await store.settle_attempt(conn, n.txn_ref, domain.attempt_status(n.outcome))
+            following = domain.next_attempt(n, facts)
+            if following is not None:
+                provider = self.providers[n.provider]
+                await store.register_attempt(conn, n.provider, provider.txn_ref(n.order_id, following), n.order_id,
+                                             following, n.amount, await store.now(conn), facts.expires_at)
+            if n.outcome is Outcome.SUCCEEDED:
+                paid_at = n.paid_at or await store.now(conn)
+                await outbox.add(conn, "payment", [Outgoing.event(
+                    topology.PAYMENT_SUCCEEDED,
+                    PaymentSucceeded(order_id=n.order_id, provider=n.provider, txn_ref=n.txn_ref, amount=n.amount,
+                                     provider_txn_no=n.provider_txn_no, paid_at=paid_at),
+                    f"payment-succeeded:{n.provider}:{n.txn_ref}",
+                )])
+        if n.outcome is Outcome.SUCCEEDED:
+            self.relay.wake()
+        if n.outcome is Outcome.REVIEW:
+            log.warning("payment_held_for_review", txn_ref=n.txn_ref, order_id=str(n.order_id),
+                        response_code=n.response_code, transaction_status=n.transaction_status)
+        PAYMENT_RESULTS.labels(provider=n.provider, outcome=n.outcome.value, source=source).inc()
+        log.info("payment_recorded", txn_ref=n.txn_ref, outcome=n.outcome.value, source=source)
+        return domain.RECORDED
+
+    # --- reconciliation ---------------------------------------------------------------------------
+
+    async def reconcile_once(self) -> int:
+        """querydr the attempts near or past expiry with no result; apply what the provider knows. Applied count."""
+        s = self.settings
+        async with self.engine.begin() as conn:
+            due = await store.claim_attempts_to_reconcile(conn, s.payment_reconcile_lead_seconds,
+                                                          s.payment_reconcile_interval_seconds)
+        applied = 0
+        for attempt in due:
+            provider = self.providers.get(attempt.provider)
+            if provider is None:
+                continue
+            result = await provider.query(attempt.txn_ref, attempt.created_at)
+            RECONCILE_QUERIES.labels(status=result.status.value).inc()
+            if result.status is QueryStatus.FOUND and result.notification is not None:
+                code = await self.apply(result.notification, "querydr")
+                applied += code == domain.RECORDED
+                log.info("reconciled", txn_ref=attempt.txn_ref, code=code)
+            elif result.status is QueryStatus.NOT_FOUND and domain.abandoned(
+                attempt.expires_at, datetime.now(UTC), s.payment_reconcile_window_seconds
+            ):
+                async with self.engine.begin() as conn:
+                    await store.abandon_attempt(conn, attempt.txn_ref)
+            elif result.status is QueryStatus.ERROR:
+                log.warning("reconcile_query_failed", txn_ref=attempt.txn_ref, detail=result.detail)
+        return applied
+
+    # --- refunds ----------------------------------------------------------------------------------
+
+    async def on_refund_pending(self, msg: OrderRefunded, delivery: Delivery) -> None:
+        async with self.engine.begin() as conn:
+            paid = await store.paid_transaction(conn, msg.order_id)
+            if paid is None:
+                raise RuntimeError(f"no recorded payment for order {msg.order_id} yet")  # retried by the ladder
+            await store.request_refund(conn, msg.order_id, paid, msg.reason)
+        await self.refund_due(order_id=msg.order_id)
+
+    async def refund_due(self, order_id: uuid.UUID | None = None) -> int:
+        """Ask the provider for every refund that is due (or one order's); confirmed ones go to inventory."""
+        async with self.engine.begin() as conn:
+            due = await store.claim_due_refunds(conn, self.settings.payment_refund_retry_seconds, order_id)
+        confirmed = 0
+        for r in due:
+            provider = self.providers[r.provider]
+            result = await provider.refund(RefundRequest(r.txn_ref, r.amount, r.provider_txn_no, r.transaction_date,
+                                                         r.reason))
+            if result.status is RefundStatus.IN_PROGRESS:
+                # "Already requested": our earlier request may have succeeded with its answer lost. Ask.
+                known = await provider.query(r.txn_ref, r.transaction_date)
+                if known.refunded:
+                    result = RefundResult(RefundStatus.CONFIRMED, "refund confirmed by querydr", result.raw)
+            REFUNDS.labels(status=result.status.value).inc()
+            async with self.engine.begin() as conn:
+                if result.status is RefundStatus.CONFIRMED:
+                    if await store.finish_refund(conn, r.order_id, "CONFIRMED", result.detail, result.raw):
+                        await outbox.add(conn, "payment", [Outgoing.event(
+                            topology.PAYMENT_REFUNDED,
+                            PaymentRefunded(order_id=r.order_id, provider=r.provider, txn_ref=r.txn_ref,
+                                            amount=r.amount, refunded_at=await store.now(conn), detail=r.reason),
+                            f"payment-refunded:{r.provider}:{r.txn_ref}",
+                        )])
+                        confirmed += 1
+                elif result.status is RefundStatus.REFUSED:
+                    # The provider will not refund (it holds no successful payment): a human must look.
+                    await store.finish_refund(conn, r.order_id, "REFUSED", result.detail, result.raw)
+                    log.error("refund_refused", order_id=str(r.order_id), txn_ref=r.txn_ref, detail=result.detail)
+                else:  # in progress or a transient error: the claim already scheduled the next try
+                    await store.note_refund_error(conn, r.order_id, result.detail)
+                    log.warning("refund_not_confirmed_yet", order_id=str(r.order_id), detail=result.detail)
+        if confirmed:
+            self.relay.wake()
+        return confirmed
+
+    def _default_provider(self) -> PaymentProvider:
+        return next(iter(self.providers.values()))

@@ -1,0 +1,198 @@
+"""Payment SQL (schema ``payment``; orders are read through inventory's read-only view ``read_api.orders``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.payment.domain import OrderFacts
+from services.payment.providers.base import Notification
+
+
+async def now(conn: AsyncConnection) -> datetime:
+    return (await conn.execute(text("SELECT now()"))).scalar_one()  # type: ignore[no-any-return]
+
+
+async def order_facts(conn: AsyncConnection, order_id: UUID) -> OrderFacts | None:
+    row = (
+        await conn.execute(
+            text("SELECT total, status, created_at, expires_at FROM read_api.orders WHERE id = :id"), {"id": order_id}
+        )
+    ).first()
+    return OrderFacts(row.total, row.status, row.created_at, row.expires_at) if row else None
+
+
+async def register_attempt(
+    conn: AsyncConnection, provider: str, txn_ref: str, order_id: UUID, attempt: int, amount: int,
+    created_at: datetime, expires_at: datetime,
+) -> None:
+    await conn.execute(
+        text(
+            "INSERT INTO payment.attempts "
+            "(txn_ref, provider, order_id, attempt, amount, status, created_at, expires_at) "
+            "VALUES (:txn_ref, :provider, :order_id, :attempt, :amount, 'STARTED', :created_at, :expires_at) "
+            "ON CONFLICT DO NOTHING"
+        ),
+        {"txn_ref": txn_ref, "provider": provider, "order_id": order_id, "attempt": attempt, "amount": amount,
+         "created_at": created_at, "expires_at": expires_at},
+    )
+
+
+async def record_transaction(conn: AsyncConnection, n: Notification, source: str) -> bool:
+    """Record a provider result once: False when this (provider, reference) was recorded before."""
+    row = (
+        await conn.execute(
+            text(
+                "INSERT INTO payment.transactions (provider, txn_ref, order_id, amount, outcome, response_code, "
+                "transaction_status, provider_txn_no, paid_at, source, params) VALUES (:provider, :txn_ref, "
+                ":order_id, :amount, :outcome, :rc, :ts, :no, :paid_at, :source, CAST(:params AS jsonb)) "
+                "ON CONFLICT (provider, txn_ref) DO NOTHING RETURNING txn_ref"
+            ),
+            {"provider": n.provider, "txn_ref": n.txn_ref, "order_id": n.order_id, "amount": n.amount,
+             "outcome": n.outcome.value, "rc": n.response_code, "ts": n.transaction_status, "no": n.provider_txn_no,
+             "paid_at": n.paid_at, "source": source, "params": json.dumps(_without_hash(n.params))},
+        )
+    ).first()
+    return row is not None
+
+
+def _without_hash(params: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in params.items() if k not in ("vnp_SecureHash", "vnp_SecureHashType")}
+
+
+async def settle_attempt(conn: AsyncConnection, txn_ref: str, status: str) -> None:
+    await conn.execute(
+        text("UPDATE payment.attempts SET status = :s, updated_at = now() WHERE txn_ref = :r AND status = 'STARTED'"),
+        {"r": txn_ref, "s": status},
+    )
+
+
+@dataclass(frozen=True)
+class DueAttempt:
+    txn_ref: str
+    provider: str
+    order_id: UUID
+    created_at: datetime
+    expires_at: datetime
+
+
+async def claim_attempts_to_reconcile(
+    conn: AsyncConnection, lead_seconds: int, every_seconds: float, limit: int = 100
+) -> list[DueAttempt]:
+    """Attempts with no result whose hold ends within the lead time (or has ended), not asked about lately.
+
+    Claiming marks them queried (and the transaction commits before the provider is asked), so several payment
+    service instances never ask about the same attempt at once.
+    """
+    rows = await conn.execute(
+        text(
+            "UPDATE payment.attempts SET queried_at = now(), query_count = query_count + 1 WHERE txn_ref IN ("
+            " SELECT txn_ref FROM payment.attempts WHERE status = 'STARTED'"
+            " AND expires_at <= now() + make_interval(secs => CAST(:lead AS double precision))"
+            # Back off per attempt (every, 2x, 4x ... 16x): abandoned checkouts must not flood the provider.
+            " AND (queried_at IS NULL OR queried_at <= now()"
+            "      - make_interval(secs => CAST(:every AS double precision) * power(2, LEAST(query_count, 4))))"
+            " ORDER BY expires_at LIMIT :n FOR UPDATE SKIP LOCKED) "
+            "RETURNING txn_ref, provider, order_id, created_at, expires_at"
+        ),
+        {"lead": lead_seconds, "every": every_seconds, "n": limit},
+    )
+    return [DueAttempt(r.txn_ref, r.provider, r.order_id, r.created_at, r.expires_at) for r in rows]
+
+
+async def abandon_attempt(conn: AsyncConnection, txn_ref: str) -> None:
+    await settle_attempt(conn, txn_ref, "ABANDONED")
+
+
+# --- refunds -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Paid:
+    provider: str
+    txn_ref: str
+    amount: int
+    provider_txn_no: str
+    transaction_date: datetime  # the attempt's created_at
+
+
+async def paid_transaction(conn: AsyncConnection, order_id: UUID) -> Paid | None:
+    row = (
+        await conn.execute(
+            text(
+                "SELECT t.provider, t.txn_ref, t.amount, t.provider_txn_no, a.created_at FROM payment.transactions t "
+                "JOIN payment.attempts a ON a.txn_ref = t.txn_ref "
+                "WHERE t.order_id = :id AND t.outcome = 'SUCCEEDED' ORDER BY t.recorded_at LIMIT 1"
+            ),
+            {"id": order_id},
+        )
+    ).first()
+    return Paid(row.provider, row.txn_ref, row.amount, row.provider_txn_no, row.created_at) if row else None
+
+
+async def request_refund(conn: AsyncConnection, order_id: UUID, paid: Paid, reason: str) -> None:
+    await conn.execute(
+        text(
+            "INSERT INTO payment.refunds (order_id, provider, txn_ref, amount, reason, status) "
+            "VALUES (:id, :provider, :txn_ref, :amount, :reason, 'REQUESTED') ON CONFLICT (order_id) DO NOTHING"
+        ),
+        {"id": order_id, "provider": paid.provider, "txn_ref": paid.txn_ref, "amount": paid.amount, "reason": reason},
+    )
+
+
+@dataclass(frozen=True)
+class DueRefund:
+    order_id: UUID
+    provider: str
+    txn_ref: str
+    amount: int
+    reason: str
+    provider_txn_no: str
+    transaction_date: datetime
+
+
+async def claim_due_refunds(conn: AsyncConnection, retry_seconds: float, order_id: UUID | None = None,
+                            limit: int = 50) -> list[DueRefund]:
+    """Refunds to ask the provider about now; claiming pushes their next try out, so one worker asks at a time."""
+    only = "AND q.order_id = :id" if order_id else ""
+    rows = await conn.execute(
+        text(
+            "UPDATE payment.refunds r SET tries = r.tries + 1, "
+            "next_try_at = now() + make_interval(secs => CAST(:retry AS double precision)) "
+            "FROM payment.transactions t JOIN payment.attempts a ON a.txn_ref = t.txn_ref "
+            "WHERE t.provider = r.provider AND t.txn_ref = r.txn_ref AND r.order_id IN ("
+            f" SELECT q.order_id FROM payment.refunds q WHERE q.status = 'REQUESTED' AND q.next_try_at <= now() {only}"
+            " ORDER BY q.next_try_at LIMIT :n FOR UPDATE SKIP LOCKED) "
+            "RETURNING r.order_id, r.provider, r.txn_ref, r.amount, r.reason, t.provider_txn_no, a.created_at"
+        ),
+        {"retry": retry_seconds, "n": limit, **({"id": order_id} if order_id else {})},
+    )
+    return [DueRefund(r.order_id, r.provider, r.txn_ref, r.amount, r.reason, r.provider_txn_no, r.created_at)
+            for r in rows]
+
+
+async def finish_refund(conn: AsyncConnection, order_id: UUID, status: str, detail: str,
+                        response: dict[str, Any] | None) -> bool:
+    row = (
+        await conn.execute(
+            text(
+                "UPDATE payment.refunds SET status = :s, last_error = :d, response = CAST(:resp AS jsonb), "
+                "confirmed_at = CASE WHEN :s = 'CONFIRMED' THEN now() END "
+                "WHERE order_id = :id AND status = 'REQUESTED' RETURNING order_id"
+            ),
+            {"id": order_id, "s": status, "d": detail, "resp": json.dumps(response or {})},
+        )
+    ).first()
+    return row is not None
+
+
+async def note_refund_error(conn: AsyncConnection, order_id: UUID, detail: str) -> None:
+    await conn.execute(
+        text("UPDATE payment.refunds SET last_error = :d WHERE order_id = :id"), {"id": order_id, "d": detail}
+    )

@@ -1,0 +1,172 @@
+"""Messaging guarantees of the checkout pipeline: idempotent redelivery, dead-lettering of bad messages, and
+no lost message when a service dies between its commit and its publish (the outbox)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+
+import aio_pika
+
+from shared import topology
+from shared.messages import CheckoutRequested, HoldExpiryDue, OrderLine
+from tests.harness import Stack, eventually
+
+
+async def publish(stack: Stack, routing_key: str, body: bytes, message_id: str) -> None:
+    channel = await stack.amqp.channel(publisher_confirms=True)
+    try:
+        exchange = await channel.get_exchange(stack.names.events_exchange)
+        await exchange.publish(
+            aio_pika.Message(body, message_id=message_id, delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                             content_type="application/json"),
+            routing_key,
+        )
+    finally:
+        await channel.close()
+
+
+def checkout_command(ticket_type_id: str, user: str, quantity: int = 1) -> CheckoutRequested:
+    return CheckoutRequested(order_id=uuid.uuid4(), user_id=user, user_email=f"{user}@example.com",
+                             items=[OrderLine(ticket_type_id=uuid.UUID(ticket_type_id), quantity=quantity)])
+
+
+async def test_redelivered_checkout_holds_once(stack: Stack) -> None:
+    event = await stack.create_event(capacity=10)
+    tt = event["ticket_types"][0]["ticket_type_id"]
+    cmd = checkout_command(tt, "redelivered", 3)
+    body = cmd.model_dump_json().encode()
+    for _ in range(3):
+        await publish(stack, topology.CHECKOUT_REQUESTED, body, f"checkout:{cmd.order_id}")
+
+    async def pending() -> bool:
+        return await stack.order_status(str(cmd.order_id)) == "PENDING"
+
+    await eventually(pending, what="the order to be held")
+    # Let the inventory drain the duplicates: the queue is empty and the hold is still counted once.
+    await eventually(lambda: _empty(stack, topology.INVENTORY_CHECKOUT.name), what="checkout queue drained")
+    assert await stack.stock(tt) == (10, 3, 0)
+    assert await stack.db.fetchval("SELECT count(*) FROM inventory.orders WHERE id = $1", cmd.order_id) == 1
+
+
+async def _empty(stack: Stack, queue: str) -> bool:
+    return await stack.queue_depth(stack.names.queue(queue)) == 0
+
+
+async def test_redelivered_expiry_releases_once(stack: Stack) -> None:
+    event = await stack.create_event(capacity=4, hold_seconds=1)
+    tt = event["ticket_types"][0]["ticket_type_id"]
+    async with stack.client("expiring") as c:
+        first = (await c.post("/checkout", json={"items": [{"ticket_type_id": tt, "quantity": 2}]})).json()
+        second = (await c.post("/checkout", json={"items": [{"ticket_type_id": tt, "quantity": 1}]})).json()
+
+    async def first_expired() -> bool:
+        return await stack.order_status(first["order_id"]) == "EXPIRED"
+
+    await eventually(first_expired, what="first order EXPIRED")
+    await eventually(lambda: _second_expired(stack, second["order_id"]), what="second order EXPIRED")
+    assert await stack.stock(tt) == (4, 0, 0)
+    # The same expiry message again (a redelivery, or the sweeper and the delay queue both firing).
+    again = HoldExpiryDue(order_id=uuid.UUID(first["order_id"]), expires_at=first["expires_at"])
+    for _ in range(3):
+        await publish(stack, topology.HOLD_EXPIRY_DUE, again.model_dump_json().encode(),
+                      f"expiry:{first['order_id']}")
+    await eventually(lambda: _empty(stack, topology.INVENTORY_HOLD_EXPIRY.name), what="expiry queue drained")
+    assert await stack.stock(tt) == (4, 0, 0)
+    held = await stack.db.fetchval(
+        "SELECT quantity FROM inventory.user_holdings WHERE user_id = 'expiring' AND ticket_type_id = $1",
+        uuid.UUID(tt))
+    assert held == 0, "the buyer's per-user count must be released exactly once"
+
+
+async def _second_expired(stack: Stack, order_id: str) -> bool:
+    return await stack.order_status(order_id) == "EXPIRED"
+
+
+async def test_malformed_messages_are_dead_lettered_with_reason_and_the_queue_keeps_flowing(stack: Stack) -> None:
+    event = await stack.create_event(capacity=5)
+    tt = event["ticket_types"][0]["ticket_type_id"]
+    marker = uuid.uuid4().hex
+    await publish(stack, topology.CHECKOUT_REQUESTED, b"{not json", f"garbage-{marker}")
+    await publish(stack, topology.CHECKOUT_REQUESTED, json.dumps({"order_id": "x", "items": []}).encode(),
+                  f"wrong-shape-{marker}")
+    bad_quantity = checkout_command(tt, "hostile").model_dump(mode="json")
+    bad_quantity["items"][0]["quantity"] = -5
+    await publish(stack, topology.CHECKOUT_REQUESTED, json.dumps(bad_quantity).encode(), f"negative-{marker}")
+
+    dead: dict[str, aio_pika.abc.AbstractIncomingMessage] = {}
+
+    async def collected() -> bool:
+        channel = await stack.amqp.channel()
+        queue = await channel.declare_queue(stack.names.dlq("inventory"), passive=True)
+        while (msg := await queue.get(no_ack=False, fail=False)) is not None:
+            if msg.message_id and msg.message_id.endswith(marker):
+                dead[msg.message_id] = msg
+                await msg.ack()
+            else:
+                await msg.nack(requeue=True)
+                break
+        await channel.close()
+        return len(dead) == 3
+
+    await eventually(collected, what="three dead letters")
+    for msg in dead.values():
+        headers = msg.headers
+        assert str(headers["x-reason"]).startswith("invalid message"), headers
+        assert headers["x-exception-type"] == "ValidationError"
+        assert headers["x-original-queue"] == stack.names.queue(topology.INVENTORY_CHECKOUT.name)
+        assert headers["x-original-routing-key"] == topology.CHECKOUT_REQUESTED
+    assert await stack.stock(tt) == (5, 0, 0), "nothing from a bad message may be held"
+    async with stack.client("after-the-garbage") as c:
+        r = await c.post("/checkout", json={"items": [{"ticket_type_id": tt, "quantity": 1}]})
+    assert r.status_code == 201, "the queue must keep flowing after bad messages"
+
+
+async def test_service_killed_between_commit_and_publish_loses_no_message(stack: Stack) -> None:
+    event = await stack.create_event(capacity=5)
+    tt = event["ticket_types"][0]["ticket_type_id"]
+    channel = await stack.amqp.channel()
+    watch = await channel.declare_queue(stack.names.queue(f"test.order-held.{uuid.uuid4().hex[:8]}"),
+                                        exclusive=True, auto_delete=True)
+    await watch.bind(stack.names.events_exchange, topology.ORDER_HELD)
+
+    stack.supervisor.stop_service("inventory")
+    env = {**stack.env, "TICKETING_FAULT_EXIT_BEFORE_PUBLISH": "true", "TICKETING_INVENTORY_PORT": "0"}
+    faulty = subprocess.Popen([sys.executable, "-m", "services.inventory"], env=env)  # noqa: ASYNC220
+    try:
+        cmd = checkout_command(tt, "crash-victim", 2)
+        await publish(stack, topology.CHECKOUT_REQUESTED, cmd.model_dump_json().encode(), f"checkout:{cmd.order_id}")
+
+        async def died() -> int | None:
+            return faulty.poll()
+
+        assert await eventually(died, timeout=30, what="the faulty inventory to exit") == 70
+    finally:
+        if faulty.poll() is None:
+            faulty.kill()
+    # The hold is committed and its messages wait in the outbox; nothing was published.
+    assert await stack.order_status(str(cmd.order_id)) == "PENDING"
+    assert await stack.db.fetchval("SELECT count(*) FROM inventory.outbox") >= 2
+    assert watch.declaration_result.message_count == 0
+    assert await stack.queue_depth(watch.name) == 0
+
+    stack.supervisor.start_service("inventory")
+    await stack.wait_ready()
+    received: list[dict[str, object]] = []
+
+    async def held_event_arrived() -> bool:
+        msg = await watch.get(no_ack=True, fail=False)
+        if msg is not None:
+            received.append(json.loads(msg.body))
+        return any(m["order_id"] == str(cmd.order_id) for m in received)
+
+    await eventually(held_event_arrived, timeout=30, what="order.held after the restart")
+
+    async def outbox_empty() -> bool:
+        return await stack.db.fetchval("SELECT count(*) FROM inventory.outbox") == 0
+
+    await eventually(outbox_empty, what="the outbox to drain")
+    assert await stack.queue_depth(stack.names.hold_delay_queue(900)) >= 1, "the hold's release is scheduled"
+    await channel.close()
