@@ -17,7 +17,7 @@ from services.gateway.schemas import EventOut, TicketTypeOut
 from services.search import domain
 from services.search.app import make_cache
 from services.search.cache import EventCache
-from services.search.reader import SearchReader
+from services.search.reader import SearchReader, SearchUnavailable
 
 router = APIRouter()
 
@@ -82,7 +82,12 @@ async def search(
             raise Problem(422, "Invalid request", "from/to need a timezone offset", "invalid-request")
     filters = domain.Filters(city=city or None, starts_from=starts_from, starts_to=starts_to, min_price=min_price,
                              max_price=max_price, available_only=available)
-    result = await reader(request).search(domain.parse(q), filters, (page - 1) * page_size, page_size)
+    try:
+        result = await reader(request).search(domain.parse(q), filters, (page - 1) * page_size, page_size)
+    except SearchUnavailable as exc:
+        problem = Problem(503, "Search unavailable", str(exc), "unavailable")
+        problem.headers["Retry-After"] = "2"
+        raise problem from exc
     # Serialised here (orjson, no second validation pass): this is the hottest read of the API.
     body = {"total": result.total, "page": page, "page_size": page_size,
             "pages": (result.total + page_size - 1) // page_size, "source": result.source,

@@ -20,6 +20,14 @@ from shared.topology import Names
 log = logs.get_logger(__name__)
 
 POINTER_MAX_AGE = 1.0  # seconds a gateway reuses the current-generation pointer
+# The read-through path costs PostgreSQL about a second per search at 100,000 events: while Redis is being
+# rebuilt, each gateway process runs a few at a time and sheds the rest rather than swamp the database.
+FALLBACK_CONCURRENCY = 4
+FALLBACK_QUEUE_SECONDS = 5.0
+
+
+class SearchUnavailable(Exception):
+    """The index is missing and the read-through path is saturated: try again shortly."""
 
 
 @dataclass
@@ -30,6 +38,7 @@ class SearchReader:
 
     def __post_init__(self) -> None:
         self.index = Index(self.redis, self.names)
+        self._fallback_slots = asyncio.Semaphore(FALLBACK_CONCURRENCY)
 
     async def _generation(self) -> str | None:
         try:
@@ -42,7 +51,16 @@ class SearchReader:
         started = time.perf_counter()
         page = await self._from_index(query, filters, offset, limit)
         if page is None:
-            page = await store.search(self.engine, query, filters, offset, limit)
+            try:
+                async with asyncio.timeout(FALLBACK_QUEUE_SECONDS):
+                    await self._fallback_slots.acquire()
+            except TimeoutError as exc:
+                metrics.SEARCH_FALLBACKS.labels(reason="shed").inc()
+                raise SearchUnavailable("search index rebuilding and the database path is busy") from exc
+            try:
+                page = await store.search(self.engine, query, filters, offset, limit)
+            finally:
+                self._fallback_slots.release()
         metrics.SEARCH_LATENCY.labels(source=page.source).observe(time.perf_counter() - started)
         return page
 
