@@ -297,7 +297,7 @@ for i = 1, #rows, 2 do
   out[#out + 1] = rows[i + 1]
   out[#out + 1] = redis.call('HGET', KEYS[5], rows[i]) or ''
 end
-if #temps > 0 then redis.call('DEL', unpack(temps)) end
+if #temps > 0 then redis.call('UNLINK', unpack(temps)) end  -- freed off the main thread
 return out
 """
 
