@@ -51,3 +51,18 @@ DEAD_LETTERS_WAITING = Gauge(
 DEAD_LETTER_OLDEST_AGE = Gauge(
     "ticketing_dead_letter_oldest_age_seconds", "Age of the oldest waiting dead letter", ["service"]
 )
+
+# Search and caching (search service and the gateway's read paths)
+SEARCH_LATENCY = Histogram(
+    "ticketing_search_seconds", "GET /search latency inside the gateway, by the path that answered", ["source"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+SEARCH_FALLBACKS = Counter("ticketing_search_fallbacks_total", "Reads answered by PostgreSQL", ["reason"])
+CACHE_REQUESTS = Counter("ticketing_cache_requests_total", "Cache lookups", ["cache", "result"])
+CACHE_LOADS = Counter("ticketing_cache_loads_total", "Cache entries rebuilt from PostgreSQL", ["cache"])
+INDEX_WRITES = Counter("ticketing_search_index_writes_total", "Index updates applied", ["kind"])
+INDEX_REBUILDS = Counter("ticketing_search_rebuilds_total", "Full index rebuilds", ["reason"])
+INDEX_REBUILD_SECONDS = Histogram(
+    "ticketing_search_rebuild_seconds", "Full index rebuild time",
+    buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300),
+)

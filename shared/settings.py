@@ -46,6 +46,14 @@ class Settings(BaseSettings):
     publish_timeout_seconds: float = 10.0
     outbox_poll_seconds: float = 0.5
 
+    # Search and caching (search service and the gateway's read paths; docs/ARCHITECTURE.md)
+    search_check_interval_seconds: float = Field(5.0, description="How often the index is checked for repair")
+    search_writethrough_wait_seconds: float = Field(
+        2.0, description="How long an admin catalog call waits for the index before answering searchable=false"
+    )
+    event_cache_ttl_seconds: int = Field(900, description="Event detail cache-aside TTL")
+    availability_cache_ttl_seconds: int = Field(10, description="Ticket availability cache TTL")
+
     # Fault injection, for the crash tests only: the outbox relay exits the process after the commit and
     # before the publish. Refused outside development and test (see the validator below).
     fault_exit_before_publish: bool = False

@@ -78,6 +78,8 @@ INVENTORY_HOLD_EXPIRY = WorkQueue("inventory", "inventory.hold-expiry", (HOLD_EX
 INVENTORY_PAYMENTS = WorkQueue("inventory", "inventory.payments", (PAYMENT_SUCCEEDED, PAYMENT_REFUNDED))
 PAYMENT_NOTIFICATIONS = WorkQueue("payment", "payment.notifications", (PAYMENT_NOTIFIED,))
 PAYMENT_ORDERS = WorkQueue("payment", "payment.orders", (ORDER_HELD, ORDER_REFUND_PENDING))
+# Search: catalog changes written through to the index; stock changes refresh availability.
+SEARCH_CATALOG = WorkQueue("search", "search.catalog", (EVENT_CREATED, TICKET_TYPE_ADDED, STOCK_CHANGED))
 
 # Mailer: ticket, expiry and refund email. Its retry ladder is a setting (TICKETING_MAILER_RETRY_DELAYS), so the
 # service builds its queue with mailer_notifications(settings.mailer_retry_delays); this is the default.
@@ -95,6 +97,7 @@ SERVICE_QUEUES: dict[str, tuple[WorkQueue, ...]] = {
     "inventory": (INVENTORY_CHECKOUT, INVENTORY_COMMANDS, INVENTORY_HOLD_EXPIRY, INVENTORY_PAYMENTS),
     "payment": (PAYMENT_NOTIFICATIONS, PAYMENT_ORDERS),
     "mailer": (MAILER_NOTIFICATIONS,),
+    "search": (SEARCH_CATALOG,),
 }
 
 # Every service that has (or will have) a dead-letter queue: the DLQ keeper drains them all.

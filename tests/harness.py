@@ -108,6 +108,7 @@ def run_environment(base: Settings) -> dict[str, str]:
         "TICKETING_MAILER_CLAIM_LEASE_SECONDS": "10",
         "TICKETING_OPS_PORT": str(free_port()),
         "TICKETING_DLQ_REPLAY_RATE": "200",
+        "TICKETING_SEARCH_CHECK_INTERVAL_SECONDS": "0.5",
     }
 
 
@@ -185,7 +186,8 @@ class Stack:
     async def wait_ready(self, timeout: float = 60.0) -> None:
         ports = {"gateway": self.settings.gateway_port, "inventory": self.settings.inventory_port,
                  "payment": self.settings.payment_port, "paysim": self.settings.paysim_port,
-                 "mailer": self.settings.mailer_port, "ops": self.settings.ops_port}
+                 "mailer": self.settings.mailer_port, "ops": self.settings.ops_port,
+                 "search": self.settings.search_port}
 
         async def ready() -> bool:
             async with httpx.AsyncClient(timeout=2) as c:

@@ -8,6 +8,9 @@ import sys
 
 import click
 
+from services.mailer.cli import mail_group
+from services.ops.cli import dlq_group
+from services.search.cli import search as search_group
 from shared import migrate
 from shared.db import create_database_if_missing
 from shared.settings import get_settings
@@ -89,11 +92,9 @@ def demo(buyers: int, tickets: int, hold_seconds: int) -> None:
     sys.exit(run_demo(buyers=buyers, tickets=tickets, hold_seconds=hold_seconds))
 
 
-from services.mailer.cli import mail_group  # noqa: E402 (issue 4: `ticketing mail`)
-from services.ops.cli import dlq_group  # noqa: E402 (issue 4: `ticketing dlq`)
-
 main.add_command(mail_group)
 main.add_command(dlq_group)
+main.add_command(search_group)
 
 if __name__ == "__main__":
     main()

@@ -10,7 +10,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-SERVICES: tuple[str, ...] = ("inventory", "payment", "mailer", "ops", "gateway")
+SERVICES: tuple[str, ...] = ("inventory", "payment", "mailer", "ops", "search", "gateway")
 
 
 def _payment_simulator() -> tuple[str, ...]:

@@ -13,7 +13,7 @@ from uuid import UUID
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from services.gateway import payments_api, reads
+from services.gateway import payments_api, reads, search_api
 from services.gateway.auth import AdminUser, CurrentUser, User
 from services.gateway.problems import PROBLEM_JSON, Problem
 from services.gateway.schemas import (
@@ -204,15 +204,28 @@ async def list_events(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=10_000)] = 0,
 ) -> list[EventSummary]:
-    return await reads.list_upcoming_events(_state(request).engine, limit, offset)
+    # Written through: the search index's upcoming-events order is updated on every catalog change.
+    docs, _ = await search_api.reader(request).upcoming(offset, limit)
+    return [EventSummary(event_id=UUID(d.event_id), title=d.title, venue=d.venue, city=d.city, starts_at=d.starts_at,
+                         lowest_price=d.lowest_price, available=d.available) for d in docs]
 
 
 @router.get("/events/{event_id}", response_model=EventOut, responses={404: _PROBLEM}, tags=["catalog"])
 async def get_event(event_id: UUID, request: Request) -> EventOut:
-    event = await reads.get_event(_state(request).engine, event_id)
-    if event is None:
+    # Cache-aside (TTL, invalidated on change, one rebuild at a time); availability from the brief cache.
+    engine = _state(request).engine
+
+    async def load() -> dict[str, Any] | None:
+        event = await reads.get_event(engine, event_id)
+        return event.model_dump(mode="json") if event else None
+
+    async def load_availability() -> dict[str, int]:
+        return await search_api.availability(request, event_id)
+
+    data = await search_api.event_cache(request).get_event(str(event_id), load, load_availability)
+    if data is None:
         raise Problem(404, "Not found", "no such event", "not-found")
-    return event
+    return EventOut.model_validate(data)
 
 
 def _new_ticket_type(t: TicketTypeIn) -> NewTicketType:
@@ -220,7 +233,7 @@ def _new_ticket_type(t: TicketTypeIn) -> NewTicketType:
                          per_user_limit=t.per_user_limit)
 
 
-@router.post("/admin/events", status_code=201, response_model=EventOut,
+@router.post("/admin/events", status_code=201, response_model=search_api.EventWritten,
              responses={401: _PROBLEM, 403: _PROBLEM, 422: _PROBLEM, 503: _PROBLEM}, tags=["admin"])
 async def create_event(
     body: EventIn,
@@ -239,7 +252,8 @@ async def create_event(
     return await _catalog_response(request, result, event_id)
 
 
-@router.post("/admin/events/{event_id}/ticket-types", status_code=201, response_model=TicketTypeOut,
+@router.post("/admin/events/{event_id}/ticket-types", status_code=201,
+             response_model=search_api.TicketTypeWritten,
              responses={401: _PROBLEM, 403: _PROBLEM, 404: _PROBLEM, 503: _PROBLEM}, tags=["admin"])
 async def add_ticket_type(event_id: UUID, body: TicketTypeIn, request: Request, admin: AdminUser) -> Response:
     new = _new_ticket_type(body)
@@ -248,7 +262,7 @@ async def add_ticket_type(event_id: UUID, body: TicketTypeIn, request: Request, 
     if result is not None and result.ok:
         out = TicketTypeOut(ticket_type_id=new.ticket_type_id, name=new.name, price=new.price,
                             capacity=new.capacity, per_user_limit=new.per_user_limit, available=new.capacity)
-        return JSONResponse(out.model_dump(mode="json"), status_code=201)
+        return await search_api.after_catalog_change(request, event_id, out.model_dump(mode="json"), 201)
     return await _catalog_response(request, result, event_id)
 
 
@@ -261,4 +275,4 @@ async def _catalog_response(request: Request, result: CommandResult | None, even
                       "not-found" if result.status == 404 else "refused")
     event = await reads.get_event(_state(request).engine, event_id)
     assert event is not None
-    return JSONResponse(event.model_dump(mode="json"), status_code=result.status)
+    return await search_api.after_catalog_change(request, event_id, event.model_dump(mode="json"), result.status)

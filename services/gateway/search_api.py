@@ -1,0 +1,127 @@
+"""GET /search, and the search/caching helpers the catalog routes use (homepage, event detail, admin
+write-through). The index and the caches belong to the search service (services/search)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+import orjson
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel, Field
+from sqlalchemy import text
+
+from services.gateway.problems import Problem
+from services.gateway.schemas import EventOut, TicketTypeOut
+from services.search import domain
+from services.search.app import make_cache
+from services.search.cache import EventCache
+from services.search.reader import SearchReader, SearchUnavailable
+
+router = APIRouter()
+
+
+class SearchHit(BaseModel):
+    event_id: UUID
+    title: str
+    venue: str
+    city: str
+    starts_at: datetime
+    lowest_price: int | None = Field(description="integer VND; null when the event has no ticket types")
+    available: int = Field(description="tickets available now (display only; never decides a sale)")
+    exact: bool = Field(description="every accented word of the query matched with its accents")
+
+
+class SearchPage(BaseModel):
+    total: int
+    page: int
+    page_size: int
+    pages: int
+    source: str = Field(description="index (Redis) or database (read-through while the index is missing)")
+    results: list[SearchHit]
+
+
+def reader(request: Request) -> SearchReader:
+    state = request.app.state
+    if getattr(state, "search_reader", None) is None:
+        state.search_reader = SearchReader(state.redis, state.names, state.engine)
+    return state.search_reader  # type: ignore[no-any-return]
+
+
+def event_cache(request: Request) -> EventCache:
+    state = request.app.state
+    if getattr(state, "event_cache", None) is None:
+        state.event_cache = make_cache(state.redis, state.settings)
+    return state.event_cache  # type: ignore[no-any-return]
+
+
+def hit_json(h: domain.Hit) -> dict[str, Any]:
+    d = h.doc
+    return {"event_id": d.event_id, "title": d.title, "venue": d.venue, "city": d.city,
+            "starts_at": d.starts_at.isoformat(), "lowest_price": d.lowest_price, "available": d.available,
+            "exact": h.exact}
+
+
+@router.get("/search", response_model=SearchPage, tags=["catalog"],
+            summary="Upcoming events by keyword (accents and spaces optional) and filters")
+async def search(
+    request: Request,
+    q: Annotated[str, Query(max_length=200, description="words; the last one matches as a prefix")] = "",
+    city: Annotated[str | None, Query(max_length=100)] = None,
+    starts_from: Annotated[datetime | None, Query(alias="from", description="default: now")] = None,
+    starts_to: Annotated[datetime | None, Query(alias="to")] = None,
+    min_price: Annotated[int | None, Query(ge=0, description="on the lowest ticket price")] = None,
+    max_price: Annotated[int | None, Query(ge=0)] = None,
+    available: Annotated[bool, Query(description="only events with tickets available")] = False,
+    page: Annotated[int, Query(ge=1, le=500)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=50)] = 20,
+) -> Response:
+    for value in (starts_from, starts_to):
+        if value is not None and value.tzinfo is None:
+            raise Problem(422, "Invalid request", "from/to need a timezone offset", "invalid-request")
+    filters = domain.Filters(city=city or None, starts_from=starts_from, starts_to=starts_to, min_price=min_price,
+                             max_price=max_price, available_only=available)
+    try:
+        result = await reader(request).search(domain.parse(q), filters, (page - 1) * page_size, page_size)
+    except SearchUnavailable as exc:
+        problem = Problem(503, "Search unavailable", str(exc), "unavailable")
+        problem.headers["Retry-After"] = "2"
+        raise problem from exc
+    # Serialised here (orjson, no second validation pass): this is the hottest read of the API.
+    body = {"total": result.total, "page": page, "page_size": page_size,
+            "pages": (result.total + page_size - 1) // page_size, "source": result.source,
+            "results": [hit_json(h) for h in result.hits]}
+    return Response(orjson.dumps(body), media_type="application/json",
+                    headers={"X-Search-Source": result.source})
+
+
+async def availability(request: Request, event_id: UUID) -> dict[str, int]:
+    async with request.app.state.engine.connect() as conn:
+        rows = await conn.execute(
+            text("SELECT id, available FROM read_api.ticket_types WHERE event_id = :id"), {"id": event_id}
+        )
+        return {str(r.id): max(int(r.available), 0) for r in rows}
+
+
+class EventWritten(EventOut):
+    searchable: bool = Field(description="GET /search finds this version now (else: within seconds)")
+
+
+class TicketTypeWritten(TicketTypeOut):
+    searchable: bool = Field(description="GET /search finds this version now (else: within seconds)")
+
+
+async def after_catalog_change(request: Request, event_id: UUID, body: dict[str, Any], status: int) -> Response:
+    """Write-through for the admin routes: drop the cached detail, wait (bounded) until the index has this
+    version, and say whether the change is searchable yet."""
+    from fastapi.responses import JSONResponse
+
+    version = await reader(request).event_version(event_id)
+    searchable = False
+    if version is not None:
+        await event_cache(request).invalidate(str(event_id), version)
+        wait = request.app.state.settings.search_writethrough_wait_seconds
+        searchable = await reader(request).wait_searchable(event_id, version, wait)
+    body = {**body, "searchable": searchable}
+    return JSONResponse(body, status_code=status, headers={"X-Searchable": "true" if searchable else "false"})
