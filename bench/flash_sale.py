@@ -115,13 +115,14 @@ async def bench_method(
     method: str, extra_env: dict[str, str], args: argparse.Namespace
 ) -> tuple[list[Run], list[float]]:
     env = {**run_environment(Settings()), **extra_env, "TICKETING_CHECKOUT_WAIT_SECONDS": "30",
-           "TICKETING_SWEEPER_INTERVAL_SECONDS": "30"}
+           "TICKETING_SWEEPER_INTERVAL_SECONDS": "30",
+           "TICKETING_SMTP_HOST": ""}  # the mailer's embedded sink takes the expiry notices
     os.environ.update({k: v for k, v in env.items() if k.startswith("TICKETING_")})
     get_settings.cache_clear()
     settings = get_settings()
     await create_database_if_missing(settings.database_url)
     upgrade(settings.database_url)
-    sup = Supervisor(env=env, quiet=True, restart=False)
+    sup = Supervisor(env=env, quiet=not args.verbose, restart=False)
     sup.start()
     dsn = make_url(settings.database_url).set(drivername="postgresql").render_as_string(hide_password=False)
     db = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
@@ -138,6 +139,7 @@ async def bench_method(
             for c in args.concurrency:
                 runs.append(await burst(stack, session, method, c, args.attempts, args.tickets))
                 console.print(f"  {method:12} c={c:<4} {runs[-1].decided / runs[-1].seconds:7.0f} decided/s")
+        async with aiohttp.ClientSession(stack.base_url, connector=aiohttp.TCPConnector(limit=64)) as session:
             lateness = await release_lateness(stack, session, args.expiry_holds)
         return runs, lateness
     finally:
@@ -155,6 +157,7 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 64, 256])
     parser.add_argument("--expiry-holds", type=int, default=500)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--verbose", action="store_true", help="show the services' logs")
     args = parser.parse_args()
     results: dict[str, tuple[list[Run], list[float]]] = {}
     for method in args.methods:

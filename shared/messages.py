@@ -107,6 +107,7 @@ class OrderView(Message):
 class CommandResult(Message):
     ok: bool
     status: int = 200  # an HTTP-like status the gateway can map directly
+    created: bool = False  # the command created this order just now (not a redelivery or a repeated key)
     detail: str | None = None
     order: OrderView | None = None
     event_id: UUID | None = None

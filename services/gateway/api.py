@@ -68,12 +68,12 @@ def request_hash(body: CheckoutIn) -> str:
     return hashlib.sha256(json.dumps(canonical).encode()).hexdigest()
 
 
-async def _order_response(request: Request, view: OrderView, status: int) -> Response:
+async def _order_response(request: Request, view: OrderView, status: int, just_held: bool = False) -> Response:
     if view.status is OrderStatus.REJECTED:
         reason = view.reason or "invalid_order"
         raise Problem(status, REJECTION_TITLES.get(reason, "Rejected"), view.detail or reason,
                       reason.replace("_", "-"), order_id=str(view.order_id), reason=reason)
-    payment_url = await payments_api.payment_url_for(request, view)
+    payment_url = await payments_api.payment_url_for(request, view, just_held=just_held)
     return JSONResponse(order_out(view, payment_url).model_dump(mode="json"), status_code=status)
 
 
@@ -151,7 +151,7 @@ async def checkout(
     if result.order is None or (not result.ok and result.order.status is not OrderStatus.REJECTED):
         raise Problem(result.status, "Checkout refused", result.detail or "refused", "checkout-refused",
                       order_id=str(order_id))
-    return await _order_response(request, result.order, result.status)
+    return await _order_response(request, result.order, result.status, just_held=result.created)
 
 
 async def _remember_requested(request: Request, order_id: UUID, user: User) -> None:

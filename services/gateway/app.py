@@ -43,7 +43,7 @@ class CorrelationMiddleware:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     logs.configure("gateway", settings.log_level, settings.log_json)
-    engine = make_engine(settings.database_url, pool_size=10)
+    engine = make_engine(settings.database_url, pool_size=20)
     bus = Bus(settings, "gateway")
     requester = Requester(bus)
     redis = aioredis.from_url(settings.redis_url)

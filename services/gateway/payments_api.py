@@ -50,18 +50,24 @@ def _provider(request: Request) -> PaymentProvider:
     return state.payment_provider  # type: ignore[no-any-return]
 
 
-async def payment_url_for(request: Request, view: OrderView) -> str | None:
-    """The signed URL of the order's current payment attempt, while the order is PENDING."""
+async def payment_url_for(request: Request, view: OrderView, just_held: bool = False) -> str | None:
+    """The signed URL of the order's current payment attempt, while the order is PENDING.
+
+    An order held by this very request can only be at attempt 1, which is derived from the order alone: the
+    hot path of a checkout makes no database read for it.
+    """
     if view.status is not OrderStatus.PENDING or view.expires_at is None or view.created_at is None:
         return None
-    async with request.app.state.engine.connect() as conn:
-        latest = (
-            await conn.execute(
-                text("SELECT attempt, status, created_at FROM read_api.payment_attempts WHERE order_id = :id "
-                     "ORDER BY attempt DESC LIMIT 1"),
-                {"id": view.order_id},
-            )
-        ).first()
+    latest = None
+    if not just_held:
+        async with request.app.state.engine.connect() as conn:
+            latest = (
+                await conn.execute(
+                    text("SELECT attempt, status, created_at FROM read_api.payment_attempts WHERE order_id = :id "
+                         "ORDER BY attempt DESC LIMIT 1"),
+                    {"id": view.order_id},
+                )
+            ).first()
     attempt, created_at = 1, view.created_at
     if latest is not None:
         if latest.status != "STARTED":  # paid, under review or abandoned: nothing more to pay

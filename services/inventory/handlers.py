@@ -65,7 +65,8 @@ class Inventory:
             reason = RejectReason(view.reason or RejectReason.INVALID_ORDER)
             result = CommandResult(ok=False, status=domain.http_status(reason), order=view, detail=view.detail)
         else:
-            result = CommandResult(ok=True, status=201 if view.status is OrderStatus.PENDING else 200, order=view)
+            result = CommandResult(ok=True, status=201 if view.status is OrderStatus.PENDING else 200, order=view,
+                                   created=outcome.created)
         await self.bus.reply(delivery, result)
 
     # --- release ----------------------------------------------------------------------------------
