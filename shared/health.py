@@ -48,3 +48,14 @@ async def serve(app: FastAPI, host: str, port: int) -> uvicorn.Server:
         if server.should_exit:
             raise RuntimeError(f"could not serve on {host}:{port}")
     return server
+
+
+async def serve_service_health(
+    service: str, host: str, port: int, checks: dict[str, ReadinessCheck]
+) -> uvicorn.Server | None:
+    """A consumer service's own /healthz, /readyz and /metrics on ``port`` (0 = none)."""
+    if not port:
+        return None
+    app = FastAPI(title=f"ticketing {service}")
+    app.include_router(health_router(checks))
+    return await serve(app, host, port)

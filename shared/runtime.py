@@ -9,7 +9,10 @@ from collections.abc import Awaitable, Callable
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared import logs
 from shared.messaging import Bus
+
+log = logs.get_logger(__name__)
 
 
 def run(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
@@ -28,6 +31,16 @@ def run(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
         uvloop.run(_runner())
     except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
         asyncio.run(_runner())
+
+
+async def every(seconds: float, job: Callable[[], Awaitable[object]], name: str) -> None:
+    """Run ``job`` forever, ``seconds`` apart; a failed run is logged and the next one still happens."""
+    while True:
+        try:
+            await job()
+        except Exception as exc:
+            log.warning("job_failed", job=name, error=repr(exc))
+        await asyncio.sleep(seconds)
 
 
 def database_check(engine: AsyncEngine) -> Callable[[], Awaitable[None]]:

@@ -25,6 +25,7 @@ from shared.settings import Settings, get_settings
 
 console = Console()
 DEMO_PREFIX = "demo."
+_DEMO_STARTED = time.time()
 
 
 def _free_port() -> int:
@@ -104,9 +105,14 @@ async def _run(settings: Settings, buyers: int, tickets: int, hold_seconds: int)
         paid = await _pay_some(client, sale.held_orders[cancelled:])
         sold = sum(sum(i["quantity"] for i in o["items"]) for o in paid)
         await _wait_for_expiry(client, event["event_id"], tickets - sold, hold_seconds)
+        found = await _search(client, "roi nuoc thang")
+        emails = await _wait_for_emails(settings, expected=len(sale.held_orders) - cancelled)
     lateness = await _release_lateness(settings, event["event_id"])
     _print_report(sale, cancelled, paid, lateness, tickets, buyers,
                   await _final_stock(client_base=base, event=event))
+    console.print(f"Search for [bold]'roi nuoc thang'[/bold] (typed without accents): {found}")
+    console.print(f"Emails in the local SMTP sink: [bold]{emails}[/bold] (tickets for the paid orders, a notice "
+                  "for each expired hold). See them with `.venv/bin/ticketing mail ls` / `mail show`.")
     return 0
 
 
@@ -199,6 +205,31 @@ async def _wait_for_expiry(client: httpx.AsyncClient, event_id: str, tickets: in
             if available == tickets:
                 return
             await asyncio.sleep(0.25)
+
+
+async def _search(client: httpx.AsyncClient, query: str) -> str:
+    r = await client.get("/search", params={"q": query})
+    if r.status_code != 200:
+        return f"HTTP {r.status_code}"
+    body = r.json()
+    titles = ", ".join(hit["title"] for hit in body["results"][:3])
+    return f"{body['total']} result(s) from the {body['source']}: {titles}"
+
+
+async def _wait_for_emails(settings: Settings, expected: int, timeout: float = 30.0) -> int:
+    """The mailer works asynchronously: wait (bounded) until the sink holds the expected emails."""
+    from services.mailer.sink import list_mail, sink_dir
+
+    path = sink_dir(settings)
+    before = time.monotonic()
+    count = 0
+    with console.status("Waiting for the ticket emails..."):
+        while time.monotonic() - before < timeout:
+            count = sum(1 for m in list_mail(path) if m.received.timestamp() >= _DEMO_STARTED)
+            if count >= expected:
+                break
+            await asyncio.sleep(0.5)
+    return count
 
 
 async def _release_lateness(settings: Settings, event_id: str) -> list[float]:

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.gateway.schemas import EventOut, EventSummary, TicketTypeOut
 from shared.messages import OrderView
-from shared.read_api import ORDER_COLUMNS, order_view
+from shared.read_api import ORDER_COLUMNS, fetch_event, order_view
 
 
 async def get_order(engine: AsyncEngine, order_id: UUID) -> tuple[OrderView, str] | None:
@@ -27,33 +27,19 @@ async def get_order(engine: AsyncEngine, order_id: UUID) -> tuple[OrderView, str
 
 async def get_event(engine: AsyncEngine, event_id: UUID) -> EventOut | None:
     async with engine.connect() as conn:
-        ev = (
-            await conn.execute(
-                text(
-                    "SELECT id, title, venue, city, starts_at, description, hold_seconds FROM read_api.events "
-                    "WHERE id = :id"
-                ),
-                {"id": event_id},
-            )
-        ).first()
-        if ev is None:
-            return None
-        types = await conn.execute(
-            text(
-                "SELECT id, name, price, capacity, per_user_limit, available FROM read_api.ticket_types "
-                "WHERE event_id = :id ORDER BY price, name"
-            ),
-            {"id": event_id},
-        )
-        return EventOut(
-            event_id=ev.id, title=ev.title, venue=ev.venue, city=ev.city, starts_at=ev.starts_at,
-            description=ev.description, hold_seconds=ev.hold_seconds,
-            ticket_types=[
-                TicketTypeOut(ticket_type_id=t.id, name=t.name, price=t.price, capacity=t.capacity,
-                              per_user_limit=t.per_user_limit, available=max(t.available, 0))
-                for t in types
-            ],
-        )
+        found = await fetch_event(conn, event_id)
+    if found is None:
+        return None
+    ev, types = found
+    return EventOut(
+        event_id=ev.id, title=ev.title, venue=ev.venue, city=ev.city, starts_at=ev.starts_at,
+        description=ev.description, hold_seconds=ev.hold_seconds,
+        ticket_types=[
+            TicketTypeOut(ticket_type_id=t.id, name=t.name, price=t.price, capacity=t.capacity,
+                          per_user_limit=t.per_user_limit, available=max(t.available, 0))
+            for t in types
+        ],
+    )
 
 
 async def list_upcoming_events(engine: AsyncEngine, limit: int, offset: int) -> list[EventSummary]:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from fastapi import FastAPI
-
 from services.inventory.handlers import Inventory
 from services.inventory.holds import HoldBatcher
 from services.inventory.sales import Sales
@@ -53,15 +51,6 @@ def build(settings: Settings) -> Inventory:
     return inventory
 
 
-async def sweeper(inventory: Inventory, interval: float) -> None:
-    while True:
-        try:
-            await inventory.sweep_overdue()
-        except Exception as exc:
-            log.warning("sweeper_failed", error=repr(exc))
-        await asyncio.sleep(interval)
-
-
 async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     settings = settings or get_settings()
     logs.configure("inventory", settings.log_level, settings.log_json)
@@ -70,16 +59,13 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     inventory.start()
     tasks = [
         asyncio.create_task(inventory.relay.run(), name="outbox-relay"),
-        asyncio.create_task(sweeper(inventory, settings.sweeper_interval_seconds), name="sweeper"),
+        asyncio.create_task(runtime.every(settings.sweeper_interval_seconds, inventory.sweep_overdue, "sweeper"),
+                            name="sweeper"),
     ]
-    server = None
-    if settings.inventory_port:
-        app = FastAPI(title="ticketing inventory")
-        app.include_router(health.health_router({
-            "database": runtime.database_check(inventory.engine),
-            "rabbitmq": runtime.broker_check(inventory.bus),
-        }))
-        server = await health.serve(app, settings.gateway_host, settings.inventory_port)
+    server = await health.serve_service_health("inventory", settings.gateway_host, settings.inventory_port, {
+        "database": runtime.database_check(inventory.engine),
+        "rabbitmq": runtime.broker_check(inventory.bus),
+    })
     log.info("inventory_started", prefix=settings.prefix)
     await stop.wait()
     log.info("inventory_stopping")

@@ -22,7 +22,7 @@ from shared.messages import (
     StockChanged,
     TicketTypeInfo,
 )
-from shared.read_api import ORDER_COLUMNS, order_view
+from shared.read_api import ORDER_COLUMNS, fetch_event, order_view
 
 _STOCK_COLUMNS = """
     t.id, t.event_id, t.price, t.capacity, t.held, t.sold, t.per_user_limit, e.hold_seconds, e.starts_at
@@ -346,24 +346,11 @@ async def event_exists(conn: AsyncConnection, event_id: UUID) -> bool:
 
 
 async def load_event_info(conn: AsyncConnection, event_id: UUID) -> EventInfo | None:
-    ev = (
-        await conn.execute(
-            text(
-                "SELECT id, title, venue, city, starts_at, description, hold_seconds FROM inventory.events "
-                "WHERE id = :id"
-            ),
-            {"id": event_id},
-        )
-    ).first()
-    if ev is None:
+    """The event as published in catalog events (read through inventory's own read_api views)."""
+    found = await fetch_event(conn, event_id)
+    if found is None:
         return None
-    types = await conn.execute(
-        text(
-            "SELECT id, name, price, capacity, per_user_limit FROM inventory.ticket_types "
-            "WHERE event_id = :id ORDER BY price, name"
-        ),
-        {"id": event_id},
-    )
+    ev, types = found
     return EventInfo(
         event_id=ev.id, title=ev.title, venue=ev.venue, city=ev.city, starts_at=ev.starts_at,
         description=ev.description, hold_seconds=ev.hold_seconds,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import aio_pika
-from fastapi import FastAPI
 
 from services.mailer.handlers import Mailer
 from services.mailer.sender import SmtpConfig, SmtpSender
@@ -56,14 +55,10 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     })
     await declare(settings, wq)
     await bus.start()
-    server = None
-    if settings.mailer_port:
-        app = FastAPI(title="ticketing mailer")
-        app.include_router(health.health_router({
-            "database": runtime.database_check(engine),
-            "rabbitmq": runtime.broker_check(bus),
-        }))
-        server = await health.serve(app, settings.gateway_host, settings.mailer_port)
+    server = await health.serve_service_health("mailer", settings.gateway_host, settings.mailer_port, {
+        "database": runtime.database_check(engine),
+        "rabbitmq": runtime.broker_check(bus),
+    })
     log.info("mailer_started", prefix=settings.prefix, smtp=f"{config.host}:{config.port}",
              retry_delays=list(wq.retry_delays))
     await stop.wait()

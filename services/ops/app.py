@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import FastAPI
 from sqlalchemy import text
 
 from services.ops.keeper import Keeper
@@ -22,22 +21,18 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     keeper = Keeper(settings, engine)
     await keeper.start()
     reporter = asyncio.create_task(keeper.report_depths(15.0), name="dlq-depths")
-    server = None
-    if settings.ops_port:
-        app = FastAPI(title="ticketing ops")
 
-        async def broker_check() -> None:
-            if keeper.connection is None or keeper.connection.is_closed:
-                raise ConnectionError("RabbitMQ is not reachable")
+    async def broker_check() -> None:
+        if keeper.connection is None or keeper.connection.is_closed:
+            raise ConnectionError("RabbitMQ is not reachable")
 
-        async def table_check() -> None:
-            async with engine.connect() as conn:
-                await conn.execute(text("SELECT 1 FROM ops.dead_letters LIMIT 1"))
+    async def table_check() -> None:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1 FROM ops.dead_letters LIMIT 1"))
 
-        app.include_router(health.health_router({
-            "database": runtime.database_check(engine), "rabbitmq": broker_check, "ops_schema": table_check,
-        }))
-        server = await health.serve(app, settings.gateway_host, settings.ops_port)
+    server = await health.serve_service_health("ops", settings.gateway_host, settings.ops_port, {
+        "database": runtime.database_check(engine), "rabbitmq": broker_check, "ops_schema": table_check,
+    })
     await stop.wait()
     log.info("ops_stopping")
     reporter.cancel()

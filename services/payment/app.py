@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
-
-from fastapi import FastAPI
 
 from services.payment import providers
 from services.payment.handlers import Payments
@@ -36,15 +33,6 @@ def build(settings: Settings) -> Payments:
     return payments
 
 
-async def every(seconds: float, job: Callable[[], Awaitable[object]], name: str) -> None:
-    while True:
-        try:
-            await job()
-        except Exception as exc:
-            log.warning("job_failed", job=name, error=repr(exc))
-        await asyncio.sleep(seconds)
-
-
 async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     settings = settings or get_settings()
     logs.configure("payment", settings.log_level, settings.log_json)
@@ -52,19 +40,15 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     await payments.bus.start(declare_services=("payment",))
     tasks = [
         asyncio.create_task(payments.relay.run(), name="outbox-relay"),
-        asyncio.create_task(every(settings.payment_reconcile_interval_seconds, payments.reconcile_once,
+        asyncio.create_task(runtime.every(settings.payment_reconcile_interval_seconds, payments.reconcile_once,
                                   "reconcile"), name="reconcile"),
-        asyncio.create_task(every(settings.payment_refund_retry_seconds, payments.refund_due, "refunds"),
+        asyncio.create_task(runtime.every(settings.payment_refund_retry_seconds, payments.refund_due, "refunds"),
                             name="refunds"),
     ]
-    server = None
-    if settings.payment_port:
-        app = FastAPI(title="ticketing payment")
-        app.include_router(health.health_router({
-            "database": runtime.database_check(payments.engine),
-            "rabbitmq": runtime.broker_check(payments.bus),
-        }))
-        server = await health.serve(app, settings.gateway_host, settings.payment_port)
+    server = await health.serve_service_health("payment", settings.gateway_host, settings.payment_port, {
+        "database": runtime.database_check(payments.engine),
+        "rabbitmq": runtime.broker_check(payments.bus),
+    })
     log.info("payment_started", prefix=settings.prefix)
     await stop.wait()
     log.info("payment_stopping")

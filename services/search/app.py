@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 
 import redis.asyncio as aioredis
-from fastapi import FastAPI
 
 from services.search import rebuild, store
 from services.search.cache import EventCache
@@ -81,19 +80,15 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     bus, handlers = build(settings)
     await bus.start(declare_services=("search",))
     task = asyncio.create_task(monitor(handlers, settings.search_check_interval_seconds), name="index-monitor")
-    server = None
-    if settings.search_port:
-        app = FastAPI(title="ticketing search")
 
-        async def redis_check() -> None:
-            await handlers.redis.ping()
+    async def redis_check() -> None:
+        await handlers.redis.ping()
 
-        app.include_router(health.health_router({
-            "database": runtime.database_check(handlers.engine),
-            "rabbitmq": runtime.broker_check(bus),
-            "redis": redis_check,
-        }))
-        server = await health.serve(app, settings.gateway_host, settings.search_port)
+    server = await health.serve_service_health("search", settings.gateway_host, settings.search_port, {
+        "database": runtime.database_check(handlers.engine),
+        "rabbitmq": runtime.broker_check(bus),
+        "redis": redis_check,
+    })
     log.info("search_started", prefix=settings.prefix)
     await stop.wait()
     log.info("search_stopping")
