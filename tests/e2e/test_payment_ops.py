@@ -3,6 +3,9 @@ HTTP, a refused refund is listed and retried; every action goes gateway -> Rabbi
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
 import uuid
 from typing import Any
 
@@ -160,3 +163,28 @@ async def test_payment_operations_are_admin_only(stack: Stack) -> None:
             assert r.status_code == 403, (path, r.text)
             assert r.headers["content-type"].startswith("application/problem+json")
     assert await stack.db.fetchval("SELECT count(*) FROM payment.op_audit WHERE actor = 'user:not-an-admin'") == 0
+
+
+async def ticketing_cli(stack: Stack, *args: str) -> tuple[int, str]:
+    """Run `ticketing payments ...` as an operator would, against this run's broker and prefix."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ticketing.cli", "payments", *args, env=stack.env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await proc.communicate()
+    return proc.returncode or 0, out.decode()
+
+
+async def test_cli_lists_and_accepts_a_review(stack: Stack) -> None:
+    _, order, ref = await held_for_review(stack, "cli-reviewed-buyer")
+
+    code, out = await ticketing_cli(stack, "review", "ls", "--json", "--actor", "ops-oncall")
+    assert code == 0, out
+    assert ref in [row["txn_ref"] for row in json.loads(out)]
+    code, out = await ticketing_cli(stack, "review", "accept", ref, "--actor", "ops-oncall")
+    assert code == 0, out
+    await wait_status(stack, order["order_id"], "PAID")
+    code, out = await ticketing_cli(stack, "review", "accept", ref, "--actor", "ops-oncall")
+    assert code == 1 and "409" in out, out
+    code, out = await ticketing_cli(stack, "refunds", "ls", "--json", "--actor", "ops-oncall")
+    assert code == 0 and ref not in out, out
+    assert await audit(stack, ref) == [("cli:ops-oncall", "accept", "accepted"), ("cli:ops-oncall", "accept", "no_op")]
