@@ -188,3 +188,17 @@ async def test_cli_lists_and_accepts_a_review(stack: Stack) -> None:
     code, out = await ticketing_cli(stack, "refunds", "ls", "--json", "--actor", "ops-oncall")
     assert code == 0 and ref not in out, out
     assert await audit(stack, ref) == [("cli:ops-oncall", "accept", "accepted"), ("cli:ops-oncall", "accept", "no_op")]
+
+
+async def test_accepting_a_review_after_the_stock_is_gone_refunds_it(stack: Stack) -> None:
+    tt, order, ref = await held_for_review(stack, "reviewed-too-late", capacity=1, hold_seconds=3)
+    await wait_status(stack, order["order_id"], "EXPIRED")
+    winner = await checkout(stack, "bought-meanwhile", tt, 1)
+    await pay_with_simulator(winner["payment_url"])
+    await wait_status(stack, winner["order_id"], "PAID")
+
+    r = await admin(stack, "POST", f"/review/{ref}/accept")  # inventory's late-sale rule decides: no stock
+    assert r.status_code == 200, r.text
+    await wait_status(stack, order["order_id"], "REFUNDED")
+    assert (await sim_txn(stack, ref))["refunded"] is True
+    assert await stack.stock(tt) == (1, 0, 1)
