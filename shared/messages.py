@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -111,6 +111,7 @@ class CommandResult(Message):
     detail: str | None = None
     order: OrderView | None = None
     event_id: UUID | None = None
+    items: list[dict[str, Any]] | None = None  # rows a listing command answers with (payment operator actions)
 
 
 # --- events ---------------------------------------------------------------------------------------
@@ -242,6 +243,23 @@ class PaymentRefunded(Message):
     amount: int  # integer VND
     refunded_at: datetime
     detail: str = ""
+
+
+class PaymentOpAction(enum.StrEnum):
+    LIST_REVIEW = "list_review"
+    ACCEPT = "accept"
+    REJECT = "reject"
+    LIST_FAILED_REFUNDS = "list_failed_refunds"
+    RETRY_REFUND = "retry_refund"
+
+
+class PaymentOp(Message):
+    """An operator's command to the payment service (command.payment_op, request/reply): who asks what."""
+
+    action: PaymentOpAction
+    actor: str = Field(min_length=1, max_length=200)
+    target: str = Field("", max_length=64)  # a txn_ref; empty for listings
+    limit: int = Field(100, ge=1, le=1000)
 
 
 CreateEvent.model_rebuild()

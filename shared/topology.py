@@ -33,6 +33,8 @@ CANCEL_ORDER = "command.cancel_order"
 PAYMENT_NOTIFIED = "payment.notified"
 PAYMENT_SUCCEEDED = "payment.succeeded"
 PAYMENT_REFUNDED = "payment.refunded"
+# Payment operator actions (review accept/reject, refund retry, listings): request/reply to the payment service.
+PAYMENT_OP = "command.payment_op"
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ INVENTORY_HOLD_EXPIRY = WorkQueue("inventory", "inventory.hold-expiry", (HOLD_EX
 INVENTORY_PAYMENTS = WorkQueue("inventory", "inventory.payments", (PAYMENT_SUCCEEDED, PAYMENT_REFUNDED))
 PAYMENT_NOTIFICATIONS = WorkQueue("payment", "payment.notifications", (PAYMENT_NOTIFIED,))
 PAYMENT_ORDERS = WorkQueue("payment", "payment.orders", (ORDER_HELD, ORDER_REFUND_PENDING))
+PAYMENT_COMMANDS = WorkQueue("payment", "payment.commands", (PAYMENT_OP,))
 # Search: catalog changes written through to the index; stock changes refresh availability.
 SEARCH_CATALOG = WorkQueue("search", "search.catalog", (EVENT_CREATED, TICKET_TYPE_ADDED, STOCK_CHANGED))
 
@@ -95,7 +98,7 @@ MAILER_NOTIFICATIONS = mailer_notifications()
 
 SERVICE_QUEUES: dict[str, tuple[WorkQueue, ...]] = {
     "inventory": (INVENTORY_CHECKOUT, INVENTORY_COMMANDS, INVENTORY_HOLD_EXPIRY, INVENTORY_PAYMENTS),
-    "payment": (PAYMENT_NOTIFICATIONS, PAYMENT_ORDERS),
+    "payment": (PAYMENT_NOTIFICATIONS, PAYMENT_ORDERS, PAYMENT_COMMANDS),
     "mailer": (MAILER_NOTIFICATIONS,),
     "search": (SEARCH_CATALOG,),
 }

@@ -10,6 +10,7 @@ import click
 
 from services.mailer.cli import mail_group
 from services.ops.cli import dlq_group
+from services.payment.cli import payments_group
 from services.search.cli import search as search_group
 from shared import migrate
 from shared.db import create_database_if_missing
@@ -95,6 +96,7 @@ def demo(buyers: int, tickets: int, hold_seconds: int) -> None:
 main.add_command(mail_group)
 main.add_command(dlq_group)
 main.add_command(search_group)
+main.add_command(payments_group)
 
 if __name__ == "__main__":
     main()

@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.gateway import api, ops_api, payments_api, problems, search_api
+from services.gateway import api, ops_api, payments_admin_api, payments_api, problems, search_api
 from services.gateway.requests import Requester
 from shared import health, logs, runtime
 from shared.db import make_engine
@@ -73,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api.router)
     app.include_router(payments_api.router)
     app.include_router(ops_api.router)
+    app.include_router(payments_admin_api.router)
     app.include_router(search_api.router)
 
     async def redis_check() -> None:

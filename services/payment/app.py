@@ -7,9 +7,10 @@ import contextlib
 
 from services.payment import providers
 from services.payment.handlers import Payments
+from services.payment.ops import PaymentOps
 from shared import health, logs, runtime, topology
 from shared.db import make_engine
-from shared.messages import OrderHeld, OrderRefunded, PaymentNotified
+from shared.messages import OrderHeld, OrderRefunded, PaymentNotified, PaymentOp
 from shared.messaging import Bus, Route
 from shared.outbox import OutboxRelay
 from shared.settings import Settings, get_settings
@@ -29,6 +30,9 @@ def build(settings: Settings) -> Payments:
     bus.consume(topology.PAYMENT_ORDERS, {
         topology.ORDER_HELD: Route(OrderHeld, payments.on_order_held),
         topology.ORDER_REFUND_PENDING: Route(OrderRefunded, payments.on_refund_pending),
+    })
+    bus.consume(topology.PAYMENT_COMMANDS, {
+        topology.PAYMENT_OP: Route(PaymentOp, PaymentOps(payments).on_payment_op),
     })
     return payments
 

@@ -10,3 +10,6 @@ PAYMENT_RESULTS = Counter(
 IPN_ANSWERS = Counter("ticketing_payment_ipn_answers_total", "IPN answers given, by RspCode", ["code"])
 RECONCILE_QUERIES = Counter("ticketing_payment_reconcile_queries_total", "querydr calls, by result", ["status"])
 REFUNDS = Counter("ticketing_payment_refunds_total", "Refund calls, by result", ["status"])
+OPERATOR_ACTIONS = Counter(
+    "ticketing_payment_operator_actions_total", "Payment operator actions, by action and result", ["action", "result"]
+)

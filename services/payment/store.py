@@ -128,7 +128,9 @@ async def paid_transaction(conn: AsyncConnection, order_id: UUID) -> Paid | None
             text(
                 "SELECT t.provider, t.txn_ref, t.amount, t.provider_txn_no, a.created_at FROM payment.transactions t "
                 "JOIN payment.attempts a ON a.txn_ref = t.txn_ref "
-                "WHERE t.order_id = :id AND t.outcome = 'SUCCEEDED' ORDER BY t.recorded_at LIMIT 1"
+                # A review an operator accepted is a success too (its refund, if the stock is gone, is owed).
+                "WHERE t.order_id = :id AND (t.outcome = 'SUCCEEDED' OR a.status = 'ACCEPTED') "
+                "ORDER BY t.recorded_at LIMIT 1"
             ),
             {"id": order_id},
         )

@@ -45,6 +45,7 @@ class Fault(BaseModel):
     hide_from_query: bool = False  # querydr answers 91 (not found) for it
     refund_delay_seconds: float = Field(0.0, ge=0, le=30)
     refund_answer_lost: bool = False  # refund, then fail the HTTP answer once (the caller must find out)
+    refund_refused: bool = False  # answer a refund with 95 (refused), as an operator's retry case needs
 
 
 class AnswerLost(Exception):
@@ -204,7 +205,10 @@ class Simulator:
             await asyncio.sleep(fault.refund_delay_seconds)
         if txn is None:
             return self._answer(body, "91", "Transaction not found", None, response_fields)
-        if txn.transaction_status != "00":
+        if fault.refund_refused:
+            return self._answer(body, "95", "Refund refused", txn, response_fields, "02")
+        # 07 (suspected fraud) took the money as 00 did: both can be refunded.
+        if txn.transaction_status not in ("00", "07"):
             return self._answer(body, "95", "Payment not successful, refund refused", txn, response_fields, "02")
         if txn.refunded:
             return self._answer(body, "94", "Refund already requested", txn, response_fields, "02")

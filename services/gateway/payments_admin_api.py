@@ -1,0 +1,78 @@
+"""Admin-only payment operations over HTTP (/admin/payments): the same actions as `ticketing payments`.
+
+The gateway owns no payment tables: each call is a ``command.payment_op`` to the payment service (request/reply
+over RabbitMQ), which applies it with a guarded UPDATE and audits it under the caller's name.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request
+
+from services.gateway.auth import AdminUser, User
+from services.gateway.problems import Problem
+from shared import topology
+from shared.messages import CommandResult, PaymentOp, PaymentOpAction
+
+router = APIRouter(prefix="/admin/payments", tags=["payment operations"])
+
+# A reject or retry waits for the provider's refund answer (its own timeout is a few seconds).
+OP_WAIT_SECONDS = 20.0
+TxnRef = Annotated[str, Path(pattern=r"^[A-Za-z0-9]{1,64}$", description="The provider reference (vnp_TxnRef)")]
+_KINDS = {404: "not-found", 409: "conflict", 502: "provider-refused"}
+
+
+async def _op(
+    request: Request, user: User, action: PaymentOpAction, target: str = "", limit: int = 100
+) -> CommandResult:
+    state = request.app.state
+    cmd = PaymentOp(action=action, actor=f"user:{user.id}", target=target, limit=limit)
+    try:
+        result: CommandResult | None = await state.requester.request(
+            topology.PAYMENT_OP, cmd, message_id=f"payment-op:{uuid.uuid4().hex}", timeout=OP_WAIT_SECONDS)
+    except Exception as exc:  # the broker refused or is unreachable: nothing was accepted
+        raise Problem(503, "Service unavailable", f"could not queue the request: {type(exc).__name__}",
+                      "unavailable") from exc
+    if result is None:
+        # The command is durable and will be applied; its outcome shows in the lists and the audit table.
+        raise Problem(504, "Timed out", "the payment service has not answered yet; check the list again", "timeout")
+    if not result.ok:
+        raise Problem(result.status, "Refused" if result.status != 502 else "Provider refused",
+                      result.detail or "refused", _KINDS.get(result.status, "refused"), items=result.items or [])
+    return result
+
+
+@router.get("/review")
+async def review(request: Request, user: AdminUser, limit: int = Query(100, ge=1, le=1000)) -> list[dict[str, Any]]:
+    """Payment attempts held for review (VNPAY 07: money taken, order not paid)."""
+    return (await _op(request, user, PaymentOpAction.LIST_REVIEW, limit=limit)).items or []
+
+
+@router.post("/review/{txn_ref}/accept")
+async def accept(request: Request, txn_ref: TxnRef, user: AdminUser) -> dict[str, Any]:
+    """Apply the payment as a success (PAID, or a late sale's refund when the stock is gone). 409 if decided."""
+    result = await _op(request, user, PaymentOpAction.ACCEPT, txn_ref)
+    return {"detail": result.detail, **(result.items or [{}])[0]}
+
+
+@router.post("/review/{txn_ref}/reject")
+async def reject(request: Request, txn_ref: TxnRef, user: AdminUser) -> dict[str, Any]:
+    """Refund the payment in full; the order is untouched and its hold expires. 409 if decided."""
+    result = await _op(request, user, PaymentOpAction.REJECT, txn_ref)
+    return {"detail": result.detail, **(result.items or [{}])[0]}
+
+
+@router.get("/refunds/failed")
+async def failed_refunds(request: Request, user: AdminUser,
+                         limit: int = Query(100, ge=1, le=1000)) -> list[dict[str, Any]]:
+    """Refunds the provider refused (late payments) or that failed (rejected reviews)."""
+    return (await _op(request, user, PaymentOpAction.LIST_FAILED_REFUNDS, limit=limit)).items or []
+
+
+@router.post("/refunds/{txn_ref}/retry")
+async def retry_refund(request: Request, txn_ref: TxnRef, user: AdminUser) -> dict[str, Any]:
+    """Ask the provider again; 502 (problem) if it still refuses, 409 if the refund is not failed."""
+    result = await _op(request, user, PaymentOpAction.RETRY_REFUND, txn_ref)
+    return {"detail": result.detail, **(result.items or [{}])[0]}

@@ -1,0 +1,129 @@
+"""`ticketing payments ...`: the payment operator actions (reviews held for fraud, refused refunds).
+
+The CLI reaches the payment service as the gateway does: a ``command.payment_op`` over RabbitMQ and a wait for
+the answer on a private reply queue. It never writes a payment table; the service audits under --actor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import os
+import socket
+import uuid
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from services.gateway.requests import Requester
+from shared import topology
+from shared.messages import CommandResult, PaymentOp, PaymentOpAction
+from shared.messaging import Bus
+from shared.settings import get_settings
+
+console = Console()
+WAIT_SECONDS = 20.0  # a reject or retry waits for the provider's refund answer
+
+
+def _default_actor() -> str:
+    return f"{os.environ.get('USER') or getpass.getuser()}@{socket.gethostname()}"
+
+
+actor_option = click.option("--actor", default=_default_actor, show_default="$USER@host",
+                            help="Who is acting (recorded in payment.op_audit).")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+async def _request(action: PaymentOpAction, actor: str, target: str = "", limit: int = 100) -> CommandResult:
+    bus = Bus(get_settings(), "payments-cli")
+    requester = Requester(bus)  # subscribes its reply queue before the broker starts
+    await bus.start()
+    try:
+        result = await requester.request(
+            topology.PAYMENT_OP, PaymentOp(action=action, actor=f"cli:{actor}", target=target, limit=limit),
+            message_id=f"payment-op:{uuid.uuid4().hex}", timeout=WAIT_SECONDS)
+    finally:
+        await bus.stop()
+    if result is None:
+        raise click.ClickException("no answer from the payment service yet (the command is queued; check `ls`)")
+    return result
+
+
+def _run(action: PaymentOpAction, actor: str, target: str = "", limit: int = 100) -> CommandResult:
+    result = asyncio.run(_request(action, actor, target, limit))
+    if not result.ok:
+        raise click.ClickException(f"{result.status}: {result.detail}")
+    return result
+
+
+def _emit(rows: list[dict[str, Any]], columns: list[str], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(rows, default=str, indent=2, ensure_ascii=False))
+        return
+    table = Table(*columns)
+    for r in rows:
+        table.add_row(*(str(r.get(c, "") if r.get(c) is not None else "") for c in columns))
+    console.print(table)
+
+
+@click.group("payments")
+def payments_group() -> None:
+    """Payment operator actions: reviews (VNPAY 07) and refused refunds."""
+
+
+@payments_group.group("review")
+def review_group() -> None:
+    """Payments held for review: money taken, order not paid until an operator decides."""
+
+
+@review_group.command("ls")
+@click.option("--limit", default=100, show_default=True)
+@actor_option
+@json_option
+def review_ls(limit: int, actor: str, as_json: bool) -> None:
+    """List the attempts held for review."""
+    rows = _run(PaymentOpAction.LIST_REVIEW, actor, limit=limit).items or []
+    _emit(rows, ["txn_ref", "order_id", "amount", "response_code", "order_status", "expires_at", "held_since"],
+          as_json)
+
+
+@review_group.command("accept")
+@click.argument("txn_ref")
+@actor_option
+def review_accept(txn_ref: str, actor: str) -> None:
+    """Apply the payment as a success (PAID, or refunded if the stock is gone)."""
+    click.echo(_run(PaymentOpAction.ACCEPT, actor, txn_ref).detail)
+
+
+@review_group.command("reject")
+@click.argument("txn_ref")
+@actor_option
+def review_reject(txn_ref: str, actor: str) -> None:
+    """Refund the payment in full; the order's hold expires as usual."""
+    click.echo(_run(PaymentOpAction.REJECT, actor, txn_ref).detail)
+
+
+@payments_group.group("refunds")
+def refunds_group() -> None:
+    """Refunds the provider refused or that failed."""
+
+
+@refunds_group.command("ls")
+@click.option("--limit", default=100, show_default=True)
+@actor_option
+@json_option
+def refunds_ls(limit: int, actor: str, as_json: bool) -> None:
+    """List failed or refused refunds."""
+    rows = _run(PaymentOpAction.LIST_FAILED_REFUNDS, actor, limit=limit).items or []
+    _emit(rows, ["kind", "txn_ref", "order_id", "amount", "status", "tries", "detail"], as_json)
+
+
+@refunds_group.command("retry")
+@click.argument("txn_ref")
+@actor_option
+def refunds_retry(txn_ref: str, actor: str) -> None:
+    """Ask the provider for the refund again."""
+    click.echo(_run(PaymentOpAction.RETRY_REFUND, actor, txn_ref).detail)

@@ -1,0 +1,148 @@
+"""Payment operator actions, owned by the payment service (the only writer of the payment schema).
+
+Reached by ``command.payment_op`` (request/reply) from the gateway's /admin/payments endpoints and from
+``ticketing payments``. Every action is audited in ``payment.op_audit``, no-ops and refusals included.
+
+* accept a REVIEW attempt: applied exactly as a successful payment, i.e. the same ``payment.succeeded`` (same
+  message id) the IPN path would have published, so inventory's on-time and late-sale rules decide the order;
+* reject a REVIEW attempt: the provider is asked to refund that transaction in full; the order is untouched
+  (its hold expires as usual);
+* retry a refund the provider refused or that failed (late-payment refunds and review refunds alike).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from services.payment import ops_store, store
+from services.payment.handlers import Payments
+from services.payment.metrics import OPERATOR_ACTIONS, REFUNDS
+from services.payment.providers.base import RefundRequest, RefundResult, RefundStatus
+from shared import logs, outbox, topology
+from shared.messages import CommandResult, PaymentOp, PaymentOpAction, PaymentSucceeded
+from shared.messaging import Delivery
+from shared.outbox import Outgoing
+
+log = logs.get_logger(__name__)
+
+
+@dataclass
+class PaymentOps:
+    payments: Payments
+
+    async def on_payment_op(self, msg: PaymentOp, delivery: Delivery) -> None:
+        result = await self.handle(msg)
+        OPERATOR_ACTIONS.labels(action=msg.action.value, result=str(result.status)).inc()
+        await self.payments.bus.reply(delivery, result)
+
+    async def handle(self, msg: PaymentOp) -> CommandResult:
+        match msg.action:
+            case PaymentOpAction.LIST_REVIEW:
+                async with self.payments.engine.connect() as conn:
+                    return CommandResult(ok=True, items=await ops_store.in_review(conn, msg.limit))
+            case PaymentOpAction.LIST_FAILED_REFUNDS:
+                async with self.payments.engine.connect() as conn:
+                    return CommandResult(ok=True, items=await ops_store.failed_refunds(conn, msg.limit))
+            case PaymentOpAction.ACCEPT:
+                return await self.accept(msg.actor, msg.target)
+            case PaymentOpAction.REJECT:
+                return await self.reject(msg.actor, msg.target)
+            case PaymentOpAction.RETRY_REFUND:
+                return await self.retry_refund(msg.actor, msg.target)
+        raise AssertionError(msg.action)  # pragma: no cover (the enum is exhaustive)
+
+    async def _not_in_review(self, conn: Any, actor: str, action: str, txn_ref: str) -> CommandResult:
+        status = await ops_store.attempt_status(conn, txn_ref)
+        if status is None:
+            await ops_store.audit(conn, actor, action, txn_ref, "not_found")
+            return CommandResult(ok=False, status=404, detail=f"no payment attempt {txn_ref}")
+        await ops_store.audit(conn, actor, action, txn_ref, "no_op", f"attempt is {status}")
+        return CommandResult(ok=False, status=409, detail=f"attempt {txn_ref} is {status}, not REVIEW")
+
+    async def accept(self, actor: str, txn_ref: str) -> CommandResult:
+        async with self.payments.engine.begin() as conn:
+            d = await ops_store.decide(conn, txn_ref, "ACCEPTED")
+            if d is None:
+                return await self._not_in_review(conn, actor, "accept", txn_ref)
+            # Same event and message id as an IPN success: inventory cannot tell (and need not) that a human
+            # decided, and a duplicate is deduplicated like any other.
+            paid_at = d.paid_at or await store.now(conn)
+            await outbox.add(conn, "payment", [Outgoing.event(
+                topology.PAYMENT_SUCCEEDED,
+                PaymentSucceeded(order_id=d.order_id, provider=d.provider, txn_ref=d.txn_ref, amount=d.amount,
+                                 provider_txn_no=d.provider_txn_no, paid_at=paid_at),
+                f"payment-succeeded:{d.provider}:{d.txn_ref}",
+            )])
+            await ops_store.audit(conn, actor, "accept", txn_ref, "accepted", f"order {d.order_id}")
+        self.payments.relay.wake()
+        log.info("review_accepted", txn_ref=txn_ref, order_id=str(d.order_id), actor=actor)
+        return CommandResult(ok=True, detail="accepted: applied as a successful payment",
+                             items=[{"txn_ref": txn_ref, "order_id": str(d.order_id), "attempt_status": "ACCEPTED"}])
+
+    async def reject(self, actor: str, txn_ref: str) -> CommandResult:
+        async with self.payments.engine.begin() as conn:
+            d = await ops_store.decide(conn, txn_ref, "REJECTED")
+            if d is None:
+                return await self._not_in_review(conn, actor, "reject", txn_ref)
+            # Recorded before the provider is called: a crash in between leaves a REQUESTED row that the failed
+            # list shows once stale, so the refund is never forgotten.
+            await ops_store.request_review_refund(conn, d)
+            await ops_store.audit(conn, actor, "reject", txn_ref, "rejected", f"order {d.order_id}")
+        log.info("review_rejected", txn_ref=txn_ref, order_id=str(d.order_id), actor=actor)
+        status, detail = await self._refund_review(actor, txn_ref)
+        return CommandResult(ok=True, detail=f"rejected; refund {status}: {detail}",
+                             items=[{"txn_ref": txn_ref, "order_id": str(d.order_id), "attempt_status": "REJECTED",
+                                     "refund_status": status, "refund_detail": detail}])
+
+    async def _refund_review(self, actor: str, txn_ref: str) -> tuple[str, str]:
+        """Ask the provider to refund a rejected review (the row is REQUESTED and ours); record the outcome."""
+        async with self.payments.engine.connect() as conn:
+            d = await ops_store.review_refund_request(conn, txn_ref)
+        assert d is not None
+        provider = self.payments.providers[d.provider]
+        try:
+            result = await provider.refund(RefundRequest(d.txn_ref, d.amount, d.provider_txn_no, d.created_at,
+                                                         "rejected after review"))
+            if result.status is RefundStatus.IN_PROGRESS:  # "already requested": was our earlier try answered?
+                known = await provider.query(d.txn_ref, d.created_at)
+                if known.refunded:
+                    result = RefundResult(RefundStatus.CONFIRMED, "refund confirmed by querydr", result.raw)
+        except Exception as exc:  # recorded as FAILED so an operator sees it and can retry
+            result = RefundResult(RefundStatus.ERROR, f"{type(exc).__name__}: {exc}")
+        REFUNDS.labels(status=result.status.value).inc()
+        status = "CONFIRMED" if result.status is RefundStatus.CONFIRMED else "FAILED"
+        detail = result.detail or result.status.value
+        async with self.payments.engine.begin() as conn:
+            await ops_store.finish_review_refund(conn, txn_ref, status, detail, result.raw)
+            await ops_store.audit(conn, actor, "refund", txn_ref, status.lower(), detail)
+        if status == "FAILED":
+            log.error("review_refund_failed", txn_ref=txn_ref, detail=detail)
+        return status, detail
+
+    async def retry_refund(self, actor: str, txn_ref: str) -> CommandResult:
+        async with self.payments.engine.begin() as conn:
+            claimed = await ops_store.claim_review_refund_retry(conn, txn_ref)
+            order_id = None if claimed else await ops_store.reopen_refused_refund(conn, txn_ref)
+            if not claimed and order_id is None:
+                current = (await ops_store.review_refund_status(conn, txn_ref)
+                           or await ops_store.refund_status(conn, txn_ref))
+                if current is None:
+                    await ops_store.audit(conn, actor, "retry_refund", txn_ref, "not_found")
+                    return CommandResult(ok=False, status=404, detail=f"no refund for {txn_ref}")
+                await ops_store.audit(conn, actor, "retry_refund", txn_ref, "no_op", f"refund is {current[0]}")
+                return CommandResult(ok=False, status=409, detail=f"refund of {txn_ref} is {current[0]}, not failed")
+            await ops_store.audit(conn, actor, "retry_refund", txn_ref, "retrying")
+        if claimed:
+            status, detail = await self._refund_review(actor, txn_ref)
+        else:
+            # A late-payment refund goes back through the normal path (which tells inventory when confirmed).
+            assert order_id is not None
+            await self.payments.refund_due(order_id=order_id)
+            async with self.payments.engine.begin() as conn:
+                status, detail = await ops_store.refund_status(conn, txn_ref) or ("UNKNOWN", "")
+                await ops_store.audit(conn, actor, "refund", txn_ref, status.lower(), detail)
+        ok = status == "CONFIRMED"
+        return CommandResult(ok=ok, status=200 if ok else 502, detail=f"refund {status}: {detail}",
+                             items=[{"txn_ref": txn_ref, "refund_status": status, "refund_detail": detail}])
+
