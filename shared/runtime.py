@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import Awaitable, Callable
 
+import uvicorn
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared import logs
 from shared.messaging import Bus
+from shared.outbox import OutboxRelay
 
 log = logs.get_logger(__name__)
 
@@ -41,6 +44,33 @@ async def every(seconds: float, job: Callable[[], Awaitable[object]], name: str)
         except Exception as exc:
             log.warning("job_failed", job=name, error=repr(exc))
         await asyncio.sleep(seconds)
+
+
+async def stop_outbox_service(
+    *,
+    bus: Bus,
+    relay: OutboxRelay,
+    engine: AsyncEngine,
+    tasks: list[asyncio.Task[None]],
+    server: uvicorn.Server | None,
+    after_consumers: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Graceful stop of a service that publishes through an outbox: stop consuming (in-flight handlers finish
+    and ack), stop its background jobs, relay whatever is still in the outbox, then close the health server
+    and the database pool."""
+    await bus.stop()
+    if after_consumers is not None:
+        await after_consumers()
+    relay.stop()
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    with contextlib.suppress(Exception):
+        await relay.drain_once()
+    if server is not None:
+        server.should_exit = True
+    await engine.dispose()
 
 
 def database_check(engine: AsyncEngine) -> Callable[[], Awaitable[None]]:

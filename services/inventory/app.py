@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from services.inventory.handlers import Inventory
 from services.inventory.holds import HoldBatcher
@@ -69,15 +68,6 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     log.info("inventory_started", prefix=settings.prefix)
     await stop.wait()
     log.info("inventory_stopping")
-    await inventory.bus.stop()  # waits for in-flight handlers, which wait for their batch
-    await inventory.stop()
-    inventory.relay.stop()
-    for t in tasks:
-        t.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await t
-    with contextlib.suppress(Exception):
-        await inventory.relay.drain_once()
-    if server:
-        server.should_exit = True
-    await inventory.engine.dispose()
+    # Stopping the consumers waits for in-flight handlers, which wait for their batch: stop the batchers after.
+    await runtime.stop_outbox_service(bus=inventory.bus, relay=inventory.relay, engine=inventory.engine,
+                                      tasks=tasks, server=server, after_consumers=inventory.stop)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from services.payment import providers
 from services.payment.handlers import Payments
@@ -56,14 +55,5 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     log.info("payment_started", prefix=settings.prefix)
     await stop.wait()
     log.info("payment_stopping")
-    await payments.bus.stop()
-    payments.relay.stop()
-    for t in tasks:
-        t.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await t
-    with contextlib.suppress(Exception):
-        await payments.relay.drain_once()
-    if server:
-        server.should_exit = True
-    await payments.engine.dispose()
+    await runtime.stop_outbox_service(bus=payments.bus, relay=payments.relay, engine=payments.engine,
+                                      tasks=tasks, server=server)
