@@ -189,18 +189,30 @@ class Stack:
                  "mailer": self.settings.mailer_port, "ops": self.settings.ops_port,
                  "search": self.settings.search_port}
 
-        async def ready() -> bool:
+        async def not_ready() -> dict[str, str]:
+            """Each service that is not ready yet, with why (empty when all are)."""
+            waiting: dict[str, str] = {}
             async with httpx.AsyncClient(timeout=2) as c:
-                for port in ports.values():
+                for name, port in ports.items():
+                    proc = self.supervisor.procs.get(name)
+                    if proc is not None and proc.poll() is not None:
+                        raise AssertionError(f"service {name} exited with code {proc.returncode} while starting")
                     try:
                         r = await c.get(f"http://127.0.0.1:{port}/readyz")
-                    except httpx.HTTPError:
-                        return False
+                    except httpx.HTTPError as exc:
+                        waiting[name] = f"port {port}: {type(exc).__name__}"
+                        continue
                     if r.status_code != 200:
-                        return False
-            return True
+                        waiting[name] = f"port {port}: {r.status_code} {r.text[:200]}"
+            return waiting
 
-        await eventually(ready, timeout=timeout, interval=0.2, what="services ready")
+        async def ready() -> bool:
+            return not await not_ready()
+
+        try:
+            await eventually(ready, timeout=timeout, interval=0.2, what="services ready")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; not ready: {await not_ready()}") from None
 
     async def cleanup_broker(self, hold_seconds: tuple[int, ...]) -> None:
         channel = await self.amqp.channel()

@@ -41,6 +41,7 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     logs.configure("payment", settings.log_level, settings.log_json)
     payments = build(settings)
     await payments.bus.start(declare_services=("payment",))
+    payments.attempts.start()
     tasks = [
         asyncio.create_task(payments.relay.run(), name="outbox-relay"),
         asyncio.create_task(runtime.every(settings.payment_reconcile_interval_seconds, payments.reconcile_once,
@@ -56,4 +57,4 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     await stop.wait()
     log.info("payment_stopping")
     await runtime.stop_outbox_service(bus=payments.bus, relay=payments.relay, engine=payments.engine,
-                                      tasks=tasks, server=server)
+                                      tasks=tasks, server=server, after_consumers=payments.attempts.stop)

@@ -8,7 +8,8 @@ is handed to inventory as ``payment.succeeded`` through this service's outbox, i
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -25,6 +26,7 @@ from services.payment.providers.base import (
     RefundStatus,
 )
 from shared import logs, outbox, topology
+from shared.batching import GroupCommit
 from shared.messages import (
     CommandResult,
     OrderHeld,
@@ -47,20 +49,30 @@ class Payments:
     relay: OutboxRelay
     providers: dict[str, PaymentProvider]
     settings: Settings
+    attempts: GroupCommit[OrderHeld, None] = field(init=False)
+
+    def __post_init__(self) -> None:
+        # A flash sale holds hundreds of orders a second: register their attempts in shared transactions.
+        self.attempts = GroupCommit("attempt-registrar", self._register_attempts, max_batch=256)
 
     # --- attempts ---------------------------------------------------------------------------------
 
     async def on_order_held(self, msg: OrderHeld, delivery: Delivery) -> None:
         """Every held order got a payment URL for attempt 1: register it, so reconciliation can ask about it."""
+        await self.attempts.submit(msg)
+
+    async def _register_attempts(self, held: Sequence[OrderHeld], _: Sequence[str]) -> list[None]:
         provider = self._default_provider()
         async with self.engine.begin() as conn:
-            facts = await store.order_facts(conn, msg.order_id)
-            if facts is None:  # order.held is published after inventory's commit, so this is a replica lag
-                raise RuntimeError(f"order {msg.order_id} not visible yet")  # retried by the ladder
-            # The attempt's vnp_CreateDate is the order's creation time: what the gateway signed, and what
-            # querydr must be given back as vnp_TransactionDate.
-            await store.register_attempt(conn, provider.name, provider.txn_ref(msg.order_id, 1), msg.order_id, 1,
-                                         msg.total, facts.created_at, msg.expires_at)
+            for msg in held:
+                facts = await store.order_facts(conn, msg.order_id)
+                if facts is None:  # order.held is published after inventory's commit, so this is a replica lag
+                    raise RuntimeError(f"order {msg.order_id} not visible yet")  # retried alone, then the ladder
+                # The attempt's vnp_CreateDate is the order's creation time: what the gateway signed, and what
+                # querydr must be given back as vnp_TransactionDate.
+                await store.register_attempt(conn, provider.name, provider.txn_ref(msg.order_id, 1), msg.order_id,
+                                             1, msg.total, facts.created_at, msg.expires_at)
+        return [None] * len(held)
 
     # --- notifications ----------------------------------------------------------------------------
 
