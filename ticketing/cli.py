@@ -85,7 +85,7 @@ def token(sub: str, email: str | None, admin: bool, locale: str, ttl: int) -> No
 @main.command()
 @click.option("--buyers", default=300, show_default=True, help="Concurrent buyers in the flash sale.")
 @click.option("--tickets", default=100, show_default=True, help="Tickets on sale.")
-@click.option("--hold-seconds", default=6, show_default=True, help="How long an unpaid hold lasts.")
+@click.option("--hold-seconds", default=20, show_default=True, help="How long an unpaid hold lasts.")
 def demo(buyers: int, tickets: int, hold_seconds: int) -> None:
     """Start the stack, run a small flash sale, let holds expire, print what happened."""
     from ticketing.demo import run_demo
