@@ -23,6 +23,8 @@ class Settings(BaseSettings):
 
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000
+    # Where the other services serve /healthz, /readyz and /metrics (and the payment simulator its pages).
+    service_host: str = "127.0.0.1"
     # Health/metrics ports of the consumer services (0 disables the HTTP side of a service).
     inventory_port: int = 8101
     payment_port: int = 8102

@@ -61,7 +61,7 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
         asyncio.create_task(runtime.every(settings.sweeper_interval_seconds, inventory.sweep_overdue, "sweeper"),
                             name="sweeper"),
     ]
-    server = await health.serve_service_health("inventory", settings.gateway_host, settings.inventory_port, {
+    server = await health.serve_service_health("inventory", settings.service_host, settings.inventory_port, {
         "database": runtime.database_check(inventory.engine),
         "rabbitmq": runtime.broker_check(inventory.bus),
     })

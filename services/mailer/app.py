@@ -55,7 +55,7 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     })
     await declare(settings, wq)
     await bus.start()
-    server = await health.serve_service_health("mailer", settings.gateway_host, settings.mailer_port, {
+    server = await health.serve_service_health("mailer", settings.service_host, settings.mailer_port, {
         "database": runtime.database_check(engine),
         "rabbitmq": runtime.broker_check(bus),
     })

@@ -30,7 +30,7 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
         async with engine.connect() as conn:
             await conn.execute(text("SELECT 1 FROM ops.dead_letters LIMIT 1"))
 
-    server = await health.serve_service_health("ops", settings.gateway_host, settings.ops_port, {
+    server = await health.serve_service_health("ops", settings.service_host, settings.ops_port, {
         "database": runtime.database_check(engine), "rabbitmq": broker_check, "ops_schema": table_check,
     })
     await stop.wait()

@@ -49,7 +49,7 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
         asyncio.create_task(runtime.every(settings.payment_refund_retry_seconds, payments.refund_due, "refunds"),
                             name="refunds"),
     ]
-    server = await health.serve_service_health("payment", settings.gateway_host, settings.payment_port, {
+    server = await health.serve_service_health("payment", settings.service_host, settings.payment_port, {
         "database": runtime.database_check(payments.engine),
         "rabbitmq": runtime.broker_check(payments.bus),
     })

@@ -84,7 +84,7 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     async def redis_check() -> None:
         await handlers.redis.ping()
 
-    server = await health.serve_service_health("search", settings.gateway_host, settings.search_port, {
+    server = await health.serve_service_health("search", settings.service_host, settings.search_port, {
         "database": runtime.database_check(handlers.engine),
         "rabbitmq": runtime.broker_check(bus),
         "redis": redis_check,
