@@ -12,7 +12,15 @@ from typing import Any
 import httpx
 
 from services.paysim.client import pay_with_simulator
-from tests.e2e.test_payments import checkout, fault, resend_ipn, sim_txn, txn_ref, wait_status
+from tests.e2e.test_payments import (
+    checkout,
+    fault,
+    late_payer_loses_the_seat,
+    resend_ipn,
+    sim_txn,
+    txn_ref,
+    wait_status,
+)
 from tests.harness import Stack, eventually
 
 ADMIN = "payops-admin"
@@ -130,16 +138,7 @@ async def test_refused_review_refund_is_listed_and_retried(stack: Stack) -> None
 
 
 async def test_refused_late_payment_refund_is_retried_to_refunded(stack: Stack) -> None:
-    event = await stack.create_event(capacity=1, hold_seconds=3)
-    tt = event["ticket_types"][0]["ticket_type_id"]
-    late = await checkout(stack, "late-refused", tt, 1)
-    ref = txn_ref(late)
-    await fault(stack, ref, ipn="drop", hide_from_query=True, refund_refused=True)
-    await pay_with_simulator(late["payment_url"])
-    await wait_status(stack, late["order_id"], "EXPIRED")
-    winner = await checkout(stack, "on-time-winner", tt, 1)
-    await pay_with_simulator(winner["payment_url"])
-    await wait_status(stack, winner["order_id"], "PAID")
+    late, ref, tt = await late_payer_loses_the_seat(stack, "late-refused", "on-time-winner", refund_refused=True)
 
     await resend_ipn(stack, ref)
     await wait_status(stack, late["order_id"], "REFUND_PENDING")

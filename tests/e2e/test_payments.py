@@ -110,6 +110,24 @@ async def tickets(stack: Stack, order_id: str) -> list[str]:
 # --- the payment URL ---------------------------------------------------------------------------------
 
 
+async def late_payer_loses_the_seat(
+    stack: Stack, late_buyer: str, winner: str, **faults: Any
+) -> tuple[dict[str, Any], str, str]:
+    """One ticket: the late buyer pays but the IPN is held back (with ``faults`` set on the simulator) until the
+    hold expired and another buyer paid for the seat. Returns the late order, its TxnRef and the ticket type."""
+    event = await stack.create_event(capacity=1, hold_seconds=3)
+    tt = event["ticket_types"][0]["ticket_type_id"]
+    late = await checkout(stack, late_buyer, tt, 1)
+    ref = txn_ref(late)
+    await fault(stack, ref, ipn="drop", hide_from_query=True, **faults)
+    await pay_with_simulator(late["payment_url"])
+    await wait_status(stack, late["order_id"], "EXPIRED")
+    seat = await checkout(stack, winner, tt, 1)
+    await pay_with_simulator(seat["payment_url"])
+    await wait_status(stack, seat["order_id"], "PAID")
+    return late, ref, tt
+
+
 async def test_held_order_carries_a_signed_vnpay_url_matching_its_hold(stack: Stack) -> None:
     event = await stack.create_event(capacity=5, price=125_000, title="Đêm nhạc Trịnh")
     tt = event["ticket_types"][0]["ticket_type_id"]
@@ -267,16 +285,7 @@ async def test_late_payment_with_stock_still_free_is_paid(stack: Stack) -> None:
 
 
 async def test_late_payment_with_stock_gone_is_refunded(stack: Stack) -> None:
-    event = await stack.create_event(capacity=1, hold_seconds=3)
-    tt = event["ticket_types"][0]["ticket_type_id"]
-    late = await checkout(stack, "too-late", tt, 1)
-    ref = txn_ref(late)
-    await fault(stack, ref, ipn="drop", hide_from_query=True, refund_delay_seconds=1.5)
-    await pay_with_simulator(late["payment_url"])
-    await wait_status(stack, late["order_id"], "EXPIRED")
-    winner = await checkout(stack, "on-time", tt, 1)
-    await pay_with_simulator(winner["payment_url"])
-    await wait_status(stack, winner["order_id"], "PAID")
+    late, ref, tt = await late_payer_loses_the_seat(stack, "too-late", "on-time", refund_delay_seconds=1.5)
     assert await stack.stock(tt) == (1, 0, 1)
 
     await resend_ipn(stack, ref)
@@ -290,16 +299,8 @@ async def test_late_payment_with_stock_gone_is_refunded(stack: Stack) -> None:
 
 
 async def test_refund_whose_answer_was_lost_is_confirmed_once(stack: Stack) -> None:
-    event = await stack.create_event(capacity=1, hold_seconds=3)
-    tt = event["ticket_types"][0]["ticket_type_id"]
-    late = await checkout(stack, "lost-refund-answer", tt, 1)
-    ref = txn_ref(late)
-    await fault(stack, ref, ipn="drop", hide_from_query=True, refund_answer_lost=True)
-    await pay_with_simulator(late["payment_url"])
-    await wait_status(stack, late["order_id"], "EXPIRED")
-    winner = await checkout(stack, "took-the-seat", tt, 1)
-    await pay_with_simulator(winner["payment_url"])
-    await wait_status(stack, winner["order_id"], "PAID")
+    late, ref, tt = await late_payer_loses_the_seat(stack, "lost-refund-answer", "took-the-seat",
+                                                    refund_answer_lost=True)
     # querydr sees the payment again (as VNPAY's would): that is how the lost refund answer is found out.
     await fault(stack, ref, ipn="send", refund_answer_lost=True)
     await resend_ipn(stack, ref)
