@@ -2,16 +2,36 @@
 
 from __future__ import annotations
 
+import enum
 from functools import lru_cache
+from typing import Any
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Environment(enum.StrEnum):
+    """Where the system runs. Only these three exist: a typo must not silently mean "not production"."""
+
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+    @property
+    def is_local(self) -> bool:
+        """Development and test: the only places published secrets, the simulator and fault injection may run."""
+        return self in (Environment.DEVELOPMENT, Environment.TEST)
+
+
+# Secrets that are in the repository: anyone can read them, so they only ever sign development traffic.
+PUBLISHED_SECRETS = frozenset({"dev-only-change-me-0123456789abcdef", "dev-only-vnpay-hash-secret-0123456789"})
+MIN_SECRET_BYTES = 32
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TICKETING_", env_file=".env", extra="ignore")
 
-    environment: str = Field("development", description="development | test | production")
+    environment: Environment = Field(Environment.DEVELOPMENT, description="development | test | production")
 
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/ticketing"
     rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672/"
@@ -108,30 +128,47 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = False
 
+    @field_validator("environment", mode="before")
+    @classmethod
+    def _known_environment(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            folded = value.strip().lower()
+            if folded not in {e.value for e in Environment}:
+                raise ValueError(
+                    f"TICKETING_ENVIRONMENT={value!r} is not one of development, test, production "
+                    "(anything else would run with development secrets)"
+                )
+            return folded
+        return value
+
     @model_validator(mode="after")
-    def _no_test_switches_in_production(self) -> Settings:
-        if self.environment == "production" and self.fault_exit_before_publish:
-            raise ValueError("fault injection cannot be enabled in production")
-        if self.environment == "production" and "dev-only" in self.jwt_secret.get_secret_value():
-            raise ValueError("set TICKETING_JWT_SECRET in production")
-        if self.environment == "production":
-            # The payment simulator approves anything: it must never stand in for VNPAY in production.
-            if self.paysim_enabled:
-                raise ValueError("the payment simulator cannot be enabled in production")
-            if "dev-only" in self.vnpay_hash_secret.get_secret_value():
-                raise ValueError("set TICKETING_VNPAY_HASH_SECRET in production")
-            for name in ("vnpay_pay_url", "vnpay_api_url", "vnpay_return_url"):
-                if not getattr(self, name).startswith("https://"):
-                    raise ValueError(f"set TICKETING_{name.upper()} to an https URL in production")
-        if self.environment == "production" and not self.smtp_host:
-            raise ValueError("set TICKETING_SMTP_HOST in production (the embedded mail sink is for development)")
+    def _only_local_environments_run_unsafe(self) -> Settings:
+        if self.environment.is_local:
+            return self
+        where = f"TICKETING_ENVIRONMENT={self.environment.value}"
+        if self.fault_exit_before_publish:
+            raise ValueError(f"fault injection cannot be enabled with {where}")
+        for name in ("jwt_secret", "vnpay_hash_secret"):
+            secret: str = getattr(self, name).get_secret_value()
+            if secret in PUBLISHED_SECRETS or "dev-only" in secret:
+                raise ValueError(f"TICKETING_{name.upper()} is a published development secret: set your own ({where})")
+            if len(secret.encode()) < MIN_SECRET_BYTES:
+                raise ValueError(f"TICKETING_{name.upper()} must be at least {MIN_SECRET_BYTES} bytes ({where})")
+        # The payment simulator approves anything: it must never stand in for VNPAY outside development and test.
+        if self.paysim_enabled:
+            raise ValueError(f"the payment simulator cannot be enabled with {where}")
+        for name in ("vnpay_pay_url", "vnpay_api_url", "vnpay_return_url"):
+            if not getattr(self, name).startswith("https://"):
+                raise ValueError(f"set TICKETING_{name.upper()} to an https URL ({where})")
+        if not self.smtp_host:
+            raise ValueError(f"set TICKETING_SMTP_HOST ({where}; the embedded mail sink is for development)")
         return self
 
     @property
     def paysim_active(self) -> bool:
-        if self.paysim_enabled is None:
-            return self.environment in ("development", "test")
-        return self.paysim_enabled and self.environment != "production"
+        if not self.environment.is_local:
+            return False
+        return True if self.paysim_enabled is None else self.paysim_enabled
 
     @property
     def vnpay_pay_endpoint(self) -> str:
@@ -152,4 +189,9 @@ class Settings(BaseSettings):
 
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    """The process's settings; a bad setting stops the process at start-up with one clear line per error."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        raise SystemExit(f"ticketing: invalid settings: {problems}") from None

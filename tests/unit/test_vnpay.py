@@ -23,7 +23,6 @@ from services.payment.providers.vnpay import (
     verify_params,
     vn_time,
 )
-from shared.settings import Settings
 
 RETURN_QUERY = (
     "vnp_Amount=1000000&vnp_BankCode=NCB&vnp_BankTranNo=VNP14422574&vnp_CardType=ATM&vnp_OrderInfo=Thanh+toan+don+hang+"
@@ -162,18 +161,3 @@ def test_notification_divides_the_amount_only_after_verifying() -> None:
     with pytest.raises(ValueError, match="terminal"):
         p.notification({**params, "vnp_TmnCode": "OTHERTMN"})
     assert "s3cret" not in repr(p)
-
-
-def test_the_simulator_cannot_be_enabled_in_production() -> None:
-    prod = {"environment": "production", "jwt_secret": "x" * 40, "vnpay_hash_secret": "real-secret",
-            "vnpay_pay_url": "https://pay.vnpay.vn/vpcpay.html", "vnpay_api_url": "https://api.vnpay.vn/t",
-            "vnpay_return_url": "https://shop.example/return", "paysim_enabled": None}
-    settings = Settings(**prod)  # type: ignore[arg-type]
-    assert not settings.paysim_active
-    with pytest.raises(ValueError, match="simulator"):
-        Settings(**{**prod, "paysim_enabled": True})  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="HASH_SECRET"):
-        Settings(**{**prod, "vnpay_hash_secret": "dev-only-vnpay-hash-secret-0123456789"})  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="PAY_URL"):
-        Settings(**{**prod, "vnpay_pay_url": ""})  # type: ignore[arg-type]
-    assert Settings(environment="test", paysim_enabled=None).paysim_active  # type: ignore[call-arg]
