@@ -24,7 +24,7 @@ from sqlalchemy import text
 
 from services.payment import domain, providers
 from services.payment.metrics import IPN_ANSWERS
-from services.payment.providers.base import PaymentAttempt, PaymentProvider
+from services.payment.providers.base import NotANotification, Outcome, PaymentAttempt, PaymentProvider
 from services.payment.providers.vnpay import rsp
 from shared import logs, topology
 from shared.messages import OrderStatus, OrderView, PaymentNotified
@@ -98,13 +98,13 @@ async def _order_facts(request: Request, order_id: uuid.UUID) -> domain.OrderFac
     return domain.OrderFacts(row.total, row.status, row.created_at, row.expires_at) if row else None
 
 
-async def _recorded(request: Request, txn_ref: str) -> bool:
+async def _recorded_outcome(request: Request, txn_ref: str) -> Outcome | None:
     async with request.app.state.engine.connect() as conn:
-        row = (
-            await conn.execute(text("SELECT recorded FROM read_api.payment_attempts WHERE txn_ref = :r"),
+        outcome = (
+            await conn.execute(text("SELECT recorded_outcome FROM read_api.payment_attempts WHERE txn_ref = :r"),
                                {"r": txn_ref})
-        ).first()
-    return bool(row and row.recorded)
+        ).scalar_one_or_none()
+    return None if outcome is None else Outcome(outcome)
 
 
 async def _ensure_payment_queue(request: Request) -> None:
@@ -137,7 +137,9 @@ async def vnpay_ipn(request: Request) -> JSONResponse:
         refusal = domain.precheck(n, await _order_facts(request, n.order_id))
         if refusal is not None:
             return _answer(refusal)
-        if await _recorded(request, n.txn_ref):
+        recorded = await _recorded_outcome(request, n.txn_ref)
+        # A success must reach the payment service even over a recorded failure: it replaces it there.
+        if recorded is not None and not domain.supersedes(n.outcome, recorded):
             return _answer(domain.ALREADY_CONFIRMED)
         await _ensure_payment_queue(request)
         msg = PaymentNotified(provider=provider.name, params=params, received_at=datetime.now(UTC))
@@ -145,6 +147,9 @@ async def vnpay_ipn(request: Request) -> JSONResponse:
             topology.PAYMENT_NOTIFIED, msg, message_id=f"ipn:{n.txn_ref}:{uuid.uuid4().hex}",
             timeout=IPN_ANSWER_WAIT_SECONDS,
         )
+    except NotANotification as exc:  # signed by us, e.g. a payment URL replayed: not VNPAY's, changes nothing
+        log.warning("ipn_not_a_result", client=request.client.host if request.client else None, reason=str(exc))
+        return _answer(domain.BAD_SIGNATURE)
     except ValueError:
         return _answer(domain.UNKNOWN_ORDER)  # signed by VNPAY but not one of our references
     except Exception as exc:  # not durably recorded: 99 makes VNPAY retry
@@ -166,6 +171,9 @@ async def vnpay_return(request: Request) -> Response:
         return JSONResponse(body, status_code=400) if wants_json else HTMLResponse(_page("Invalid signature"), 400)
     try:
         n = provider.notification(params)
+    except NotANotification:
+        body = {"valid": False, "detail": "not a payment result"}
+        return JSONResponse(body, status_code=400) if wants_json else HTMLResponse(_page("Invalid payment result"), 400)
     except ValueError:
         return JSONResponse({"valid": True, "detail": "unknown order"}, status_code=404)
     facts = await _order_facts(request, n.order_id)

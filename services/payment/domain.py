@@ -37,6 +37,15 @@ def precheck(n: Notification, order: OrderFacts | None) -> str | None:
     return None
 
 
+def supersedes(new: Outcome, recorded: Outcome) -> bool:
+    """A later result replaces a recorded one only when it says money was taken where the record says not.
+
+    The provider's word that a payment succeeded (or is held for review) must never be blocked by an earlier
+    record of failure; a later failure never undoes a recorded success.
+    """
+    return recorded is Outcome.FAILED and new is not Outcome.FAILED
+
+
 def attempt_status(outcome: Outcome) -> str:
     return outcome.value  # SUCCEEDED | FAILED | REVIEW, the attempts table's terminal statuses
 

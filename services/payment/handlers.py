@@ -15,8 +15,9 @@ from datetime import UTC, datetime
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.payment import domain, store
-from services.payment.metrics import PAYMENT_RESULTS, RECONCILE_QUERIES, REFUNDS
+from services.payment.metrics import PAYMENT_CONTRADICTIONS, PAYMENT_RESULTS, RECONCILE_QUERIES, REFUNDS
 from services.payment.providers.base import (
+    NotANotification,
     Notification,
     Outcome,
     PaymentProvider,
@@ -89,6 +90,9 @@ class Payments:
             return domain.BAD_SIGNATURE
         try:
             n = provider.notification(msg.params)
+        except NotANotification as exc:
+            log.warning("notification_not_a_result", provider=msg.provider, error=str(exc))
+            return domain.BAD_SIGNATURE
         except ValueError as exc:
             log.warning("notification_unparseable", provider=msg.provider, error=str(exc))
             return domain.UNKNOWN_ORDER
@@ -105,8 +109,17 @@ class Payments:
             await store.register_attempt(conn, n.provider, n.txn_ref, n.order_id, n.attempt, n.amount,
                                          facts.created_at, facts.expires_at)
             if not await store.record_transaction(conn, n, source):
-                return domain.ALREADY_CONFIRMED
-            await store.settle_attempt(conn, n.txn_ref, domain.attempt_status(n.outcome))
+                recorded = await store.recorded_outcome(conn, n.provider, n.txn_ref)
+                if recorded is None or not domain.supersedes(n.outcome, recorded):
+                    return domain.ALREADY_CONFIRMED
+                # The record said the payment failed; the provider now says the money was taken. Its word wins,
+                # or a buyer would pay and never get the tickets (nor a refund).
+                await store.supersede_transaction(conn, n, source)
+                PAYMENT_CONTRADICTIONS.labels(provider=n.provider, source=source).inc()
+                log.error("payment_record_contradicted", txn_ref=n.txn_ref, order_id=str(n.order_id),
+                          recorded=recorded.value, now=n.outcome.value, source=source)
+            else:
+                await store.settle_attempt(conn, n.txn_ref, domain.attempt_status(n.outcome))
             following = domain.next_attempt(n, facts)
             if following is not None:
                 provider = self.providers[n.provider]
@@ -136,7 +149,8 @@ class Payments:
         s = self.settings
         async with self.engine.begin() as conn:
             due = await store.claim_attempts_to_reconcile(conn, s.payment_reconcile_lead_seconds,
-                                                          s.payment_reconcile_interval_seconds)
+                                                          s.payment_reconcile_interval_seconds,
+                                                          s.payment_reconcile_window_seconds)
         applied = 0
         for attempt in due:
             provider = self.providers.get(attempt.provider)
@@ -148,6 +162,12 @@ class Payments:
                 code = await self.apply(result.notification, "querydr")
                 applied += code == domain.RECORDED
                 log.info("reconciled", txn_ref=attempt.txn_ref, code=code)
+                if attempt.status == "FAILED" and code in (domain.RECORDED, domain.ALREADY_CONFIRMED):
+                    async with self.engine.begin() as conn:  # the provider has spoken on this failure
+                        await store.confirm_outcome(conn, attempt.txn_ref)
+            elif result.status is QueryStatus.NOT_FOUND and attempt.status == "FAILED":
+                async with self.engine.begin() as conn:  # no money there: the recorded failure stands
+                    await store.confirm_outcome(conn, attempt.txn_ref)
             elif result.status is QueryStatus.NOT_FOUND and domain.abandoned(
                 attempt.expires_at, datetime.now(UTC), s.payment_reconcile_window_seconds
             ):

@@ -13,3 +13,8 @@ REFUNDS = Counter("ticketing_payment_refunds_total", "Refund calls, by result", 
 OPERATOR_ACTIONS = Counter(
     "ticketing_payment_operator_actions_total", "Payment operator actions, by action and result", ["action", "result"]
 )
+PAYMENT_CONTRADICTIONS = Counter(
+    "ticketing_payment_contradicted_records_total",
+    "Recorded failures replaced by the provider's result that the money was taken (should stay 0)",
+    ["provider", "source"],
+)

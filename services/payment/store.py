@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.payment.domain import OrderFacts
-from services.payment.providers.base import Notification
+from services.payment.providers.base import Notification, Outcome
 
 
 async def now(conn: AsyncConnection) -> datetime:
@@ -62,6 +62,57 @@ async def record_transaction(conn: AsyncConnection, n: Notification, source: str
     return row is not None
 
 
+async def recorded_outcome(conn: AsyncConnection, provider: str, txn_ref: str) -> Outcome | None:
+    """The recorded result of a reference, locked until the transaction ends (None when none is recorded)."""
+    outcome = (
+        await conn.execute(
+            text("SELECT outcome FROM payment.transactions WHERE provider = :p AND txn_ref = :r FOR UPDATE"),
+            {"p": provider, "r": txn_ref},
+        )
+    ).scalar_one_or_none()
+    return None if outcome is None else Outcome(outcome)
+
+
+async def supersede_transaction(conn: AsyncConnection, n: Notification, source: str) -> bool:
+    """Replace a recorded failure with the provider's contradicting result, keeping the replaced record."""
+    row = (
+        await conn.execute(
+            text(
+                "UPDATE payment.transactions SET superseded = jsonb_build_object('outcome', outcome, "
+                "'response_code', response_code, 'transaction_status', transaction_status, 'source', source, "
+                "'params', params, 'recorded_at', recorded_at), outcome = :outcome, response_code = :rc, "
+                "transaction_status = :ts, provider_txn_no = :no, paid_at = :paid_at, source = :source, "
+                "params = CAST(:params AS jsonb), recorded_at = now() "
+                "WHERE provider = :provider AND txn_ref = :txn_ref AND outcome = 'FAILED' RETURNING txn_ref"
+            ),
+            {"provider": n.provider, "txn_ref": n.txn_ref, "outcome": n.outcome.value, "rc": n.response_code,
+             "ts": n.transaction_status, "no": n.provider_txn_no, "paid_at": n.paid_at, "source": source,
+             "params": json.dumps(_without_hash(n.params))},
+        )
+    ).first()
+    if row is None:
+        return False
+    await conn.execute(
+        text("UPDATE payment.attempts SET status = :s, outcome_confirmed = true, updated_at = now() "
+             "WHERE txn_ref = :r AND status IN ('STARTED', 'FAILED')"),
+        {"r": n.txn_ref, "s": n.outcome.value},
+    )
+    # The attempt registered after the failure will never be paid: the money came through this one.
+    await conn.execute(
+        text("UPDATE payment.attempts SET status = 'ABANDONED', updated_at = now() "
+             "WHERE order_id = :o AND attempt > :a AND status = 'STARTED'"),
+        {"o": n.order_id, "a": n.attempt},
+    )
+    return True
+
+
+async def confirm_outcome(conn: AsyncConnection, txn_ref: str) -> None:
+    """The provider agrees with what is recorded: reconciliation stops asking."""
+    await conn.execute(
+        text("UPDATE payment.attempts SET outcome_confirmed = true WHERE txn_ref = :r"), {"r": txn_ref}
+    )
+
+
 def _without_hash(params: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in params.items() if k not in ("vnp_SecureHash", "vnp_SecureHashType")}
 
@@ -80,12 +131,14 @@ class DueAttempt:
     order_id: UUID
     created_at: datetime
     expires_at: datetime
+    status: str  # STARTED (no result yet) or FAILED (a recorded failure the provider has not confirmed)
 
 
 async def claim_attempts_to_reconcile(
-    conn: AsyncConnection, lead_seconds: int, every_seconds: float, limit: int = 100
+    conn: AsyncConnection, lead_seconds: int, every_seconds: float, window_seconds: int, limit: int = 100
 ) -> list[DueAttempt]:
-    """Attempts with no result whose hold ends within the lead time (or has ended), not asked about lately.
+    """Attempts with no result whose hold ends within the lead time (or has ended), and recorded failures the
+    provider has not confirmed (within the window), not asked about lately.
 
     Claiming marks them queried (and the transaction commits before the provider is asked), so several payment
     service instances never ask about the same attempt at once.
@@ -93,17 +146,19 @@ async def claim_attempts_to_reconcile(
     rows = await conn.execute(
         text(
             "UPDATE payment.attempts SET queried_at = now(), query_count = query_count + 1 WHERE txn_ref IN ("
-            " SELECT txn_ref FROM payment.attempts WHERE status = 'STARTED'"
+            " SELECT txn_ref FROM payment.attempts WHERE (status = 'STARTED' OR (status = 'FAILED'"
+            "   AND NOT outcome_confirmed"
+            "   AND expires_at > now() - make_interval(secs => CAST(:window AS double precision))))"
             " AND expires_at <= now() + make_interval(secs => CAST(:lead AS double precision))"
             # Back off per attempt (every, 2x, 4x ... 16x): abandoned checkouts must not flood the provider.
             " AND (queried_at IS NULL OR queried_at <= now()"
             "      - make_interval(secs => CAST(:every AS double precision) * power(2, LEAST(query_count, 4))))"
             " ORDER BY expires_at LIMIT :n FOR UPDATE SKIP LOCKED) "
-            "RETURNING txn_ref, provider, order_id, created_at, expires_at"
+            "RETURNING txn_ref, provider, order_id, created_at, expires_at, status"
         ),
-        {"lead": lead_seconds, "every": every_seconds, "n": limit},
+        {"lead": lead_seconds, "every": every_seconds, "window": window_seconds, "n": limit},
     )
-    return [DueAttempt(r.txn_ref, r.provider, r.order_id, r.created_at, r.expires_at) for r in rows]
+    return [DueAttempt(r.txn_ref, r.provider, r.order_id, r.created_at, r.expires_at, r.status) for r in rows]
 
 
 async def abandon_attempt(conn: AsyncConnection, txn_ref: str) -> None:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from services.payment.providers.base import Outcome, PaymentAttempt
+from services.payment.providers.base import NotANotification, Outcome, PaymentAttempt
 from services.payment.providers.vnpay import (
     QUERYDR_REQUEST,
     REFUND_REQUEST,
+    REQUEST_ONLY_FIELDS,
     VnpayProvider,
     enc,
     fold,
@@ -153,7 +154,7 @@ def test_notification_divides_the_amount_only_after_verifying() -> None:
     p, order = _provider(), uuid.uuid4()
     params = {"vnp_Amount": "15000000", "vnp_TxnRef": p.txn_ref(order, 2), "vnp_TmnCode": "TICKETDV",
               "vnp_ResponseCode": "00", "vnp_TransactionStatus": "00", "vnp_TransactionNo": "42",
-              "vnp_PayDate": "20261125171000"}
+              "vnp_PayDate": "20261125171000", "vnp_BankCode": "NCB"}
     n = p.notification(params)
     assert (n.order_id, n.attempt, n.amount, n.outcome) == (order, 2, 150_000, Outcome.SUCCEEDED)
     with pytest.raises(ValueError):
@@ -161,3 +162,59 @@ def test_notification_divides_the_amount_only_after_verifying() -> None:
     with pytest.raises(ValueError, match="terminal"):
         p.notification({**params, "vnp_TmnCode": "OTHERTMN"})
     assert "s3cret" not in repr(p)
+
+
+def _result_params(p: VnpayProvider, order: uuid.UUID) -> dict[str, str]:
+    return {"vnp_Amount": "15000000", "vnp_TxnRef": p.txn_ref(order, 1), "vnp_TmnCode": "TICKETDV",
+            "vnp_ResponseCode": "00", "vnp_TransactionStatus": "00", "vnp_TransactionNo": "42",
+            "vnp_PayDate": "20261125171000", "vnp_BankCode": "NCB", "vnp_OrderInfo": "Ve"}
+
+
+def test_our_own_payment_url_is_never_taken_for_a_provider_result() -> None:
+    """The payment URL is signed like an IPN: replayed as one, its signature passes, but it is not a result."""
+    p, order = _provider(), uuid.uuid4()
+    created = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+    url = p.payment_url(PaymentAttempt(order, 1, 150_000, created, created + timedelta(minutes=15), "Ve"))
+    reflected = dict(parse_qsl(urlsplit(url).query))
+    assert p.verify(reflected)  # the very danger: our signature on it is genuine
+    with pytest.raises(NotANotification, match="request-only"):
+        p.notification(reflected)
+    # Even stripped of the request-only fields, it lacks what only the provider can say.
+    stripped = {k: v for k, v in reflected.items() if k not in REQUEST_ONLY_FIELDS}
+    with pytest.raises(NotANotification, match="vnp_ResponseCode"):
+        p.notification(stripped)
+
+
+@pytest.mark.parametrize("field", ["vnp_ResponseCode", "vnp_TransactionStatus", "vnp_TransactionNo", "vnp_PayDate",
+                                   "vnp_BankCode"])
+def test_a_result_without_each_response_field_is_refused(field: str) -> None:
+    p, order = _provider(), uuid.uuid4()
+    params = _result_params(p, order)
+    assert p.notification(params).outcome is Outcome.SUCCEEDED
+    with pytest.raises(NotANotification, match=field):
+        p.notification({**params, field: ""})
+    with pytest.raises(NotANotification, match=field):
+        p.notification({k: v for k, v in params.items() if k != field})
+
+
+@pytest.mark.parametrize("field", sorted(REQUEST_ONLY_FIELDS))
+def test_a_result_carrying_a_request_only_field_is_refused(field: str) -> None:
+    p, order = _provider(), uuid.uuid4()
+    with pytest.raises(NotANotification, match=field):
+        p.notification({**_result_params(p, order), field: "x"})
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("vnp_Amount", "1.5e9"), ("vnp_Amount", "-15000000"), ("vnp_Amount", "9" * 30),
+    ("vnp_Amount", "\uff11\uff15" + "\uff10" * 6),  # full-width digits: str.isdigit() says yes
+    ("vnp_ResponseCode", "0"), ("vnp_TransactionNo", "12a"), ("vnp_PayDate", "2026-11-25"), ("vnp_BankCode", "N C B"),
+])
+def test_fields_looser_than_vnpays_format_are_refused(field: str, value: str) -> None:
+    p, order = _provider(), uuid.uuid4()
+    with pytest.raises(ValueError):
+        p.notification({**_result_params(p, order), field: value})
+
+
+@pytest.mark.parametrize("ref", ["", "x" * 34, "ABCDEF" + "0" * 28, "0" * 32 + "01\n", " " + "a" * 32 + "01"])
+def test_references_looser_than_ours_are_not_ours(ref: str) -> None:
+    assert _provider().parse_txn_ref(ref) is None

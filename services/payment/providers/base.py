@@ -33,6 +33,11 @@ class PaymentAttempt:
     client_ip: str = "127.0.0.1"
 
 
+class NotANotification(ValueError):
+    """Correctly signed, but not a provider result: e.g. our own payment URL sent back as an IPN. It changes
+    nothing, and it is never recorded, so it can never stand in the way of the provider's genuine result."""
+
+
 @dataclass(frozen=True)
 class Notification:
     """A provider's result for one attempt, after its signature passed."""
@@ -103,7 +108,8 @@ class PaymentProvider(Protocol):
         """True when the parameters carry a valid signature (constant-time compare)."""
 
     def notification(self, params: Mapping[str, str]) -> Notification:
-        """Parse verified parameters (call ``verify`` first; raises ValueError on malformed ones)."""
+        """Parse verified parameters (call ``verify`` first). Raises NotANotification for signed parameters that
+        are not a provider result (our own payment URL), ValueError for a result that is not ours."""
 
     async def query(self, txn_ref: str, transaction_date: datetime) -> QueryResult:
         """Ask the provider for an attempt's result (reconciliation)."""

@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 import httpx
 
 from services.payment.providers.base import (
+    NotANotification,
     Notification,
     Outcome,
     PaymentAttempt,
@@ -60,9 +61,27 @@ REFUND_RESPONSE = ("vnp_ResponseId", "vnp_Command", "vnp_ResponseCode", "vnp_Mes
                    "vnp_Amount", "vnp_BankCode", "vnp_PayDate", "vnp_TransactionNo", "vnp_TransactionType",
                    "vnp_TransactionStatus", "vnp_OrderInfo")
 
+# A provider result (IPN and return URL, A5/A6) carries these, each non-empty. Our own payment URL is signed with
+# the same secret and canonical form but carries none of them, and carries request-only fields instead: both
+# checks together keep a buyer's payment URL, replayed as an IPN, from ever being taken for VNPAY's answer.
+RESULT_FIELDS = ("vnp_ResponseCode", "vnp_TransactionStatus", "vnp_TransactionNo", "vnp_PayDate", "vnp_BankCode")
+REQUEST_ONLY_FIELDS = frozenset({
+    "vnp_Version", "vnp_Command", "vnp_CreateDate", "vnp_CurrCode", "vnp_IpAddr", "vnp_Locale", "vnp_OrderType",
+    "vnp_ReturnUrl", "vnp_ExpireDate", "vnp_RequestId", "vnp_CreateBy", "vnp_TransactionDate",
+})
+# The formats of VNPAY's fields (A2, A5): anything looser is not VNPAY's.
+_FORMATS = {
+    "vnp_Amount": re.compile(r"[1-9][0-9]{2,17}"),  # VND x 100
+    "vnp_ResponseCode": re.compile(r"[0-9]{2}"),
+    "vnp_TransactionStatus": re.compile(r"[0-9]{2}"),
+    "vnp_TransactionNo": re.compile(r"[0-9]{1,15}"),
+    "vnp_PayDate": re.compile(r"[0-9]{14}"),
+    "vnp_BankCode": re.compile(r"[A-Za-z0-9]{2,20}"),
+}
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9 .,:_#/-]")
 _SPACES = re.compile(r"\s+")
-_TXN_REF = re.compile(r"^([0-9a-f]{32})([0-9]{2})$")
+_TXN_REF = re.compile(r"([0-9a-f]{32})([0-9]{2})")
 
 
 # --- signing ----------------------------------------------------------------------------------------
@@ -146,6 +165,7 @@ def rsp(code: str) -> dict[str, str]:
 # --- the provider -----------------------------------------------------------------------------------
 
 
+
 class VnpayProvider:
     name = "vnpay"
 
@@ -173,7 +193,7 @@ class VnpayProvider:
         return f"{order_id.hex}{attempt:02d}"
 
     def parse_txn_ref(self, txn_ref: str) -> tuple[UUID, int] | None:
-        m = _TXN_REF.match(txn_ref or "")
+        m = _TXN_REF.fullmatch(txn_ref or "")
         if m is None or int(m.group(2)) == 0:
             return None
         return UUID(m.group(1)), int(m.group(2))
@@ -202,14 +222,27 @@ class VnpayProvider:
         return verify_params(self._secret, params)
 
     def notification(self, params: Mapping[str, str]) -> Notification:
+        """A provider result from the IPN or the return URL; NotANotification for anything else we signed."""
+        present = REQUEST_ONLY_FIELDS.intersection(k for k, v in params.items() if v)
+        if present:
+            raise NotANotification(f"carries request-only fields: {', '.join(sorted(present))}")
+        return self._result(params)
+
+    def _result(self, params: Mapping[str, str]) -> Notification:
+        missing = [f for f in RESULT_FIELDS if not params.get(f)]
+        if missing:
+            raise NotANotification(f"lacks the result fields {', '.join(missing)}")
+        for name, pattern in _FORMATS.items():
+            if not pattern.fullmatch(params.get(name, "")):
+                raise NotANotification(f"{name} is not in VNPAY's format")
         txn_ref = params.get("vnp_TxnRef", "")
         parsed = self.parse_txn_ref(txn_ref)
         if parsed is None:
-            raise ValueError(f"not one of our references: {txn_ref!r}")
+            raise ValueError(f"not one of our references: {txn_ref[:40]!r}")
         if params.get("vnp_TmnCode") != self.tmn_code:
             raise ValueError("not for our terminal")
-        raw_amount = params.get("vnp_Amount", "")
-        if not raw_amount.isdigit() or int(raw_amount) % 100:
+        raw_amount = params["vnp_Amount"]
+        if int(raw_amount) % 100:
             raise ValueError("vnp_Amount is not a whole number of VND x 100")
         response_code = params.get("vnp_ResponseCode", "")
         status = params.get("vnp_TransactionStatus", "")
@@ -227,10 +260,20 @@ class VnpayProvider:
         async with httpx.AsyncClient(timeout=self.timeout) as client:
             r = await client.post(self.api_url, json=body)
         r.raise_for_status()
-        data = {k: "" if v is None else str(v) for k, v in r.json().items()}
+        raw = r.json()
+        if not isinstance(raw, dict):
+            raise ValueError("the provider's response is not a JSON object")
+        data = {str(k): "" if v is None else str(v) for k, v in raw.items()}
         expected = pipe_hash(self._secret, data, response_fields)
         if not hmac.compare_digest(expected, data.get("vnp_SecureHash", "").lower()):
             raise ValueError("the provider's response has a bad checksum")
+        # An answer names the command it answers and has its own id; it never echoes our request-only fields.
+        if data.get("vnp_Command") != body["vnp_Command"] or not data.get("vnp_ResponseId"):
+            raise ValueError("not an answer to this request")
+        if any(data.get(f) for f in ("vnp_RequestId", "vnp_CreateDate", "vnp_IpAddr", "vnp_CreateBy")):
+            raise ValueError("the answer carries request-only fields")
+        if data.get("vnp_ResponseCode") == "00" and data.get("vnp_TxnRef") != body["vnp_TxnRef"]:
+            raise ValueError("the answer is for another reference")
         return data
 
     def _request_base(self, command: str, now: datetime) -> dict[str, str]:
@@ -267,12 +310,13 @@ class VnpayProvider:
             return QueryResult(QueryStatus.FOUND, detail="refunded", refunded=True)
         if status in ("01", ""):  # not completed yet: the buyer may still be on the payment page
             return QueryResult(QueryStatus.NOT_FOUND, detail="transaction not completed")
-        if data.get("vnp_TxnRef") != txn_ref:
-            return QueryResult(QueryStatus.ERROR, detail="querydr answered for another reference")
         # A successful querydr is the same evidence as an IPN: the payment's own codes decide the outcome.
-        params = {k: v for k, v in data.items() if k.startswith("vnp_") and v != ""}
+        params = {k: v for k, v in data.items() if k.startswith("vnp_") and v != "" and k not in ("vnp_Command",)}
         params["vnp_ResponseCode"] = "00" if status == "00" else status
-        return QueryResult(QueryStatus.FOUND, notification=self.notification(params))
+        try:
+            return QueryResult(QueryStatus.FOUND, notification=self._result(params))
+        except ValueError as exc:
+            return QueryResult(QueryStatus.ERROR, detail=f"querydr answer unusable: {exc}"[:300])
 
     async def refund(self, request: RefundRequest) -> RefundResult:
         from datetime import UTC
