@@ -95,8 +95,11 @@ async def replay(request: Request, user: AdminUser, service: str, body: ReplayIn
                               correlation_id=correlation_id)
 
     rate = body.rate if body.rate is not None else state.settings.dlq_replay_rate
-    result = await dlq.replay(state.engine, publish, _service(service), body.selector(), f"user:{user.id}",
-                              dry_run=body.dry_run, rate=rate)
+    try:
+        result = await dlq.replay(state.engine, publish, _service(service), body.selector(), f"user:{user.id}",
+                                  dry_run=body.dry_run, rate=rate)
+    except dlq.ReplayInProgress as exc:
+        raise Problem(409, "Replay in progress", str(exc), "replay-in-progress") from exc
     if result.error:
         raise Problem(502, "Replay interrupted", result.error, "replay-interrupted", replayed=result.affected,
                       audit_id=result.audit_id)

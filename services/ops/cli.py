@@ -200,8 +200,11 @@ def replay_cmd(service: str, ids: tuple[int, ...], group: str | None, everything
                 await bus.publish_raw(body, queue, exchange="", message_id=message_id, headers=headers,
                                       correlation_id=correlation_id)
 
-            return await dlq.replay(engine, publish, service, sel, actor, dry_run=dry_run,
-                                    rate=settings.dlq_replay_rate if rate is None else rate)
+            try:
+                return await dlq.replay(engine, publish, service, sel, actor, dry_run=dry_run,
+                                        rate=settings.dlq_replay_rate if rate is None else rate)
+            except dlq.ReplayInProgress as exc:
+                raise click.ClickException(str(exc)) from exc
         finally:
             await bus.stop()
 

@@ -281,12 +281,18 @@ def replay_headers(row: Any, audit_id: int, actor: str) -> dict[str, Any]:
     return headers
 
 
+class ReplayInProgress(RuntimeError):
+    """A replay of the same service is running: replays of one service are serialised."""
+
+
 async def replay(engine: AsyncEngine, publish: Publish, service: str, sel: Selector, actor: str, *,
                  dry_run: bool = False, rate: float = 50.0) -> ActionResult:
     """Republish to the queue each message came from, at most ``rate`` per second, each with a confirm.
 
-    A row becomes 'replayed' in the same transaction that locked it, after its publish was confirmed: a crash
-    in between replays it again later, which the idempotent consumers absorb."""
+    No row lock is held while publishing or pacing (a slow replay must not block purges, the keeper or other
+    readers): one replay per service runs at a time, under a session advisory lock, and a row becomes
+    'replayed' in a short transaction after its publish was confirmed. A crash in between replays it again
+    later, which the idempotent consumers absorb."""
     async with engine.begin() as conn:
         matched, sample = await count(conn, service, sel)
         audit_id = await _audit(conn, actor, "replay", service, sel, dry_run, matched)
@@ -296,40 +302,48 @@ async def replay(engine: AsyncEngine, publish: Publish, service: str, sel: Selec
     interval = 1.0 / rate if rate > 0 else 0.0
     where, params = sel.where()
     last_id = 0
-    try:
-        while True:
-            async with engine.begin() as conn:
-                rows = (await conn.execute(text(f"""
-                    SELECT * FROM ops.dead_letters
-                     WHERE service = :service AND status = 'dead' AND id > :last AND {where}
-                     ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED
-                """), {"service": service, "last": last_id, "n": REPLAY_BATCH, **params})).all()
+    async with engine.connect() as lock_conn:
+        lock_conn = await lock_conn.execution_options(isolation_level="AUTOCOMMIT")
+        key = {"key": f"ticketing.dlq-replay:{service}"}
+        if not (await lock_conn.execute(text("SELECT pg_try_advisory_lock(hashtext(:key))"), key)).scalar():
+            await _finish_audit(engine, audit_id, 0, "refused: another replay of this service is running")
+            raise ReplayInProgress(f"another replay of {service} is running; try again when it ends")
+        try:
+            while True:
+                async with engine.connect() as conn:
+                    rows = (await conn.execute(text(f"""
+                        SELECT * FROM ops.dead_letters
+                         WHERE service = :service AND status = 'dead' AND id > :last AND {where}
+                         ORDER BY id LIMIT :n
+                    """), {"service": service, "last": last_id, "n": REPLAY_BATCH, **params})).all()
                 if not rows:
                     break
-                done: list[int] = []
-                try:
-                    for row in rows:
-                        last_id = row.id
-                        if not row.original_queue:
-                            continue  # nowhere to send it back to; stays in the DLQ for a purge
-                        props = dict(row.properties)
-                        await publish(bytes(row.body), row.original_queue, row.message_id,
-                                      replay_headers(row, audit_id, actor), props.get("correlation_id"))
-                        done.append(row.id)
-                        metrics.DEAD_LETTERS_REPLAYED.labels(service=service).inc()
-                        if interval:
-                            await asyncio.sleep(interval)
-                finally:  # mark what was confirmed, even when a publish fails mid-batch
-                    if done:
-                        await conn.execute(text("""
-                            UPDATE ops.dead_letters SET status = 'replayed', resolved_at = now(),
-                                   resolved_by = :actor, action_id = :aid WHERE id = ANY(:ids)
-                        """), {"actor": actor, "aid": audit_id, "ids": done})
-                        result.affected += len(done)
-    except Exception as exc:
-        result.error = f"{type(exc).__name__}: {exc}"
+                for row in rows:
+                    last_id = row.id
+                    if not row.original_queue:
+                        continue  # nowhere to send it back to; stays in the DLQ for a purge
+                    props = dict(row.properties)
+                    await publish(bytes(row.body), row.original_queue, row.message_id,
+                                  replay_headers(row, audit_id, actor), props.get("correlation_id"))
+                    result.affected += await _mark_replayed(engine, row.id, actor, audit_id)
+                    metrics.DEAD_LETTERS_REPLAYED.labels(service=service).inc()
+                    if interval:
+                        await asyncio.sleep(interval)
+        except Exception as exc:
+            result.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            await lock_conn.execute(text("SELECT pg_advisory_unlock(hashtext(:key))"), key)
     await _finish_audit(engine, audit_id, result.affected, result.error)
     return result
+
+
+async def _mark_replayed(engine: AsyncEngine, dead_letter_id: int, actor: str, audit_id: int) -> int:
+    async with engine.begin() as conn:
+        marked = await conn.execute(text("""
+            UPDATE ops.dead_letters SET status = 'replayed', resolved_at = now(), resolved_by = :actor,
+                   action_id = :aid WHERE id = :id AND status = 'dead'
+        """), {"actor": actor, "aid": audit_id, "id": dead_letter_id})
+    return int(marked.rowcount or 0)  # type: ignore[attr-defined]
 
 
 async def purge(engine: AsyncEngine, service: str, sel: Selector, actor: str, *,

@@ -3,6 +3,7 @@ log, the admin-only HTTP API and the `ticketing dlq` command (run as a real proc
 
 from __future__ import annotations
 
+import asyncio
 import random
 import string
 import uuid
@@ -155,3 +156,38 @@ async def _all(value: bool) -> bool:
 async def _at_least(rows_coro: Awaitable[list[Any]], n: int) -> list[Any] | None:
     rows = await rows_coro
     return rows if len(rows) >= n else None
+
+
+async def test_a_slow_replay_holds_no_row_locks_and_only_one_runs_per_service(stack: Stack) -> None:
+    tag = _tag()
+    blocked = [recipient("slow") for _ in range(4)]
+    for to in blocked:
+        stack.smtp.handler.fail_always(to, f"550 5.7.1 held {tag}")
+    orders = [paid_order(to) for to in blocked]
+    for order in orders:
+        await publish(stack, topology.ORDER_PAID, order, f"paid:{order.order_id}")
+    ids = [f"paid:{o.order_id}" for o in orders]
+    rows = await eventually(lambda: _dead(stack, ids), what="four dead letters")
+    row_ids = [r["id"] for r in rows]
+    for to in blocked:
+        stack.smtp.handler.fix(to)
+
+    by_id = [arg for i in row_ids for arg in ("--id", str(i))]
+    replay = cli(stack, "dlq", "replay", "mailer", *by_id, "--rate", "2", "--actor", "slow", "--json")
+    slow = asyncio.create_task(replay)
+
+    async def first_replayed() -> bool:
+        return any(r["status"] == "replayed" for r in await _dead(stack, ids))
+
+    await eventually(first_replayed, what="the replay under way")
+    async with stack.db.acquire() as conn, conn.transaction():
+        # Waiting letters are not locked while the replay paces itself: NOWAIT would raise if they were.
+        locked = await conn.fetch("SELECT id FROM ops.dead_letters WHERE id = ANY($1) FOR UPDATE NOWAIT", row_ids)
+        assert len(locked) == 4
+    async with stack.client("operator", admin=True) as admin:
+        second = await admin.post("/admin/dlq/mailer/replay", json={"ids": row_ids})
+    assert second.status_code == 409 and second.json()["type"].endswith("replay-in-progress"), second.text
+    result = await slow
+    assert result["affected"] == 4 and not result.get("error")
+    assert sorted(r["status"] for r in await _dead(stack, ids)) == ["replayed"] * 4
+    await eventually(lambda: _all(all(len(stack.smtp.handler.to(to)) == 1 for to in blocked)), what="four emails")
