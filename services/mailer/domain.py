@@ -87,8 +87,22 @@ def format_time(value: datetime, locale: str) -> str:
     return local.strftime("%H:%M %d/%m/%Y") if locale == "vi" else local.strftime("%d %b %Y, %H:%M")
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+_ADDRESS = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+)")
+
+
+def header_text(value: str) -> str:
+    """Text safe for a header: an organiser's title with a CR/LF in it must neither break nor inject headers."""
+    return " ".join(_CONTROL.sub(" ", value).split())
+
+
 def subject(spec: EmailSpec) -> str:
-    return SUBJECTS[(spec.kind, spec.locale)].format(**spec.context)
+    return header_text(SUBJECTS[(spec.kind, spec.locale)].format(**spec.context))
+
+
+def mask_email(text: str) -> str:
+    """Email addresses in text, masked for the logs: ``alice@example.com`` -> ``a***@example.com``."""
+    return _ADDRESS.sub(r"\1***@\2", text)
 
 
 def for_paid(msg: OrderPaid) -> EmailSpec:

@@ -47,12 +47,12 @@ def render(spec: EmailSpec, sender: str) -> EmailMessage:
         raise InvalidEmailData(f"template {name}: {type(exc).__name__}: {exc}") from exc
 
     msg = EmailMessage()
-    msg["Subject"] = title
-    msg["From"] = sender
     try:
+        msg["Subject"] = title
+        msg["From"] = sender
         msg["To"] = Address(addr_spec=spec.recipient)
-    except (ValueError, IndexError) as exc:
-        raise InvalidEmailData(f"recipient {spec.recipient!r}: {exc}") from exc
+    except (ValueError, IndexError) as exc:  # a retry cannot fix a header: permanent, to the DLQ with the reason
+        raise InvalidEmailData(f"headers: {exc}") from exc
     msg["Message-ID"] = spec.email_message_id
     msg["Date"] = formatdate(localtime=False)
     msg["Content-Language"] = spec.locale

@@ -183,6 +183,17 @@ async def test_an_order_without_a_recipient_is_a_permanent_data_error(stack: Sta
     assert rows[0]["exception_type"] == "EmailDataError" and rows[0]["attempts"] == 1
 
 
+async def test_a_title_with_a_line_break_still_gets_its_one_email_without_injected_headers(stack: Stack) -> None:
+    to = recipient("crlf")
+    order = paid_order(to).model_copy(update={"event_title": "Hòa nhạc\r\nBcc: attacker@example.com"})
+    await publish(stack, topology.ORDER_PAID, order, f"paid:{order.order_id}")
+    row = await eventually(lambda: _sent(stack, order.order_id), what="the email sent")
+    mails = stack.smtp.handler.to(to)
+    assert len(mails) == 1 and row["attempts"] == 1  # sent at once: not retried as a transient failure
+    assert "Hòa nhạc Bcc: attacker@example.com" in str(mails[0].message["Subject"])
+    assert mails[0].message["Bcc"] is None and not stack.smtp.handler.to("attacker@example.com")
+
+
 # --- probes -----------------------------------------------------------------------------------------------
 
 

@@ -98,3 +98,16 @@ def test_expired_and_refunded_emails_render_in_both_locales() -> None:
 
 def test_venue_time_is_shown_in_vietnam_time() -> None:
     assert domain.format_time(datetime(2030, 1, 1, 13, 0, tzinfo=UTC), "vi") == "20:00 01/01/2030"
+
+
+def test_a_title_with_line_breaks_makes_one_safe_subject_line() -> None:
+    assert domain.header_text("Hòa nhạc\r\nBcc: evil@example.com\t\x00 Mùa Thu") == (
+        "Hòa nhạc Bcc: evil@example.com Mùa Thu"
+    )
+    assert domain.header_text("Đêm\u2028nhạc") == "Đêm nhạc"
+
+
+def test_addresses_are_masked_for_the_logs() -> None:
+    assert domain.mask_email("alice.nguyen@example.com") == "a***@example.com"
+    masked = domain.mask_email("SMTPRecipientsRefused([bob@mail.vn: 550 no such user])")
+    assert "bob@" not in masked and "b***@mail.vn" in masked
