@@ -104,14 +104,44 @@ class OrderView(Message):
     created_at: datetime | None = None
 
 
-class CommandResult(Message):
-    ok: bool
-    status: int = 200  # an HTTP-like status the gateway can map directly
-    created: bool = False  # the command created this order just now (not a redelivery or a repeated key)
-    detail: str | None = None
+class CheckoutOutcome(enum.StrEnum):
+    HELD = "held"  # the order is PENDING: its tickets are held until expires_at
+    REJECTED = "rejected"  # nothing held; ``order.reason`` says why
+    KEY_REUSED = "key_reused"  # this order id (Idempotency-Key) was first used for a different request
+
+
+class CheckoutDecided(Message):
+    """Inventory's answer to CheckoutRequested."""
+
+    outcome: CheckoutOutcome
+    order: OrderView
+    created: bool  # decided by this command just now (False: a redelivery or a repeated Idempotency-Key)
+
+
+class CancelOutcome(enum.StrEnum):
+    CANCELLED = "cancelled"
+    NOT_FOUND = "not_found"  # no such order, or not the caller's
+    NOT_PENDING = "not_pending"  # only a PENDING order can be cancelled
+
+
+class CancelAnswered(Message):
+    """Inventory's answer to CancelOrder."""
+
+    outcome: CancelOutcome
     order: OrderView | None = None
-    event_id: UUID | None = None
-    items: list[dict[str, Any]] | None = None  # rows a listing command answers with (payment operator actions)
+
+
+class CatalogOutcome(enum.StrEnum):
+    CREATED = "created"
+    ALREADY_EXISTED = "already_existed"  # a repeated create (same event id): nothing changed
+    EVENT_NOT_FOUND = "event_not_found"
+
+
+class CatalogChanged(Message):
+    """Inventory's answer to CreateEvent and AddTicketType."""
+
+    outcome: CatalogOutcome
+    event_id: UUID
 
 
 # --- events ---------------------------------------------------------------------------------------
@@ -134,7 +164,7 @@ class HoldExpiryDue(Message):
 
 
 class OrderReleased(Message):
-    """Published as order.expired or order.cancelled: the hold is gone and the stock is back."""
+    """A hold is gone and its stock is back: published as one of its two kinds below."""
 
     order_id: UUID
     user_id: str
@@ -143,6 +173,14 @@ class OrderReleased(Message):
     event_id: UUID | None = None
     status: OrderStatus
     items: list[PricedLine]
+
+
+class OrderExpired(OrderReleased):
+    """order.expired: the hold ran out unpaid."""
+
+
+class OrderCancelled(OrderReleased):
+    """order.cancelled: the buyer (or an operator) cancelled the hold."""
 
 
 class IssuedTicket(Message):
@@ -171,8 +209,8 @@ class OrderPaid(Message):
     tickets: list[IssuedTicket]
 
 
-class OrderRefunded(Message):
-    """Published as order.refunded when the provider confirmed the refund of a late payment."""
+class RefundNotice(Message):
+    """An order's money goes back to the buyer: published as one of its two kinds below."""
 
     order_id: UUID
     user_id: str
@@ -181,6 +219,14 @@ class OrderRefunded(Message):
     event_id: UUID | None = None
     amount: int  # integer VND
     reason: str
+
+
+class OrderRefundPending(RefundNotice):
+    """order.refund_pending: the order must be refunded; the payment service asks the provider."""
+
+
+class OrderRefunded(RefundNotice):
+    """order.refunded: the provider confirmed the refund."""
 
 
 class StockChanged(Message):
@@ -200,7 +246,7 @@ class TicketTypeInfo(Message):
 
 
 class EventInfo(Message):
-    """Published as catalog.event_created and catalog.ticket_type_added: the event as it now stands."""
+    """The event as it now stands: published as one of its two kinds below."""
 
     event_id: UUID
     title: str
@@ -212,7 +258,17 @@ class EventInfo(Message):
     ticket_types: list[TicketTypeInfo]
 
 
-# --- payments (issue 3) -----------------------------------------------------------------------------
+class EventCreated(EventInfo):
+    """catalog.event_created"""
+
+
+class TicketTypeAdded(EventInfo):
+    """catalog.ticket_type_added: ``ticket_type_id`` names the one just added."""
+
+    ticket_type_id: UUID
+
+
+# --- payments -----------------------------------------------------------------------------------------
 
 
 class PaymentNotified(Message):
@@ -260,6 +316,28 @@ class PaymentOp(Message):
     actor: str = Field(min_length=1, max_length=200)
     target: str = Field("", max_length=64)  # a txn_ref; empty for listings
     limit: int = Field(100, ge=1, le=1000)
+
+
+class NotificationAnswered(Message):
+    """The payment service's answer to PaymentNotified: the code the provider is answered with (VNPAY's RspCode
+    meanings: 00 recorded, 01 unknown order, 02 already recorded, 04 wrong amount, 97 not a valid result)."""
+
+    code: str = Field(pattern=r"^[0-9]{2}$")
+
+
+class PaymentOpOutcome(enum.StrEnum):
+    DONE = "done"
+    NOT_FOUND = "not_found"
+    WRONG_STATE = "wrong_state"  # e.g. accepting an attempt that is not held for review
+    PROVIDER_FAILED = "provider_failed"  # the provider refused or failed the refund
+
+
+class PaymentOpAnswered(Message):
+    """The payment service's answer to PaymentOp."""
+
+    outcome: PaymentOpOutcome
+    detail: str = ""
+    items: list[dict[str, Any]] | None = None  # the rows a listing answers with
 
 
 CreateEvent.model_rebuild()

@@ -26,18 +26,25 @@ from services.gateway.schemas import (
     TicketTypeIn,
     TicketTypeOut,
 )
-from shared import topology
 from shared.messages import (
     AddTicketType,
+    CancelAnswered,
     CancelOrder,
+    CancelOutcome,
+    CatalogChanged,
+    CatalogOutcome,
+    CheckoutDecided,
+    CheckoutOutcome,
     CheckoutRequested,
-    CommandResult,
     CreateEvent,
+    Message,
     NewTicketType,
     OrderLine,
     OrderStatus,
     OrderView,
+    RejectReason,
 )
+from shared.requests import ReplyT
 
 router = APIRouter()
 IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1d8f3e-2c1b-4d8e-9a53-6c0a3f2b9e11")
@@ -68,20 +75,27 @@ def request_hash(body: CheckoutIn) -> str:
     return hashlib.sha256(json.dumps(canonical).encode()).hexdigest()
 
 
-async def _order_response(request: Request, view: OrderView, status: int, just_held: bool = False) -> Response:
+def rejection_status(reason: str) -> int:
+    """409 when the stock or the sale is gone (trying again will not help), 422 for the buyer's input."""
+    return 409 if reason in (RejectReason.SOLD_OUT, RejectReason.SALES_CLOSED) else 422
+
+
+async def _order_response(request: Request, view: OrderView, just_held: bool = False) -> Response:
+    """The order as the buyer sees it: 201 while held, 200 otherwise; a rejection as its problem."""
     if view.status is OrderStatus.REJECTED:
         reason = view.reason or "invalid_order"
-        raise Problem(status, REJECTION_TITLES.get(reason, "Rejected"), view.detail or reason,
+        raise Problem(rejection_status(reason), REJECTION_TITLES.get(reason, "Rejected"), view.detail or reason,
                       reason.replace("_", "-"), order_id=str(view.order_id), reason=reason)
+    status = 201 if view.status is OrderStatus.PENDING else 200
     payment_url = await payments_api.payment_url_for(request, view, just_held=just_held)
     return JSONResponse(order_out(view, payment_url).model_dump(mode="json"), status_code=status)
 
 
-async def _command(request: Request, routing_key: str, command: Any, message_id: str) -> CommandResult | None:
+async def _command(request: Request, command: Message, reply: type[ReplyT]) -> ReplyT | None:
     state = _state(request)
     try:
         return await state.requester.request(  # type: ignore[no-any-return]
-            routing_key, command, message_id=message_id, timeout=state.settings.checkout_wait_seconds
+            command, reply, timeout=state.settings.checkout_wait_seconds
         )
     except Exception as exc:  # the broker refused or is unreachable: nothing was accepted
         raise Problem(503, "Service unavailable", f"could not queue the request: {type(exc).__name__}",
@@ -135,7 +149,7 @@ async def checkout(
             if previous_hash != digest:
                 raise Problem(422, "Idempotency-Key reuse", "this Idempotency-Key was used with a different request",
                               "idempotency-key-reuse", order_id=str(order_id))
-            return await _order_response(request, view, 201 if view.status is OrderStatus.PENDING else 200)
+            return await _order_response(request, view)
     else:
         order_id = uuid.uuid4()
     cmd = CheckoutRequested(
@@ -143,15 +157,15 @@ async def checkout(
         items=[OrderLine(ticket_type_id=i.ticket_type_id, quantity=i.quantity) for i in body.items],
         request_hash=digest,
     )
-    result = await _command(request, topology.CHECKOUT_REQUESTED, cmd, f"checkout:{order_id}")
-    if result is None:
+    decided = await _command(request, cmd, CheckoutDecided)
+    if decided is None:
         await _remember_requested(request, order_id, user)
         return JSONResponse(AcceptedOut(order_id=order_id).model_dump(mode="json"), status_code=202,
                             headers={"Location": f"/orders/{order_id}"})
-    if result.order is None or (not result.ok and result.order.status is not OrderStatus.REJECTED):
-        raise Problem(result.status, "Checkout refused", result.detail or "refused", "checkout-refused",
-                      order_id=str(order_id))
-    return await _order_response(request, result.order, result.status, just_held=result.created)
+    if decided.outcome is CheckoutOutcome.KEY_REUSED:
+        raise Problem(422, "Idempotency-Key reuse", "this Idempotency-Key was used with a different request",
+                      "idempotency-key-reuse", order_id=str(order_id))
+    return await _order_response(request, decided.order, just_held=decided.created)
 
 
 async def _remember_requested(request: Request, order_id: UUID, user: User) -> None:
@@ -184,15 +198,17 @@ async def get_order(order_id: UUID, request: Request, user: CurrentUser) -> Resp
              responses={202: {"model": AcceptedOut}, 404: _PROBLEM, 409: _PROBLEM}, tags=["orders"])
 async def cancel_order(order_id: UUID, request: Request, user: CurrentUser) -> Response:
     cmd = CancelOrder(order_id=order_id, user_id=user.id, is_admin=user.is_admin)
-    result = await _command(request, topology.CANCEL_ORDER, cmd, f"cancel:{order_id}:{uuid.uuid4().hex}")
-    if result is None:
+    answered = await _command(request, cmd, CancelAnswered)
+    if answered is None:
         return JSONResponse(AcceptedOut(order_id=order_id, detail="cancel queued").model_dump(mode="json"),
                             status_code=202)
-    if not result.ok:
-        kind = "not-found" if result.status == 404 else "conflict"
-        raise Problem(result.status, "Cannot cancel", result.detail or "cannot cancel", kind)
-    assert result.order is not None
-    return JSONResponse(order_out(result.order).model_dump(mode="json"))
+    if answered.outcome is CancelOutcome.NOT_FOUND:
+        raise Problem(404, "Cannot cancel", "order not found", "not-found")
+    assert answered.order is not None
+    if answered.outcome is CancelOutcome.NOT_PENDING:
+        raise Problem(409, "Cannot cancel", f"order is {answered.order.status.value}; only a PENDING order can be "
+                      "cancelled", "conflict")
+    return JSONResponse(order_out(answered.order).model_dump(mode="json"))
 
 
 # --- catalog ---------------------------------------------------------------------------------------
@@ -248,8 +264,7 @@ async def create_event(
         description=body.description, hold_seconds=body.hold_seconds,
         ticket_types=[_new_ticket_type(t) for t in body.ticket_types],
     )
-    result = await _command(request, topology.CREATE_EVENT, cmd, f"create-event:{event_id}")
-    return await _catalog_response(request, result, event_id)
+    return await _catalog_response(request, await _command(request, cmd, CatalogChanged), event_id)
 
 
 @router.post("/admin/events/{event_id}/ticket-types", status_code=201,
@@ -258,21 +273,21 @@ async def create_event(
 async def add_ticket_type(event_id: UUID, body: TicketTypeIn, request: Request, admin: AdminUser) -> Response:
     new = _new_ticket_type(body)
     cmd = AddTicketType(event_id=event_id, ticket_type=new)
-    result = await _command(request, topology.ADD_TICKET_TYPE, cmd, f"add-ticket-type:{new.ticket_type_id}")
-    if result is not None and result.ok:
+    changed = await _command(request, cmd, CatalogChanged)
+    if changed is not None and changed.outcome is CatalogOutcome.CREATED:
         out = TicketTypeOut(ticket_type_id=new.ticket_type_id, name=new.name, price=new.price,
                             capacity=new.capacity, per_user_limit=new.per_user_limit, available=new.capacity)
         return await search_api.after_catalog_change(request, event_id, out.model_dump(mode="json"), 201)
-    return await _catalog_response(request, result, event_id)
+    return await _catalog_response(request, changed, event_id)
 
 
-async def _catalog_response(request: Request, result: CommandResult | None, event_id: UUID) -> Response:
-    if result is None:
+async def _catalog_response(request: Request, changed: CatalogChanged | None, event_id: UUID) -> Response:
+    if changed is None:
         raise Problem(504, "Timed out", "the catalog change is queued but not confirmed yet", "timeout",
                       event_id=str(event_id))
-    if not result.ok:
-        raise Problem(result.status, "Refused", result.detail or "refused",
-                      "not-found" if result.status == 404 else "refused")
+    if changed.outcome is CatalogOutcome.EVENT_NOT_FOUND:
+        raise Problem(404, "Refused", "event not found", "not-found")
     event = await reads.get_event(_state(request).engine, event_id)
     assert event is not None
-    return await search_api.after_catalog_change(request, event_id, event.model_dump(mode="json"), result.status)
+    status = 201 if changed.outcome is CatalogOutcome.CREATED else 200
+    return await search_api.after_catalog_change(request, event_id, event.model_dump(mode="json"), status)

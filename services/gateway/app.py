@@ -10,10 +10,10 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.gateway import api, ops_api, payments_admin_api, payments_api, problems, search_api
-from services.gateway.requests import Requester
 from shared import health, logs, runtime
 from shared.db import make_engine
 from shared.messaging import Bus
+from shared.requests import Requester
 from shared.settings import Settings, get_settings
 from shared.topology import Names
 

@@ -6,41 +6,43 @@ over RabbitMQ), which applies it with a guarded UPDATE and audits it under the c
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 
 from services.gateway.auth import AdminUser, User
 from services.gateway.problems import Problem
-from shared import topology
-from shared.messages import CommandResult, PaymentOp, PaymentOpAction
+from shared.messages import PaymentOp, PaymentOpAction, PaymentOpAnswered, PaymentOpOutcome
 
 router = APIRouter(prefix="/admin/payments", tags=["payment operations"])
 
 # A reject or retry waits for the provider's refund answer (its own timeout is a few seconds).
 OP_WAIT_SECONDS = 20.0
 TxnRef = Annotated[str, Path(pattern=r"^[A-Za-z0-9]{1,64}$", description="The provider reference (vnp_TxnRef)")]
-_KINDS = {404: "not-found", 409: "conflict", 502: "provider-refused"}
+# How each refusal is answered: HTTP status, title, problem type.
+_REFUSALS = {
+    PaymentOpOutcome.NOT_FOUND: (404, "Not found", "not-found"),
+    PaymentOpOutcome.WRONG_STATE: (409, "Refused", "conflict"),
+    PaymentOpOutcome.PROVIDER_FAILED: (502, "Provider refused", "provider-refused"),
+}
 
 
 async def _op(
     request: Request, user: User, action: PaymentOpAction, target: str = "", limit: int = 100
-) -> CommandResult:
+) -> PaymentOpAnswered:
     state = request.app.state
     cmd = PaymentOp(action=action, actor=f"user:{user.id}", target=target, limit=limit)
     try:
-        result: CommandResult | None = await state.requester.request(
-            topology.PAYMENT_OP, cmd, message_id=f"payment-op:{uuid.uuid4().hex}", timeout=OP_WAIT_SECONDS)
+        result = await state.requester.request(cmd, PaymentOpAnswered, timeout=OP_WAIT_SECONDS)
     except Exception as exc:  # the broker refused or is unreachable: nothing was accepted
         raise Problem(503, "Service unavailable", f"could not queue the request: {type(exc).__name__}",
                       "unavailable") from exc
     if result is None:
         # The command is durable and will be applied; its outcome shows in the lists and the audit table.
         raise Problem(504, "Timed out", "the payment service has not answered yet; check the list again", "timeout")
-    if not result.ok:
-        raise Problem(result.status, "Refused" if result.status != 502 else "Provider refused",
-                      result.detail or "refused", _KINDS.get(result.status, "refused"), items=result.items or [])
+    if result.outcome is not PaymentOpOutcome.DONE:
+        status, title, kind = _REFUSALS[result.outcome]
+        raise Problem(status, title, result.detail or "refused", kind, items=result.items or [])
     return result
 
 

@@ -27,7 +27,7 @@ from services.payment.metrics import IPN_ANSWERS
 from services.payment.providers.base import NotANotification, Outcome, PaymentAttempt, PaymentProvider
 from services.payment.providers.vnpay import rsp
 from shared import logs, topology
-from shared.messages import OrderStatus, OrderView, PaymentNotified
+from shared.messages import NotificationAnswered, OrderStatus, OrderView, PaymentNotified
 
 router = APIRouter(tags=["payments"])
 log = logs.get_logger(__name__)
@@ -143,10 +143,7 @@ async def vnpay_ipn(request: Request) -> JSONResponse:
             return _answer(domain.ALREADY_CONFIRMED)
         await _ensure_payment_queue(request)
         msg = PaymentNotified(provider=provider.name, params=params, received_at=datetime.now(UTC))
-        result = await request.app.state.requester.request(
-            topology.PAYMENT_NOTIFIED, msg, message_id=f"ipn:{n.txn_ref}:{uuid.uuid4().hex}",
-            timeout=IPN_ANSWER_WAIT_SECONDS,
-        )
+        result = await request.app.state.requester.request(msg, NotificationAnswered, timeout=IPN_ANSWER_WAIT_SECONDS)
     except NotANotification as exc:  # signed by us, e.g. a payment URL replayed: not VNPAY's, changes nothing
         log.warning("ipn_not_a_result", client=request.client.host if request.client else None, reason=str(exc))
         return _answer(domain.BAD_SIGNATURE)
@@ -157,7 +154,7 @@ async def vnpay_ipn(request: Request) -> JSONResponse:
         return _answer(domain.OTHER_ERROR)
     if result is None:  # confirmed by the broker's quorum queue: durable, applied when the service gets to it
         return _answer(domain.RECORDED)
-    code = result.detail if result.detail in ("00", "01", "02", "04", "97") else domain.OTHER_ERROR
+    code = result.code if result.code in ("00", "01", "02", "04", "97") else domain.OTHER_ERROR
     return _answer(code)
 
 

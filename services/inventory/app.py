@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
-from services.inventory.handlers import Inventory
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.inventory import handlers, sales
 from services.inventory.holds import HoldBatcher
-from services.inventory.sales import Sales
+from services.inventory.releases import Releases
+from services.inventory.uow import InventoryUnitOfWork
 from shared import health, logs, runtime, topology
 from shared.db import make_engine
+from shared.handling import answering, handling
 from shared.messages import (
     AddTicketType,
     CancelOrder,
@@ -25,27 +30,47 @@ from shared.settings import Settings, get_settings
 log = logs.get_logger(__name__)
 
 
+@dataclass
+class Inventory:
+    engine: AsyncEngine
+    bus: Bus
+    relay: OutboxRelay
+    holds: HoldBatcher
+    releases: Releases
+
+    def start(self) -> None:
+        self.holds.start()
+        self.releases.expiries.start()
+
+    async def stop(self) -> None:
+        await self.holds.stop()
+        await self.releases.expiries.stop()
+
+
 def build(settings: Settings) -> Inventory:
     engine = make_engine(settings.database_url, pool_size=8)
     bus = Bus(settings, "inventory")
     relay = OutboxRelay(engine, "inventory", bus, settings.outbox_poll_seconds,
                         exit_before_publish=settings.fault_exit_before_publish)
-    inventory = Inventory(engine, bus, relay, HoldBatcher(engine, bus, relay, settings))
+
+    def new_uow() -> InventoryUnitOfWork:
+        return InventoryUnitOfWork(engine, "inventory", relay)
+
+    inventory = Inventory(engine, bus, relay, HoldBatcher(new_uow, bus, settings), Releases(new_uow))
     bus.consume(topology.INVENTORY_CHECKOUT, {
-        topology.CHECKOUT_REQUESTED: Route(CheckoutRequested, inventory.on_checkout_requested),
+        topology.CHECKOUT_REQUESTED: Route(CheckoutRequested, inventory.holds.on_checkout_requested),
     })
     bus.consume(topology.INVENTORY_HOLD_EXPIRY, {
-        topology.HOLD_EXPIRY_DUE: Route(HoldExpiryDue, inventory.on_hold_expiry_due),
+        topology.HOLD_EXPIRY_DUE: Route(HoldExpiryDue, inventory.releases.on_hold_expiry_due),
     })
     bus.consume(topology.INVENTORY_COMMANDS, {
-        topology.CREATE_EVENT: Route(CreateEvent, inventory.on_create_event),
-        topology.ADD_TICKET_TYPE: Route(AddTicketType, inventory.on_add_ticket_type),
-        topology.CANCEL_ORDER: Route(CancelOrder, inventory.on_cancel_order),
+        topology.CREATE_EVENT: Route(CreateEvent, answering(handlers.create_event, new_uow, bus)),
+        topology.ADD_TICKET_TYPE: Route(AddTicketType, answering(handlers.add_ticket_type, new_uow, bus)),
+        topology.CANCEL_ORDER: Route(CancelOrder, answering(handlers.cancel_order, new_uow, bus)),
     })
-    sales = Sales(engine, relay)  # payments turn holds into sales (issue 3)
     bus.consume(topology.INVENTORY_PAYMENTS, {
-        topology.PAYMENT_SUCCEEDED: Route(PaymentSucceeded, sales.on_payment_succeeded),
-        topology.PAYMENT_REFUNDED: Route(PaymentRefunded, sales.on_payment_refunded),
+        topology.PAYMENT_SUCCEEDED: Route(PaymentSucceeded, handling(sales.payment_succeeded, new_uow)),
+        topology.PAYMENT_REFUNDED: Route(PaymentRefunded, handling(sales.payment_refunded, new_uow)),
     })
     return inventory
 
@@ -58,8 +83,10 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     inventory.start()
     tasks = [
         asyncio.create_task(inventory.relay.run(), name="outbox-relay"),
-        asyncio.create_task(runtime.every(settings.sweeper_interval_seconds, inventory.sweep_overdue, "sweeper"),
-                            name="sweeper"),
+        asyncio.create_task(
+            runtime.every(settings.sweeper_interval_seconds, inventory.releases.sweep_overdue, "sweeper"),
+            name="sweeper",
+        ),
     ]
     server = await health.serve_service_health("inventory", settings.service_host, settings.inventory_port, {
         "database": runtime.database_check(inventory.engine),

@@ -1,32 +1,211 @@
-"""Inventory rules with no I/O: which checkouts in a batch are held, and the order state machine.
+"""Inventory rules with no I/O: the Order aggregate and its state machine, and which checkouts of a batch are
+held.
 
-The store locks the ticket types a batch touches and hands their stock levels here; ``decide`` walks the
-requests in arrival order and either holds all of an order's lines or none of them.
+An ``Order`` owns its life: every change of status goes through one of its methods, which checks the move
+against ``TRANSITIONS`` (an illegal one raises ``IllegalTransition``), records the events to publish and returns
+the stock it moves. The store locks the rows first and persists what the aggregate decided, each status change
+as one UPDATE guarded by the status it was loaded in.
+
+``decide`` walks a batch of checkout requests in arrival order over the locked stock levels and either holds
+all of an order's lines or none of them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TypeVar
 from uuid import UUID
 
-from shared.messages import OrderLine, OrderStatus, PricedLine, RejectReason
+from shared.messages import (
+    HoldExpiryDue,
+    Message,
+    OrderCancelled,
+    OrderExpired,
+    OrderHeld,
+    OrderLine,
+    OrderRefunded,
+    OrderRefundPending,
+    OrderReleased,
+    OrderStatus,
+    OrderView,
+    PricedLine,
+    RejectReason,
+)
 
-# Which status may follow which. Every transition is one conditional UPDATE guarded by the old status.
+K = TypeVar("K")
+
+# Which status may follow which (docs/ARCHITECTURE.md, "An order's life").
 TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
-    OrderStatus.PENDING: frozenset(
-        {OrderStatus.PAID, OrderStatus.EXPIRED, OrderStatus.CANCELLED}
-    ),
+    OrderStatus.REQUESTED: frozenset({OrderStatus.PENDING, OrderStatus.REJECTED}),
+    OrderStatus.PENDING: frozenset({OrderStatus.PAID, OrderStatus.EXPIRED, OrderStatus.CANCELLED}),
+    # A payment that arrives after the hold ended: re-held and paid, or refunded.
     OrderStatus.EXPIRED: frozenset({OrderStatus.PAID, OrderStatus.REFUND_PENDING}),
     OrderStatus.CANCELLED: frozenset({OrderStatus.PAID, OrderStatus.REFUND_PENDING}),
     OrderStatus.REFUND_PENDING: frozenset({OrderStatus.REFUNDED}),
 }
-RELEASABLE = OrderStatus.PENDING
+LATE_PAYABLE = (OrderStatus.EXPIRED, OrderStatus.CANCELLED)
+# The most tickets one order may hold: the one limit, checked at the edge, in messages and here.
+MAX_TICKETS_PER_ORDER = 20
+
+
+class DomainError(Exception):
+    """A rule of the domain refused the change (the handler decides what the caller is told)."""
+
+
+class IllegalTransition(DomainError):
+    def __init__(self, order_id: UUID, current: OrderStatus, new: OrderStatus) -> None:
+        super().__init__(f"order {order_id} cannot go from {current.value} to {new.value}")
+        self.current, self.new = current, new
 
 
 def can_transition(current: OrderStatus, new: OrderStatus) -> bool:
     return new in TRANSITIONS.get(current, frozenset())
+
+
+@dataclass
+class StockEffect:
+    """What a change does to the stock counters and to the buyers' per-type holdings (all deltas)."""
+
+    held: dict[UUID, int] = field(default_factory=dict)
+    sold: dict[UUID, int] = field(default_factory=dict)
+    holdings: dict[tuple[str, UUID], int] = field(default_factory=dict)
+
+    def add(self, other: StockEffect) -> StockEffect:
+        _merge(self.held, other.held)
+        _merge(self.sold, other.sold)
+        _merge(self.holdings, other.holdings)
+        return self
+
+    @property
+    def ticket_type_ids(self) -> list[UUID]:
+        return sorted(set(self.held) | set(self.sold))
+
+
+def _merge(into: dict[K, int], more: dict[K, int]) -> None:
+    for key, delta in more.items():
+        into[key] = into.get(key, 0) + delta
+
+
+@dataclass
+class Order:
+    """The aggregate: an order, its lines, and the one place its status changes."""
+
+    id: UUID
+    user_id: str
+    user_email: str
+    locale: str
+    status: OrderStatus
+    total: int = 0
+    lines: tuple[PricedLine, ...] = ()
+    event_id: UUID | None = None
+    expires_at: datetime | None = None
+    created_at: datetime | None = None
+    hold_seconds: int | None = None  # how long the hold placed by ``hold`` lasts (its delay queue's TTL)
+    reason: RejectReason | None = None  # why a REJECTED order was refused
+    detail: str | None = None
+    loaded_status: OrderStatus | None = None  # what the store's guarded UPDATE expects to find
+    events: list[Message] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.loaded_status is None:
+            self.loaded_status = self.status
+
+    def _move(self, new: OrderStatus) -> None:
+        if not can_transition(self.status, new):
+            raise IllegalTransition(self.id, self.status, new)
+        self.status = new
+
+    def _per_line(self, sign: int) -> dict[UUID, int]:
+        return {line.ticket_type_id: sign * line.quantity for line in self.lines}
+
+    def _holdings(self, sign: int) -> dict[tuple[str, UUID], int]:
+        return {(self.user_id, line.ticket_type_id): sign * line.quantity for line in self.lines}
+
+    # --- placing -----------------------------------------------------------------------------------
+
+    def hold(self, decision: Held, now: datetime) -> None:
+        """REQUESTED -> PENDING: the stock is taken (``decide`` already counted it) until ``expires_at``."""
+        self._move(OrderStatus.PENDING)
+        self.event_id, self.lines, self.total = decision.event_id, decision.lines, decision.total
+        self.hold_seconds = decision.hold_seconds
+        self.created_at, self.expires_at = now, now + timedelta(seconds=decision.hold_seconds)
+        self.events.append(OrderHeld(
+            order_id=self.id, user_id=self.user_id, user_email=self.user_email, locale=self.locale,
+            event_id=decision.event_id, items=list(decision.lines), total=decision.total, expires_at=self.expires_at,
+        ))
+
+    def reject(self, decision: Rejected, now: datetime) -> None:
+        """REQUESTED -> REJECTED: nothing was taken; the reason is kept for the buyer."""
+        self._move(OrderStatus.REJECTED)
+        self.reason, self.detail, self.created_at = decision.reason, decision.detail, now
+
+    def view(self) -> OrderView:
+        return OrderView(order_id=self.id, user_id=self.user_id, status=self.status, total=self.total,
+                         items=list(self.lines), expires_at=self.expires_at,
+                         reason=self.reason.value if self.reason else None, detail=self.detail,
+                         created_at=self.created_at)
+
+    def expiry_due(self) -> HoldExpiryDue:
+        assert self.expires_at is not None
+        return HoldExpiryDue(order_id=self.id, expires_at=self.expires_at)
+
+    # --- releasing ---------------------------------------------------------------------------------
+
+    def expire(self) -> StockEffect:
+        """PENDING -> EXPIRED: the stock comes back on sale."""
+        return self._release(OrderStatus.EXPIRED, OrderExpired)
+
+    def cancel(self) -> StockEffect:
+        """PENDING -> CANCELLED (by the buyer or an operator): the stock comes back on sale."""
+        return self._release(OrderStatus.CANCELLED, OrderCancelled)
+
+    def _release(self, status: OrderStatus, kind: type[OrderReleased]) -> StockEffect:
+        self._move(status)
+        self.events.append(kind(order_id=self.id, user_id=self.user_id, user_email=self.user_email,
+                                locale=self.locale, event_id=self.event_id, status=status, items=list(self.lines)))
+        return StockEffect(held=self._per_line(-1), holdings=self._holdings(-1))
+
+    # --- paying ------------------------------------------------------------------------------------
+
+    def pay(self) -> StockEffect:
+        """PENDING -> PAID: the held stock becomes sold (the order stays counted in the buyer's holdings)."""
+        self._move(OrderStatus.PAID)
+        return StockEffect(held=self._per_line(-1), sold=self._per_line(1))
+
+    def pay_late(self, stock: dict[UUID, StockLevel], holdings: dict[tuple[str, UUID], int],
+                 amount: int, reason: str) -> StockEffect:
+        """EXPIRED/CANCELLED -> PAID when the stock and the buyer's limit still allow it (the stock is taken
+        again), else -> REFUND_PENDING (nothing moves; the money goes back)."""
+        if self.status not in LATE_PAYABLE:
+            raise IllegalTransition(self.id, self.status, OrderStatus.PAID)
+        if stock_still_free(self.lines, stock, holdings, self.user_id):
+            self._move(OrderStatus.PAID)
+            return StockEffect(sold=self._per_line(1), holdings=self._holdings(1))
+        self._move(OrderStatus.REFUND_PENDING)
+        self.events.append(OrderRefundPending(order_id=self.id, user_id=self.user_id, user_email=self.user_email,
+                                              locale=self.locale, event_id=self.event_id, amount=amount,
+                                              reason=reason))
+        return StockEffect()
+
+    def refunded(self, amount: int, reason: str) -> None:
+        """REFUND_PENDING -> REFUNDED: the provider confirmed the refund."""
+        self._move(OrderStatus.REFUNDED)
+        self.events.append(OrderRefunded(order_id=self.id, user_id=self.user_id, user_email=self.user_email,
+                                         locale=self.locale, event_id=self.event_id, amount=amount, reason=reason))
+
+
+def stock_still_free(lines: Sequence[PricedLine], stock: dict[UUID, StockLevel],
+                     holdings: dict[tuple[str, UUID], int], user_id: str) -> bool:
+    """Can a late payment take its tickets again? Free stock for every line and within the per-user limit."""
+    for line in lines:
+        level = stock.get(line.ticket_type_id)
+        if level is None or level.available < line.quantity:
+            return False
+        if holdings.get((user_id, line.ticket_type_id), 0) + line.quantity > level.per_user_limit:
+            return False
+    return True
 
 
 @dataclass
@@ -144,8 +323,3 @@ def held_deltas(decisions: Iterable[Decision]) -> dict[UUID, int]:
             for line in d.lines:
                 deltas[line.ticket_type_id] = deltas.get(line.ticket_type_id, 0) + line.quantity
     return dict(sorted(deltas.items()))
-
-
-def http_status(reason: RejectReason) -> int:
-    """How the gateway answers a rejection: 409 when the stock or the sale is gone, 422 for the buyer's input."""
-    return 409 if reason in (RejectReason.SOLD_OUT, RejectReason.SALES_CLOSED) else 422

@@ -9,27 +9,16 @@ lifts the ceiling of a single row's lock rate (see docs/decisions.md).
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.inventory import domain, store
-from services.inventory.domain import CheckoutRequest, Held, Rejected
-from shared import logs, metrics, outbox, topology
+from services.inventory.domain import MAX_TICKETS_PER_ORDER, CheckoutRequest, Held, Order, StockEffect
+from services.inventory.uow import InventoryUnitOfWork
+from shared import logs, metrics
 from shared.batching import GroupCommit
-from shared.messages import (
-    CheckoutRequested,
-    HoldExpiryDue,
-    OrderHeld,
-    OrderStatus,
-    OrderView,
-    StockChanged,
-)
-from shared.messaging import Bus
-from shared.outbox import Outgoing
+from shared.messages import CheckoutDecided, CheckoutOutcome, CheckoutRequested, OrderStatus, OrderView
+from shared.messaging import Bus, Delivery
 from shared.settings import Settings
 
 log = logs.get_logger(__name__)
@@ -43,10 +32,9 @@ class Outcome:
 
 
 class HoldBatcher:
-    def __init__(self, engine: AsyncEngine, bus: Bus, relay: outbox.OutboxRelay, settings: Settings) -> None:
-        self.engine = engine
+    def __init__(self, new_uow: Callable[[], InventoryUnitOfWork], bus: Bus, settings: Settings) -> None:
+        self.new_uow = new_uow
         self.bus = bus
-        self.relay = relay
         self.settings = settings
         self._group = GroupCommit("hold-batcher", self._decide_batch, settings.hold_batch_max)
         self._lock_stock = (
@@ -62,6 +50,10 @@ class HoldBatcher:
     async def submit(self, cmd: CheckoutRequested) -> Outcome:
         return await self._group.submit(cmd)
 
+    async def on_checkout_requested(self, cmd: CheckoutRequested, delivery: Delivery) -> None:
+        """Wait for the batch that decides this checkout, then answer the caller."""
+        await self.bus.reply(delivery, checkout_decided(cmd, await self.submit(cmd)))
+
     async def _decide_batch(self, cmds: Sequence[CheckoutRequested], correlation_ids: Sequence[str]) -> list[Outcome]:
         results = await self.decide(cmds, correlation_ids)
         return [results[c.order_id] for c in cmds]
@@ -75,91 +67,65 @@ class HoldBatcher:
         for cmd, cid in zip(batch, correlation_ids, strict=True):
             firsts.setdefault(cmd.order_id, cmd)
             correlation.setdefault(cmd.order_id, cid)
-        tt_ids = {line.ticket_type_id for cmd in firsts.values() for line in cmd.items}
         results: dict[uuid.UUID, Outcome] = {}
-        async with self.engine.begin() as conn:
-            existing = await store.existing_orders(conn, firsts)
-            fresh = [cmd for oid, cmd in firsts.items() if oid not in existing]
+        async with self.new_uow() as uow:
+            existing = await uow.orders.existing(firsts)
             results.update({oid: Outcome(view, False, h) for oid, (view, h) in existing.items()})
+            fresh = [cmd for oid, cmd in firsts.items() if oid not in existing]
             if fresh:
-                now = await store.now(conn)
-                stock = await self._lock_stock(conn, tt_ids)
-                holdings = await store.load_holdings(
-                    conn, [(c.user_id, line.ticket_type_id) for c in fresh for line in c.items]
-                )
-                requests = [CheckoutRequest(c.order_id, c.user_id, tuple(c.items)) for c in fresh]
-                decisions = domain.decide(requests, stock, holdings, now, self.settings.max_quantity_per_order)
-                new_orders = [
-                    store.NewOrder(c.order_id, c.user_id, c.user_email, c.locale, c.request_hash) for c in fresh
-                ]
-                await store.insert_decisions(conn, new_orders, decisions, now)
-                held = [d for d in decisions if isinstance(d, Held)]
-                holding_deltas: dict[tuple[str, uuid.UUID], int] = defaultdict(int)
-                by_order = {c.order_id: c for c in fresh}
-                for d in held:
-                    for line in d.lines:
-                        holding_deltas[(by_order[d.order_id].user_id, line.ticket_type_id)] += line.quantity
-                await store.add_holdings(conn, dict(holding_deltas))
-                changes = await store.apply_stock_deltas(conn, domain.held_deltas(decisions))
-                views = {d.order_id: _view(by_order[d.order_id], d, now) for d in decisions}
-                await outbox.add(conn, "inventory", await self._messages(held, views, by_order, changes, correlation))
-                results.update(
-                    {oid: Outcome(view, True, by_order[oid].request_hash) for oid, view in views.items()}
-                )
-                _count(decisions)
-        if fresh:
-            self.relay.wake()
+                orders = await self._decide_fresh(uow, fresh)
+                for order in orders:
+                    if order.hold_seconds is not None:  # held: its release is scheduled with it
+                        delay_queue = await self.bus.ensure_hold_delay_queue(order.hold_seconds)
+                        uow.send(delay_queue, order.expiry_due(), correlation[order.id])
+                    uow.emit(order.events, correlation[order.id])
+                results.update({o.id: Outcome(o.view(), True, firsts[o.id].request_hash) for o in orders})
+                await uow.commit()
+                _count(orders)
         metrics.HOLD_BATCH_SIZE.observe(len(batch))
         return results
 
-    async def _messages(
-        self,
-        held: list[Held],
-        views: dict[uuid.UUID, OrderView],
-        by_order: dict[uuid.UUID, CheckoutRequested],
-        changes: list[StockChanged],
-        correlation: dict[uuid.UUID, str],
-    ) -> list[Outgoing]:
-        out: list[Outgoing] = []
-        for d in held:
-            view, cmd = views[d.order_id], by_order[d.order_id]
-            assert view.expires_at is not None
-            delay_queue = await self.bus.ensure_hold_delay_queue(d.hold_seconds)
-            out.append(Outgoing.to_queue(
-                delay_queue, HoldExpiryDue(order_id=d.order_id, expires_at=view.expires_at),
-                f"expiry:{d.order_id}", correlation[d.order_id],
-            ))
-            out.append(Outgoing.event(
-                topology.ORDER_HELD,
-                OrderHeld(
-                    order_id=d.order_id, user_id=cmd.user_id, user_email=cmd.user_email, locale=cmd.locale,
-                    event_id=d.event_id, items=list(d.lines), total=d.total, expires_at=view.expires_at,
-                ),
-                f"held:{d.order_id}", correlation[d.order_id],
-            ))
-        out.extend(
-            Outgoing.event(topology.STOCK_CHANGED, c, f"stock:{c.ticket_type_id}:{uuid.uuid4().hex}")
-            for c in changes
-        )
-        return out
+    async def _decide_fresh(self, uow: InventoryUnitOfWork, fresh: list[CheckoutRequested]) -> list[Order]:
+        """One lock of the batch's ticket types; every request held in full or rejected, in arrival order."""
+        now = await uow.now()
+        stock = await self._lock_stock(uow.conn, {line.ticket_type_id for c in fresh for line in c.items})
+        holdings = await uow.stock.holdings((c.user_id, line.ticket_type_id) for c in fresh for line in c.items)
+        requests = [CheckoutRequest(c.order_id, c.user_id, tuple(c.items)) for c in fresh]
+        decisions = domain.decide(requests, stock, holdings, now, MAX_TICKETS_PER_ORDER)
+        orders: list[Order] = []
+        effect = StockEffect()
+        for cmd, decision in zip(fresh, decisions, strict=True):
+            order = Order(id=cmd.order_id, user_id=cmd.user_id, user_email=cmd.user_email, locale=cmd.locale,
+                          status=OrderStatus.REQUESTED)
+            if isinstance(decision, Held):
+                order.hold(decision, now)
+                effect.add(StockEffect(
+                    held={line.ticket_type_id: line.quantity for line in decision.lines},
+                    holdings={(cmd.user_id, line.ticket_type_id): line.quantity for line in decision.lines},
+                ))
+            else:
+                order.reject(decision, now)
+            orders.append(order)
+        await uow.orders.add(orders, [c.request_hash for c in fresh])
+        # The batch's stock was locked above: the counters move once per ticket type for the whole batch.
+        uow.emit(await uow.stock.apply(effect, locked=True))
+        return orders
 
 
-def _view(cmd: CheckoutRequested, decision: Held | Rejected, now: datetime) -> OrderView:
-    if isinstance(decision, Held):
-        return OrderView(
-            order_id=cmd.order_id, user_id=cmd.user_id, status=OrderStatus.PENDING, total=decision.total,
-            items=list(decision.lines), expires_at=store.expiry_at(now, decision.hold_seconds),
-            created_at=now,
-        )
-    return OrderView(
-        order_id=cmd.order_id, user_id=cmd.user_id, status=OrderStatus.REJECTED, total=0, items=[],
-        reason=decision.reason.value, detail=decision.detail, created_at=now,
-    )
+def checkout_decided(cmd: CheckoutRequested, outcome: Outcome) -> CheckoutDecided:
+    view = outcome.order
+    if not outcome.created and outcome.request_hash != cmd.request_hash:
+        kind = CheckoutOutcome.KEY_REUSED
+    elif view.status is OrderStatus.REJECTED:
+        kind = CheckoutOutcome.REJECTED
+    else:
+        kind = CheckoutOutcome.HELD
+    return CheckoutDecided(outcome=kind, order=view, created=outcome.created)
 
 
-def _count(decisions: list[Held | Rejected]) -> None:
-    for d in decisions:
-        if isinstance(d, Held):
+def _count(orders: list[Order]) -> None:
+    for o in orders:
+        if o.reason is None:
             metrics.HOLDS_PLACED.inc()
         else:
-            metrics.HOLDS_REJECTED.labels(reason=d.reason.value).inc()
+            metrics.HOLDS_REJECTED.labels(reason=o.reason.value).inc()

@@ -14,57 +14,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.messages import IssuedTicket, OrderStatus, PricedLine
 
-_ORDER = "id, user_id, user_email, locale, event_id, status, total"
-
-
-@dataclass(frozen=True)
-class OrderRow:
-    id: UUID
-    user_id: str
-    user_email: str
-    locale: str
-    event_id: UUID | None
-    status: OrderStatus
-    total: int
-
-
-def _order(row: Any) -> OrderRow:
-    return OrderRow(row.id, row.user_id, row.user_email, row.locale, row.event_id, OrderStatus(row.status), row.total)
-
-
-async def transition(
-    conn: AsyncConnection, order_id: UUID, expected: OrderStatus, new: OrderStatus
-) -> OrderRow | None:
-    """The one conditional UPDATE of a transition: None when the order is no longer in ``expected``."""
-    row = (
-        await conn.execute(
-            text(
-                f"UPDATE inventory.orders SET status = :new, updated_at = now() "
-                f"WHERE id = :id AND status = :expected RETURNING {_ORDER}"
-            ),
-            {"id": order_id, "expected": expected.value, "new": new.value},
-        )
-    ).first()
-    return _order(row) if row else None
-
-
-async def lock_order(conn: AsyncConnection, order_id: UUID) -> OrderRow | None:
-    row = (
-        await conn.execute(text(f"SELECT {_ORDER} FROM inventory.orders WHERE id = :id FOR UPDATE"), {"id": order_id})
-    ).first()
-    return _order(row) if row else None
-
-
-async def order_lines(conn: AsyncConnection, order_id: UUID) -> list[PricedLine]:
-    rows = await conn.execute(
-        text(
-            "SELECT ticket_type_id, quantity, unit_price FROM inventory.order_items WHERE order_id = :id "
-            "ORDER BY ticket_type_id"
-        ),
-        {"id": order_id},
-    )
-    return [PricedLine(ticket_type_id=r.ticket_type_id, quantity=r.quantity, unit_price=r.unit_price) for r in rows]
-
 
 @dataclass(frozen=True)
 class Settlement:

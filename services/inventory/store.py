@@ -1,17 +1,17 @@
-"""Inventory SQL. Every function takes an open connection inside the caller's transaction."""
+"""Inventory SQL. Every function takes an open connection inside the caller's transaction; the repositories at
+the end (``Orders``, ``Stock``) are what a unit of work binds to that connection."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.inventory.domain import Held, Rejected, StockLevel
+from services.inventory.domain import Order, StockEffect, StockLevel
 from shared.messages import (
     CreateEvent,
     EventInfo,
@@ -101,42 +101,22 @@ async def get_order(conn: AsyncConnection, order_id: UUID) -> OrderView | None:
     return found[order_id][0] if order_id in found else None
 
 
-@dataclass(frozen=True)
-class NewOrder:
-    order_id: UUID
-    user_id: str
-    user_email: str
-    locale: str
-    request_hash: str
-
-
-async def insert_decisions(
-    conn: AsyncConnection,
-    orders: Sequence[NewOrder],
-    decisions: Sequence[Held | Rejected],
-    now: datetime,
-) -> None:
-    """Insert the batch's orders (PENDING or REJECTED) and the held orders' items, in bulk."""
+async def insert_orders(conn: AsyncConnection, orders: Sequence[Order], request_hashes: Sequence[str]) -> None:
+    """Insert a batch's newly decided orders (PENDING or REJECTED) and the held ones' items, in bulk."""
     params = []
     items: list[dict[str, Any]] = []
-    for o, d in zip(orders, decisions, strict=True):
-        held = isinstance(d, Held)
+    for o, request_hash in zip(orders, request_hashes, strict=True):
         params.append({
-            "id": o.order_id, "user_id": o.user_id, "user_email": o.user_email, "locale": o.locale,
-            "event_id": d.event_id if isinstance(d, Held) else None,
-            "status": OrderStatus.PENDING.value if held else OrderStatus.REJECTED.value,
-            "total": d.total if isinstance(d, Held) else 0,
-            "reason": None if held else d.reason.value,  # type: ignore[union-attr]
-            "detail": None if held else d.detail,  # type: ignore[union-attr]
-            "request_hash": o.request_hash,
-            "expires_at": expiry_at(now, d.hold_seconds) if isinstance(d, Held) else None,
-            "now": now,
+            "id": o.id, "user_id": o.user_id, "user_email": o.user_email, "locale": o.locale,
+            "event_id": o.event_id, "status": o.status.value, "total": o.total,
+            "reason": o.reason.value if o.reason else None, "detail": o.detail, "request_hash": request_hash,
+            "expires_at": o.expires_at, "now": o.created_at,
         })
-        if isinstance(d, Held):
-            items.extend(
-                {"order_id": d.order_id, "tt": line.ticket_type_id, "q": line.quantity, "p": line.unit_price}
-                for line in d.lines
-            )
+        items.extend(
+            {"order_id": o.id, "tt": line.ticket_type_id, "q": line.quantity, "p": line.unit_price}
+            for line in o.lines
+        )
+        o.loaded_status = o.status
     await conn.execute(
         text(
             "INSERT INTO inventory.orders (id, user_id, user_email, locale, event_id, status, total, reason, detail, "
@@ -153,10 +133,6 @@ async def insert_decisions(
             ),
             items,
         )
-
-
-def expiry_at(now: datetime, hold_seconds: int) -> datetime:
-    return now + timedelta(seconds=hold_seconds)
 
 
 async def add_holdings(conn: AsyncConnection, deltas: dict[tuple[str, UUID], int]) -> None:
@@ -204,86 +180,6 @@ async def seconds_until_expiry(conn: AsyncConnection, order_id: UUID) -> float |
         {"id": order_id},
     )
     return None if value is None else float(value)
-
-
-@dataclass(frozen=True)
-class ReleasedOrder:
-    view: OrderView
-    event_id: UUID | None
-    user_email: str
-    locale: str
-
-
-async def release_orders(
-    conn: AsyncConnection,
-    status: OrderStatus,
-    *,
-    order_ids: Sequence[UUID] | None = None,
-    overdue_limit: int = 0,
-) -> tuple[list[ReleasedOrder], list[StockChanged]]:
-    """Move PENDING orders to EXPIRED or CANCELLED and return their stock, exactly once.
-
-    Either ``order_ids`` (expiry: only those already past ``expires_at``; cancel: any) or ``overdue_limit``
-    (the sweeper: up to that many overdue orders, skipping rows another transaction holds).
-    """
-    if order_ids is not None:
-        expired_only = "AND expires_at <= now()" if status is OrderStatus.EXPIRED else ""
-        where = f"id = ANY(:ids) AND status = 'PENDING' {expired_only}"
-        params: dict[str, Any] = {"ids": list(order_ids)}
-    else:
-        where = (
-            "id IN (SELECT id FROM inventory.orders WHERE status = 'PENDING' AND expires_at <= now() "
-            "ORDER BY expires_at LIMIT :n FOR UPDATE SKIP LOCKED)"
-        )
-        params = {"n": overdue_limit}
-    rows = (
-        await conn.execute(
-            text(
-                f"UPDATE inventory.orders SET status = :status, updated_at = now() WHERE {where} "
-                "RETURNING id, user_id, user_email, locale, total, expires_at, event_id, created_at"
-            ),
-            {**params, "status": status.value},
-        )
-    ).all()
-    if not rows:
-        return [], []
-    released_ids = [r.id for r in rows]
-    item_rows = (
-        await conn.execute(
-            text(
-                "SELECT order_id, ticket_type_id, quantity, unit_price FROM inventory.order_items "
-                "WHERE order_id = ANY(:ids)"
-            ),
-            {"ids": released_ids},
-        )
-    ).all()
-    lines: dict[UUID, list[PricedLine]] = {i: [] for i in released_ids}
-    held: dict[UUID, int] = {}
-    holdings: dict[tuple[str, UUID], int] = {}
-    user_of = {r.id: r.user_id for r in rows}
-    for it in item_rows:
-        lines[it.order_id].append(
-            PricedLine(ticket_type_id=it.ticket_type_id, quantity=it.quantity, unit_price=it.unit_price)
-        )
-        held[it.ticket_type_id] = held.get(it.ticket_type_id, 0) - it.quantity
-        key = (user_of[it.order_id], it.ticket_type_id)
-        holdings[key] = holdings.get(key, 0) + it.quantity
-    await lock_stock(conn, held)
-    changes = await apply_stock_deltas(conn, held)
-    await release_holdings(conn, holdings)
-    released = [
-        ReleasedOrder(
-            view=OrderView(
-                order_id=r.id, user_id=r.user_id, status=status, total=r.total, items=lines[r.id],
-                expires_at=r.expires_at, created_at=r.created_at,
-            ),
-            event_id=r.event_id,
-            user_email=r.user_email,
-            locale=r.locale,
-        )
-        for r in rows
-    ]
-    return released, changes
 
 
 async def release_holdings(conn: AsyncConnection, amounts: dict[tuple[str, UUID], int]) -> None:
@@ -360,3 +256,107 @@ async def load_event_info(conn: AsyncConnection, event_id: UUID) -> EventInfo | 
             for t in types
         ],
     )
+
+
+# --- repositories ------------------------------------------------------------------------------------
+
+_ORDER_FIELDS = "o.id, o.user_id, o.user_email, o.locale, o.status, o.total, o.event_id, o.expires_at, o.created_at"
+
+
+class Orders:
+    """Orders as aggregates: loaded locked, saved with each status change guarded by the status loaded."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def add(self, orders: Sequence[Order], request_hashes: Sequence[str]) -> None:
+        await insert_orders(self.conn, orders, request_hashes)
+
+    async def existing(self, order_ids: Iterable[UUID]) -> dict[UUID, tuple[OrderView, str]]:
+        return await existing_orders(self.conn, order_ids)
+
+    async def view(self, order_id: UUID) -> OrderView | None:
+        return await get_order(self.conn, order_id)
+
+    async def lock(self, order_id: UUID) -> Order | None:
+        found = await self._load(f"SELECT {_ORDER_FIELDS} FROM inventory.orders o WHERE o.id = :id FOR UPDATE",
+                                 {"id": order_id})
+        return found[0] if found else None
+
+    async def lock_pending(self, order_ids: Sequence[UUID], *, due_only: bool) -> list[Order]:
+        """PENDING orders among ``order_ids`` (only those past their expiry when ``due_only``), locked in id
+        order so that concurrent releases never deadlock."""
+        due = "AND o.expires_at <= now()" if due_only else ""
+        return await self._load(
+            f"SELECT {_ORDER_FIELDS} FROM inventory.orders o WHERE o.id = ANY(:ids) AND o.status = 'PENDING' {due} "
+            "ORDER BY o.id FOR UPDATE", {"ids": list(order_ids)})
+
+    async def lock_overdue(self, limit: int) -> list[Order]:
+        """The oldest overdue PENDING orders, skipping rows another transaction holds (the sweeper)."""
+        return await self._load(
+            f"SELECT {_ORDER_FIELDS} FROM inventory.orders o WHERE o.status = 'PENDING' AND o.expires_at <= now() "
+            "ORDER BY o.expires_at LIMIT :n FOR UPDATE SKIP LOCKED", {"n": limit})
+
+    async def _load(self, sql: str, params: dict[str, Any]) -> list[Order]:
+        rows = (await self.conn.execute(text(sql), params)).all()
+        if not rows:
+            return []
+        items = await self.conn.execute(
+            text("SELECT order_id, ticket_type_id, quantity, unit_price FROM inventory.order_items "
+                 "WHERE order_id = ANY(:ids) ORDER BY order_id, ticket_type_id"),
+            {"ids": [r.id for r in rows]},
+        )
+        lines: dict[UUID, list[PricedLine]] = {r.id: [] for r in rows}
+        for it in items:
+            lines[it.order_id].append(PricedLine(ticket_type_id=it.ticket_type_id, quantity=it.quantity,
+                                                 unit_price=it.unit_price))
+        return [
+            Order(id=r.id, user_id=r.user_id, user_email=r.user_email, locale=r.locale, status=OrderStatus(r.status),
+                  total=r.total, lines=tuple(lines[r.id]), event_id=r.event_id, expires_at=r.expires_at,
+                  created_at=r.created_at)
+            for r in rows
+        ]
+
+    async def save(self, orders: Sequence[Order]) -> None:
+        """Write each changed status with one UPDATE guarded by the status the order was loaded in."""
+        changed = [o for o in orders if o.status is not o.loaded_status]
+        if not changed:
+            return
+        result = await self.conn.execute(
+            text(
+                "UPDATE inventory.orders o SET status = d.new, updated_at = now() "
+                "FROM unnest(CAST(:ids AS uuid[]), CAST(:new AS text[]), CAST(:old AS text[])) AS d(id, new, old) "
+                "WHERE o.id = d.id AND o.status = d.old"
+            ),
+            {"ids": [o.id for o in changed], "new": [o.status.value for o in changed],
+             "old": [o.loaded_status.value for o in changed if o.loaded_status is not None]},
+        )
+        if result.rowcount != len(changed):  # type: ignore[attr-defined]
+            raise RuntimeError("an order changed under its row lock")  # cannot happen; retried if it does
+        for o in changed:
+            o.loaded_status = o.status
+
+
+class Stock:
+    """Ticket-type counters and the buyers' per-type holdings."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def lock(self, ticket_type_ids: Iterable[UUID]) -> dict[UUID, StockLevel]:
+        return await lock_stock(self.conn, ticket_type_ids)
+
+    async def holdings(self, pairs: Iterable[tuple[str, UUID]]) -> dict[tuple[str, UUID], int]:
+        return await load_holdings(self.conn, pairs)
+
+    async def apply(self, effect: StockEffect, *, locked: bool = False) -> list[StockChanged]:
+        """Move the counters (their rows locked in id order first, unless ``locked`` already) and the holdings;
+        returns the new levels."""
+        if not effect.ticket_type_ids and not effect.holdings:
+            return []
+        if not locked:
+            await lock_stock(self.conn, effect.ticket_type_ids)
+        changes = await apply_stock_deltas(self.conn, effect.held, effect.sold)
+        await add_holdings(self.conn, {k: q for k, q in effect.holdings.items() if q > 0})
+        await release_holdings(self.conn, {k: -q for k, q in effect.holdings.items() if q < 0})
+        return changes

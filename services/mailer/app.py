@@ -12,7 +12,7 @@ from services.mailer.sink import start_sink
 from services.mailer.store import EmailStore
 from shared import health, logs, runtime, topology
 from shared.db import make_engine
-from shared.messages import OrderPaid, OrderRefunded, OrderReleased
+from shared.messages import OrderExpired, OrderPaid, OrderRefunded
 from shared.messaging import Bus, Route
 from shared.settings import Settings, get_settings
 
@@ -50,7 +50,7 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     wq = work_queue(settings)
     bus.consume(wq, {
         topology.ORDER_PAID: Route(OrderPaid, mailer.on_order_paid),
-        topology.ORDER_EXPIRED: Route(OrderReleased, mailer.on_order_expired),
+        topology.ORDER_EXPIRED: Route(OrderExpired, mailer.on_order_expired),
         topology.ORDER_REFUNDED: Route(OrderRefunded, mailer.on_order_refunded),
     })
     await declare(settings, wq)

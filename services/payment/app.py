@@ -9,7 +9,7 @@ from services.payment.handlers import Payments
 from services.payment.ops import PaymentOps
 from shared import health, logs, runtime, topology
 from shared.db import make_engine
-from shared.messages import OrderHeld, OrderRefunded, PaymentNotified, PaymentOp
+from shared.messages import OrderHeld, OrderRefundPending, PaymentNotified, PaymentOp
 from shared.messaging import Bus, Route
 from shared.outbox import OutboxRelay
 from shared.settings import Settings, get_settings
@@ -28,7 +28,7 @@ def build(settings: Settings) -> Payments:
     })
     bus.consume(topology.PAYMENT_ORDERS, {
         topology.ORDER_HELD: Route(OrderHeld, payments.on_order_held),
-        topology.ORDER_REFUND_PENDING: Route(OrderRefunded, payments.on_refund_pending),
+        topology.ORDER_REFUND_PENDING: Route(OrderRefundPending, payments.on_refund_pending),
     })
     bus.consume(topology.PAYMENT_COMMANDS, {
         topology.PAYMENT_OP: Route(PaymentOp, PaymentOps(payments).on_payment_op),

@@ -11,17 +11,15 @@ import getpass
 import json
 import os
 import socket
-import uuid
 from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from services.gateway.requests import Requester
-from shared import topology
-from shared.messages import CommandResult, PaymentOp, PaymentOpAction
+from shared.messages import PaymentOp, PaymentOpAction, PaymentOpAnswered, PaymentOpOutcome
 from shared.messaging import Bus
+from shared.requests import Requester
 from shared.settings import get_settings
 
 console = Console()
@@ -34,17 +32,23 @@ def _default_actor() -> str:
 
 actor_option = click.option("--actor", default=_default_actor, show_default="$USER@host",
                             help="Who is acting (recorded in payment.op_audit).")
+# Said the way the HTTP API says it, so an operator reads the same words in both.
+REFUSALS = {
+    PaymentOpOutcome.NOT_FOUND: "404 not found",
+    PaymentOpOutcome.WRONG_STATE: "409 conflict",
+    PaymentOpOutcome.PROVIDER_FAILED: "502 provider refused",
+}
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
-async def _request(action: PaymentOpAction, actor: str, target: str = "", limit: int = 100) -> CommandResult:
+async def _request(action: PaymentOpAction, actor: str, target: str = "", limit: int = 100) -> PaymentOpAnswered:
     bus = Bus(get_settings(), "payments-cli")
     requester = Requester(bus)  # subscribes its reply queue before the broker starts
     await bus.start()
     try:
         result = await requester.request(
-            topology.PAYMENT_OP, PaymentOp(action=action, actor=f"cli:{actor}", target=target, limit=limit),
-            message_id=f"payment-op:{uuid.uuid4().hex}", timeout=WAIT_SECONDS)
+            PaymentOp(action=action, actor=f"cli:{actor}", target=target, limit=limit), PaymentOpAnswered,
+            timeout=WAIT_SECONDS)
     finally:
         await bus.stop()
     if result is None:
@@ -52,10 +56,10 @@ async def _request(action: PaymentOpAction, actor: str, target: str = "", limit:
     return result
 
 
-def _run(action: PaymentOpAction, actor: str, target: str = "", limit: int = 100) -> CommandResult:
+def _run(action: PaymentOpAction, actor: str, target: str = "", limit: int = 100) -> PaymentOpAnswered:
     result = asyncio.run(_request(action, actor, target, limit))
-    if not result.ok:
-        raise click.ClickException(f"{result.status}: {result.detail}")
+    if result.outcome is not PaymentOpOutcome.DONE:
+        raise click.ClickException(f"{REFUSALS[result.outcome]}: {result.detail}")
     return result
 
 

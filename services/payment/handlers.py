@@ -26,12 +26,12 @@ from services.payment.providers.base import (
     RefundResult,
     RefundStatus,
 )
-from shared import logs, outbox, topology
+from shared import logs, outbox
 from shared.batching import GroupCommit
 from shared.messages import (
-    CommandResult,
+    NotificationAnswered,
     OrderHeld,
-    OrderRefunded,
+    OrderRefundPending,
     PaymentNotified,
     PaymentRefunded,
     PaymentSucceeded,
@@ -78,9 +78,7 @@ class Payments:
     # --- notifications ----------------------------------------------------------------------------
 
     async def on_payment_notified(self, msg: PaymentNotified, delivery: Delivery) -> None:
-        code = await self.notified(msg)
-        await self.bus.reply(delivery, CommandResult(ok=code in (domain.RECORDED, domain.ALREADY_CONFIRMED),
-                                                     status=200, detail=code))
+        await self.bus.reply(delivery, NotificationAnswered(code=await self.notified(msg)))
 
     async def notified(self, msg: PaymentNotified) -> str:
         provider = self.providers.get(msg.provider)
@@ -127,11 +125,9 @@ class Payments:
                                              following, n.amount, await store.now(conn), facts.expires_at)
             if n.outcome is Outcome.SUCCEEDED:
                 paid_at = n.paid_at or await store.now(conn)
-                await outbox.add(conn, "payment", [Outgoing.event(
-                    topology.PAYMENT_SUCCEEDED,
+                await outbox.add(conn, "payment", [Outgoing.of(
                     PaymentSucceeded(order_id=n.order_id, provider=n.provider, txn_ref=n.txn_ref, amount=n.amount,
-                                     provider_txn_no=n.provider_txn_no, paid_at=paid_at),
-                    f"payment-succeeded:{n.provider}:{n.txn_ref}",
+                                     provider_txn_no=n.provider_txn_no, paid_at=paid_at)
                 )])
         if n.outcome is Outcome.SUCCEEDED:
             self.relay.wake()
@@ -179,7 +175,7 @@ class Payments:
 
     # --- refunds ----------------------------------------------------------------------------------
 
-    async def on_refund_pending(self, msg: OrderRefunded, delivery: Delivery) -> None:
+    async def on_refund_pending(self, msg: OrderRefundPending, delivery: Delivery) -> None:
         async with self.engine.begin() as conn:
             paid = await store.paid_transaction(conn, msg.order_id)
             if paid is None:
@@ -205,11 +201,9 @@ class Payments:
             async with self.engine.begin() as conn:
                 if result.status is RefundStatus.CONFIRMED:
                     if await store.finish_refund(conn, r.order_id, "CONFIRMED", result.detail, result.raw):
-                        await outbox.add(conn, "payment", [Outgoing.event(
-                            topology.PAYMENT_REFUNDED,
+                        await outbox.add(conn, "payment", [Outgoing.of(
                             PaymentRefunded(order_id=r.order_id, provider=r.provider, txn_ref=r.txn_ref,
-                                            amount=r.amount, refunded_at=await store.now(conn), detail=r.reason),
-                            f"payment-refunded:{r.provider}:{r.txn_ref}",
+                                            amount=r.amount, refunded_at=await store.now(conn), detail=r.reason)
                         )])
                         confirmed += 1
                 elif result.status is RefundStatus.REFUSED:

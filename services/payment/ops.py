@@ -19,10 +19,9 @@ from services.payment import ops_store, store
 from services.payment.handlers import Payments
 from services.payment.metrics import OPERATOR_ACTIONS, REFUNDS
 from services.payment.providers.base import RefundRequest, RefundResult, RefundStatus
-from shared import logs, outbox, topology
-from shared.messages import CommandResult, PaymentOp, PaymentOpAction, PaymentSucceeded
+from shared import logs, outbox
+from shared.messages import PaymentOp, PaymentOpAction, PaymentOpAnswered, PaymentOpOutcome, PaymentSucceeded
 from shared.messaging import Delivery
-from shared.outbox import Outgoing
 
 log = logs.get_logger(__name__)
 
@@ -33,17 +32,21 @@ class PaymentOps:
 
     async def on_payment_op(self, msg: PaymentOp, delivery: Delivery) -> None:
         result = await self.handle(msg)
-        OPERATOR_ACTIONS.labels(action=msg.action.value, result=str(result.status)).inc()
+        OPERATOR_ACTIONS.labels(action=msg.action.value, result=result.outcome.value).inc()
         await self.payments.bus.reply(delivery, result)
 
-    async def handle(self, msg: PaymentOp) -> CommandResult:
+    async def handle(self, msg: PaymentOp) -> PaymentOpAnswered:
         match msg.action:
             case PaymentOpAction.LIST_REVIEW:
                 async with self.payments.engine.connect() as conn:
-                    return CommandResult(ok=True, items=await ops_store.in_review(conn, msg.limit))
+                    return PaymentOpAnswered(
+                        outcome=PaymentOpOutcome.DONE, items=await ops_store.in_review(conn, msg.limit)
+                    )
             case PaymentOpAction.LIST_FAILED_REFUNDS:
                 async with self.payments.engine.connect() as conn:
-                    return CommandResult(ok=True, items=await ops_store.failed_refunds(conn, msg.limit))
+                    return PaymentOpAnswered(
+                        outcome=PaymentOpOutcome.DONE, items=await ops_store.failed_refunds(conn, msg.limit)
+                    )
             case PaymentOpAction.ACCEPT:
                 return await self.accept(msg.actor, msg.target)
             case PaymentOpAction.REJECT:
@@ -52,15 +55,17 @@ class PaymentOps:
                 return await self.retry_refund(msg.actor, msg.target)
         raise AssertionError(msg.action)  # pragma: no cover (the enum is exhaustive)
 
-    async def _not_in_review(self, conn: Any, actor: str, action: str, txn_ref: str) -> CommandResult:
+    async def _not_in_review(self, conn: Any, actor: str, action: str, txn_ref: str) -> PaymentOpAnswered:
         status = await ops_store.attempt_status(conn, txn_ref)
         if status is None:
             await ops_store.audit(conn, actor, action, txn_ref, "not_found")
-            return CommandResult(ok=False, status=404, detail=f"no payment attempt {txn_ref}")
+            return PaymentOpAnswered(outcome=PaymentOpOutcome.NOT_FOUND, detail=f"no payment attempt {txn_ref}")
         await ops_store.audit(conn, actor, action, txn_ref, "no_op", f"attempt is {status}")
-        return CommandResult(ok=False, status=409, detail=f"attempt {txn_ref} is {status}, not REVIEW")
+        return PaymentOpAnswered(
+            outcome=PaymentOpOutcome.WRONG_STATE, detail=f"attempt {txn_ref} is {status}, not REVIEW"
+        )
 
-    async def accept(self, actor: str, txn_ref: str) -> CommandResult:
+    async def accept(self, actor: str, txn_ref: str) -> PaymentOpAnswered:
         async with self.payments.engine.begin() as conn:
             d = await ops_store.decide(conn, txn_ref, "ACCEPTED")
             if d is None:
@@ -68,19 +73,32 @@ class PaymentOps:
             # Same event and message id as an IPN success: inventory cannot tell (and need not) that a human
             # decided, and a duplicate is deduplicated like any other.
             paid_at = d.paid_at or await store.now(conn)
-            await outbox.add(conn, "payment", [Outgoing.event(
-                topology.PAYMENT_SUCCEEDED,
-                PaymentSucceeded(order_id=d.order_id, provider=d.provider, txn_ref=d.txn_ref, amount=d.amount,
-                                 provider_txn_no=d.provider_txn_no, paid_at=paid_at),
-                f"payment-succeeded:{d.provider}:{d.txn_ref}",
-            )])
+            await outbox.add(
+                conn,
+                "payment",
+                [
+                    outbox.Outgoing.of(
+                        PaymentSucceeded(
+                            order_id=d.order_id,
+                            provider=d.provider,
+                            txn_ref=d.txn_ref,
+                            amount=d.amount,
+                            provider_txn_no=d.provider_txn_no,
+                            paid_at=paid_at,
+                        )
+                    )
+                ],
+            )
             await ops_store.audit(conn, actor, "accept", txn_ref, "accepted", f"order {d.order_id}")
         self.payments.relay.wake()
         log.info("review_accepted", txn_ref=txn_ref, order_id=str(d.order_id), actor=actor)
-        return CommandResult(ok=True, detail="accepted: applied as a successful payment",
-                             items=[{"txn_ref": txn_ref, "order_id": str(d.order_id), "attempt_status": "ACCEPTED"}])
+        return PaymentOpAnswered(
+            outcome=PaymentOpOutcome.DONE,
+            detail="accepted: applied as a successful payment",
+            items=[{"txn_ref": txn_ref, "order_id": str(d.order_id), "attempt_status": "ACCEPTED"}],
+        )
 
-    async def reject(self, actor: str, txn_ref: str) -> CommandResult:
+    async def reject(self, actor: str, txn_ref: str) -> PaymentOpAnswered:
         async with self.payments.engine.begin() as conn:
             d = await ops_store.decide(conn, txn_ref, "REJECTED")
             if d is None:
@@ -91,9 +109,19 @@ class PaymentOps:
             await ops_store.audit(conn, actor, "reject", txn_ref, "rejected", f"order {d.order_id}")
         log.info("review_rejected", txn_ref=txn_ref, order_id=str(d.order_id), actor=actor)
         status, detail = await self._refund_review(actor, txn_ref)
-        return CommandResult(ok=True, detail=f"rejected; refund {status}: {detail}",
-                             items=[{"txn_ref": txn_ref, "order_id": str(d.order_id), "attempt_status": "REJECTED",
-                                     "refund_status": status, "refund_detail": detail}])
+        return PaymentOpAnswered(
+            outcome=PaymentOpOutcome.DONE,
+            detail=f"rejected; refund {status}: {detail}",
+            items=[
+                {
+                    "txn_ref": txn_ref,
+                    "order_id": str(d.order_id),
+                    "attempt_status": "REJECTED",
+                    "refund_status": status,
+                    "refund_detail": detail,
+                }
+            ],
+        )
 
     async def _refund_review(self, actor: str, txn_ref: str) -> tuple[str, str]:
         """Ask the provider to refund a rejected review (the row is REQUESTED and ours); record the outcome."""
@@ -102,8 +130,9 @@ class PaymentOps:
         assert d is not None
         provider = self.payments.providers[d.provider]
         try:
-            result = await provider.refund(RefundRequest(d.txn_ref, d.amount, d.provider_txn_no, d.created_at,
-                                                         "rejected after review"))
+            result = await provider.refund(
+                RefundRequest(d.txn_ref, d.amount, d.provider_txn_no, d.created_at, "rejected after review")
+            )
             if result.status is RefundStatus.IN_PROGRESS:  # "already requested": was our earlier try answered?
                 known = await provider.query(d.txn_ref, d.created_at)
                 if known.refunded:
@@ -120,18 +149,21 @@ class PaymentOps:
             log.error("review_refund_failed", txn_ref=txn_ref, detail=detail)
         return status, detail
 
-    async def retry_refund(self, actor: str, txn_ref: str) -> CommandResult:
+    async def retry_refund(self, actor: str, txn_ref: str) -> PaymentOpAnswered:
         async with self.payments.engine.begin() as conn:
             claimed = await ops_store.claim_review_refund_retry(conn, txn_ref)
             order_id = None if claimed else await ops_store.reopen_refused_refund(conn, txn_ref)
             if not claimed and order_id is None:
-                current = (await ops_store.review_refund_status(conn, txn_ref)
-                           or await ops_store.refund_status(conn, txn_ref))
+                current = await ops_store.review_refund_status(conn, txn_ref) or await ops_store.refund_status(
+                    conn, txn_ref
+                )
                 if current is None:
                     await ops_store.audit(conn, actor, "retry_refund", txn_ref, "not_found")
-                    return CommandResult(ok=False, status=404, detail=f"no refund for {txn_ref}")
+                    return PaymentOpAnswered(outcome=PaymentOpOutcome.NOT_FOUND, detail=f"no refund for {txn_ref}")
                 await ops_store.audit(conn, actor, "retry_refund", txn_ref, "no_op", f"refund is {current[0]}")
-                return CommandResult(ok=False, status=409, detail=f"refund of {txn_ref} is {current[0]}, not failed")
+                return PaymentOpAnswered(
+                    outcome=PaymentOpOutcome.WRONG_STATE, detail=f"refund of {txn_ref} is {current[0]}, not failed"
+                )
             await ops_store.audit(conn, actor, "retry_refund", txn_ref, "retrying")
         if claimed:
             status, detail = await self._refund_review(actor, txn_ref)
@@ -142,7 +174,9 @@ class PaymentOps:
             async with self.payments.engine.begin() as conn:
                 status, detail = await ops_store.refund_status(conn, txn_ref) or ("UNKNOWN", "")
                 await ops_store.audit(conn, actor, "refund", txn_ref, status.lower(), detail)
-        ok = status == "CONFIRMED"
-        return CommandResult(ok=ok, status=200 if ok else 502, detail=f"refund {status}: {detail}",
-                             items=[{"txn_ref": txn_ref, "refund_status": status, "refund_detail": detail}])
-
+        outcome = PaymentOpOutcome.DONE if status == "CONFIRMED" else PaymentOpOutcome.PROVIDER_FAILED
+        return PaymentOpAnswered(
+            outcome=outcome,
+            detail=f"refund {status}: {detail}",
+            items=[{"txn_ref": txn_ref, "refund_status": status, "refund_detail": detail}],
+        )

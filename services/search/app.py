@@ -13,7 +13,7 @@ from services.search.handlers import SearchHandlers
 from services.search.index import Index
 from shared import health, logs, runtime, topology
 from shared.db import make_engine
-from shared.messages import EventInfo, StockChanged
+from shared.messages import EventCreated, StockChanged, TicketTypeAdded
 from shared.messaging import Bus, Route
 from shared.settings import Settings, get_settings
 from shared.topology import Names
@@ -37,8 +37,8 @@ def build(settings: Settings) -> tuple[Bus, SearchHandlers]:
     handlers = SearchHandlers(engine, redis, index, make_cache(redis, settings))
     bus = Bus(settings, "search")
     bus.consume(topology.SEARCH_CATALOG, {
-        topology.EVENT_CREATED: Route(EventInfo, handlers.on_event_changed),
-        topology.TICKET_TYPE_ADDED: Route(EventInfo, handlers.on_event_changed),
+        topology.EVENT_CREATED: Route(EventCreated, handlers.on_event_changed),
+        topology.TICKET_TYPE_ADDED: Route(TicketTypeAdded, handlers.on_event_changed),
         topology.STOCK_CHANGED: Route(StockChanged, handlers.on_stock_changed),
     })
     return bus, handlers

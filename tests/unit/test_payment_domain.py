@@ -5,8 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from services.inventory.domain import StockLevel
-from services.inventory.sales import stock_still_free
+from services.inventory.domain import StockLevel, stock_still_free
 from services.payment import domain
 from services.payment.providers.base import Notification, Outcome
 from shared.messages import PricedLine

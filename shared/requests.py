@@ -1,5 +1,5 @@
-"""Request/reply over RabbitMQ: the gateway publishes a durable command and waits a bounded time for the
-owning service's answer on this gateway instance's own (exclusive, auto-delete) reply queue.
+"""Request/reply over RabbitMQ: a caller (the gateway, a CLI) publishes a durable command and waits a bounded
+time for the owning service's typed answer on the caller's own (exclusive, auto-delete) reply queue.
 
 The command is durable and its effects are committed by its owner whether or not the answer arrives in
 time; a caller that times out answers 202 and the client polls.
@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import TypeVar
 
 from faststream import AckPolicy
 from faststream.rabbit import RabbitQueue
 from faststream.rabbit.annotations import RabbitMessage
-from pydantic import BaseModel
 
-from shared.messages import CommandResult
+from shared import envelopes
+from shared.messages import Message
 from shared.messaging import Bus
+
+ReplyT = TypeVar("ReplyT", bound=Message)
 
 
 class Requester:
@@ -32,16 +35,16 @@ class Requester:
             if future is not None and not future.done():
                 future.set_result(message.raw_message.body)
 
-    async def request(
-        self, routing_key: str, command: BaseModel, *, message_id: str, timeout: float
-    ) -> CommandResult | None:
-        """Publish (with confirm; raises if the broker refuses) and wait; None when no answer came in time."""
+    async def request(self, command: Message, reply: type[ReplyT], *, timeout: float) -> ReplyT | None:
+        """Publish (with confirm; raises if the broker refuses) and wait for the answer of type ``reply``; None
+        when no answer came in time. Routing key and message id come from the command (``shared.envelopes``)."""
         request_id = uuid.uuid4().hex
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = future
         try:
             await self.bus.publish_raw(
-                command.model_dump_json().encode(), routing_key, message_id=message_id,
+                command.model_dump_json().encode(), envelopes.routing_key(command),
+                message_id=envelopes.message_id(command),
                 correlation_id=request_id, reply_to=self.reply_queue,
                 headers={"x-type": type(command).__name__},
             )
@@ -50,4 +53,4 @@ class Requester:
             return None
         finally:
             self._waiting.pop(request_id, None)
-        return CommandResult.model_validate_json(body)
+        return reply.model_validate_json(body)

@@ -1,0 +1,107 @@
+"""The envelope of every message, derived from the message alone: its routing key and its message id.
+
+Consumers deduplicate by message id, so an id must be the same wherever the same fact is published (an IPN
+and a querydr answer for one payment, an outbox row relayed twice): deriving it here, once per message type,
+is what keeps them equal. Routing keys are the message types (one key per type, see ``shared.topology``).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from shared import topology
+from shared.messages import (
+    AddTicketType,
+    CancelOrder,
+    CheckoutRequested,
+    CreateEvent,
+    EventCreated,
+    HoldExpiryDue,
+    Message,
+    OrderCancelled,
+    OrderExpired,
+    OrderHeld,
+    OrderPaid,
+    OrderRefunded,
+    OrderRefundPending,
+    PaymentNotified,
+    PaymentOp,
+    PaymentRefunded,
+    PaymentSucceeded,
+    StockChanged,
+    TicketTypeAdded,
+)
+
+ROUTING_KEYS: dict[type[Message], str] = {
+    CheckoutRequested: topology.CHECKOUT_REQUESTED,
+    CancelOrder: topology.CANCEL_ORDER,
+    CreateEvent: topology.CREATE_EVENT,
+    AddTicketType: topology.ADD_TICKET_TYPE,
+    OrderHeld: topology.ORDER_HELD,
+    HoldExpiryDue: topology.HOLD_EXPIRY_DUE,
+    OrderExpired: topology.ORDER_EXPIRED,
+    OrderCancelled: topology.ORDER_CANCELLED,
+    OrderPaid: topology.ORDER_PAID,
+    OrderRefundPending: topology.ORDER_REFUND_PENDING,
+    OrderRefunded: topology.ORDER_REFUNDED,
+    StockChanged: topology.STOCK_CHANGED,
+    EventCreated: topology.EVENT_CREATED,
+    TicketTypeAdded: topology.TICKET_TYPE_ADDED,
+    PaymentNotified: topology.PAYMENT_NOTIFIED,
+    PaymentSucceeded: topology.PAYMENT_SUCCEEDED,
+    PaymentRefunded: topology.PAYMENT_REFUNDED,
+    PaymentOp: topology.PAYMENT_OP,
+}
+
+
+def routing_key(msg: Message) -> str:
+    try:
+        return ROUTING_KEYS[type(msg)]
+    except KeyError:
+        raise TypeError(f"{type(msg).__name__} has no routing key: add it to shared.envelopes") from None
+
+
+def message_id(msg: Message) -> str:
+    """The id consumers deduplicate by: one per fact (a fact published twice gets the same id)."""
+    match msg:
+        # Facts about an order: at most one of each kind per order.
+        case CheckoutRequested():
+            return f"checkout:{msg.order_id}"
+        case OrderHeld():
+            return f"held:{msg.order_id}"
+        case HoldExpiryDue():
+            return f"expiry:{msg.order_id}"
+        case OrderExpired():
+            return f"expired:{msg.order_id}"
+        case OrderCancelled():
+            return f"cancelled:{msg.order_id}"
+        case OrderPaid():
+            return f"paid:{msg.order_id}"
+        case OrderRefundPending():
+            return f"refund-pending:{msg.order_id}"
+        case OrderRefunded():
+            return f"refunded:{msg.order_id}"
+        # Facts about a payment: one per provider reference.
+        case PaymentSucceeded():
+            return f"payment-succeeded:{msg.provider}:{msg.txn_ref}"
+        case PaymentRefunded():
+            return f"payment-refunded:{msg.provider}:{msg.txn_ref}"
+        # Catalog facts.
+        case EventCreated():
+            return f"event-created:{msg.event_id}"
+        case TicketTypeAdded():
+            return f"ticket-type-added:{msg.ticket_type_id}"
+        case CreateEvent():
+            return f"create-event:{msg.event_id}"
+        case AddTicketType():
+            return f"add-ticket-type:{msg.ticket_type.ticket_type_id}"
+        # Every stock level is news (consumers keep the latest), and every request is its own.
+        case StockChanged():
+            return f"stock:{msg.ticket_type_id}:{uuid.uuid4().hex}"
+        case CancelOrder():
+            return f"cancel:{msg.order_id}:{uuid.uuid4().hex}"
+        case PaymentNotified():
+            return f"notified:{msg.provider}:{uuid.uuid4().hex}"
+        case PaymentOp():
+            return f"payment-op:{uuid.uuid4().hex}"
+    raise TypeError(f"{type(msg).__name__} has no message id rule: add it to shared.envelopes")
