@@ -30,11 +30,14 @@ from urllib.parse import urlsplit
 
 import aio_pika
 
+from shared import logs
+
 RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 # The inner script: the packaged wrapper switches to the rabbitmq user and its home, hence its cookie.
 RABBITMQCTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"
 # RabbitMQ's production guidance is at least 65,536; below this we say so (the node still starts).
 RECOMMENDED_FD_LIMIT = 65_536
+log = logs.get_logger(__name__)
 # Below this the node is at the mercy of a few hundred quorum queues: refuse to run a suite on it.
 MINIMUM_FD_LIMIT = 4_096
 
@@ -422,29 +425,34 @@ async def delete_prefix(
     """Delete every queue and exchange whose name starts with ``prefix`` (listed through rabbitmqctl where the
     node runs here) plus the ``known_*`` names (the only way for a remote broker); returns the queues deleted.
 
-    ``only_unused``: skip a queue that has consumers (sweeping another run's leftovers must not break it)."""
+    ``only_unused``: leave a queue that had consumers when listed (sweeping another run's leftovers must not break
+    it; quorum queues refuse the ``if-unused`` flag, so the listing decides)."""
     if not prefix:
         raise ValueError("refusing to delete every queue of the broker: empty prefix")
     queues, exchanges = set(known_queues), set(known_exchanges)
     node = await asyncio.to_thread(local_node_for, url)
     if node is not None:
         listed = await asyncio.to_thread(node.queues, timeout)
-        queues.update(name for name, _, _ in listed or () if name.startswith(prefix))
+        queues.update(n for n, consumers, _ in listed or () if n.startswith(prefix) and not (only_unused and consumers))
         listed_ex = await asyncio.to_thread(node.exchanges, timeout)
-        exchanges.update(name for name in listed_ex or () if name.startswith(prefix))
+        exchanges.update(n for n in listed_ex or () if n.startswith(prefix))
     deleted = 0
     conn = await asyncio.wait_for(aio_pika.connect(url, timeout=timeout), timeout=timeout)
     try:
         channel = await conn.channel()
         for name in sorted(queues):
             try:
-                await asyncio.wait_for(channel.queue_delete(name, if_unused=only_unused), timeout=timeout)
+                await asyncio.wait_for(channel.queue_delete(name), timeout=timeout)
                 deleted += 1
-            except Exception:  # absent, or in use: the channel is closed by the broker, open another
+            except Exception as exc:
+                log.debug("queue_delete_failed", queue=name, error=repr(exc)[:200])
                 channel = await conn.channel()
         for name in sorted(exchanges):
-            with contextlib.suppress(Exception):
+            try:
                 await asyncio.wait_for(channel.exchange_delete(name), timeout=timeout)
+            except Exception as exc:
+                log.debug("exchange_delete_failed", exchange=name, error=repr(exc)[:200])
+                channel = await conn.channel()
     finally:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(conn.close(), timeout=timeout)
@@ -465,7 +473,7 @@ async def sweep_stale(url: str, starts_with: str = "test-", timeout: float = 10.
         deleted += await delete_prefix(
             url,
             prefix,
-            [n for n, c, _ in listed if n.startswith(prefix) and c == 0],
+            [n for n, consumers, _ in listed if n.startswith(prefix) and consumers == 0],
             [f"{prefix}ticketing.events"],
             only_unused=True,
             timeout=timeout,
