@@ -419,23 +419,23 @@ async def delete_prefix(
     known_queues: Iterable[str] = (),
     known_exchanges: Iterable[str] = (),
     *,
-    only_unused: bool = False,
     timeout: float = 10.0,
 ) -> int:
     """Delete every queue and exchange whose name starts with ``prefix`` (listed through rabbitmqctl where the
-    node runs here) plus the ``known_*`` names (the only way for a remote broker); returns the queues deleted.
-
-    ``only_unused``: leave a queue that had consumers when listed (sweeping another run's leftovers must not break
-    it; quorum queues refuse the ``if-unused`` flag, so the listing decides)."""
+    node runs here) plus the ``known_*`` names (the only way for a remote broker); returns the queues deleted."""
     if not prefix:
         raise ValueError("refusing to delete every queue of the broker: empty prefix")
     queues, exchanges = set(known_queues), set(known_exchanges)
     node = await asyncio.to_thread(local_node_for, url)
     if node is not None:
         listed = await asyncio.to_thread(node.queues, timeout)
-        queues.update(n for n, consumers, _ in listed or () if n.startswith(prefix) and not (only_unused and consumers))
+        queues.update(n for n, _, _ in listed or () if n.startswith(prefix))
         listed_ex = await asyncio.to_thread(node.exchanges, timeout)
         exchanges.update(n for n in listed_ex or () if n.startswith(prefix))
+    return await _delete(url, queues, exchanges, timeout)
+
+
+async def _delete(url: str, queues: Iterable[str], exchanges: Iterable[str], timeout: float) -> int:
     deleted = 0
     conn = await asyncio.wait_for(aio_pika.connect(url, timeout=timeout), timeout=timeout)
     try:
@@ -468,17 +468,13 @@ async def sweep_stale(url: str, starts_with: str = "test-", timeout: float = 10.
     if not listed:
         return 0, 0
     runs = stale_prefixes(listed, starts_with)
-    deleted = 0
-    for prefix in sorted(runs):
-        deleted += await delete_prefix(
-            url,
-            prefix,
-            [n for n, consumers, _ in listed if n.startswith(prefix) and consumers == 0],
-            [f"{prefix}ticketing.events"],
-            only_unused=True,
-            timeout=timeout,
-        )
-    return len(runs), deleted
+    if not runs:
+        return 0, 0
+    exchanges = await asyncio.to_thread(node.exchanges, timeout) or []
+    # Quorum queues refuse queue.delete's if-unused flag, so the listing's consumer count decides.
+    queues = [n for n, consumers, _ in listed if consumers == 0 and n.split(".", 1)[0] + "." in runs]
+    dead_exchanges = [n for n in exchanges if n.split(".", 1)[0] + "." in runs]
+    return len(runs), await _delete(url, queues, dead_exchanges, timeout)
 
 
 def main(argv: list[str] | None = None) -> int:
