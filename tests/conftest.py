@@ -83,7 +83,7 @@ async def stack(server_settings: Settings, request: pytest.FixtureRequest) -> As
     supervisor.start()
     dsn = make_url(settings.database_url).set(drivername="postgresql").render_as_string(hide_password=False)
     db = await asyncpg.create_pool(dsn, min_size=1, max_size=5)
-    amqp = await aio_pika.connect_robust(settings.rabbitmq_url)
+    amqp = await aio_pika.connect_robust(settings.rabbitmq_url, timeout=10)
     s = Stack(env=env, settings=settings, base_url=f"http://127.0.0.1:{settings.gateway_port}", db=db, amqp=amqp,
               supervisor=supervisor, smtp=smtp)
     try:
