@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint bench up
+.PHONY: install demo test lint bench up doctor
 
 $(BIN)/ticketing: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,3 +27,7 @@ lint: install
 
 bench: install
 	$(BIN)/python -m bench.flash_sale
+
+# Each dependency's handshake, the broker's open-file limit, descriptors and queue counts (issue 13).
+doctor: install
+	$(BIN)/ticketing doctor

@@ -13,12 +13,16 @@ A consumer parses its message with a pydantic model and calls a typed handler. W
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import random
 import time
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
+from urllib.parse import urlsplit
 
 import aio_pika
 from aio_pika.abc import AbstractRobustConnection
@@ -65,6 +69,16 @@ async def _raw_body(message: Any) -> bytes:
     return bytes(message.body)
 
 
+Declare = Callable[[aio_pika.abc.AbstractChannel], Awaitable[None]]
+
+
+def backoff(attempt: int, initial: float, cap: float) -> float:
+    """Pause before connect attempt ``attempt + 1``: doubling up to ``cap``, jittered over its upper half so
+    that services which lost the broker together do not all come back in the same instant."""
+    ceiling = min(cap, initial * 2 ** min(attempt, 30))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
 def encode(model: BaseModel) -> bytes:
     return model.model_dump_json().encode()
 
@@ -85,27 +99,95 @@ class Bus:
         )
         self._admin: AbstractRobustConnection | None = None
         self._declared_delay: set[int] = set()
+        self.connected = False  # start() completed once (afterwards the robust connections reconnect)
+        self.last_error: str | None = None
 
     # --- lifecycle --------------------------------------------------------------------------------
 
-    async def start(self, declare_services: tuple[str, ...] = ()) -> None:
-        """Declare the topology (idempotent), then connect the broker and start its subscribers."""
-        self._admin = await aio_pika.connect_robust(self.settings.rabbitmq_url)
-        channel = await self._admin.channel()
-        await topology.declare_exchange(channel, self.names)
-        for service in declare_services:
-            await topology.declare_service(channel, self.names, service, self.settings.delivery_limit)
-        await channel.close()
-        await self.broker.start()
+    async def start(
+        self,
+        declare_services: tuple[str, ...] = (),
+        *,
+        stop: asyncio.Event | None = None,
+        declare: Declare | None = None,
+    ) -> bool:
+        """Declare the topology (idempotent), then connect the broker and start its subscribers.
+
+        Never waits on the broker without a deadline: each attempt is bounded, and a failed one is logged with
+        what it waits for and retried after a jittered, growing pause, until it works (True) or ``stop`` is set
+        (False). Meanwhile readiness reports the reason (``broker_check``)."""
+        attempt = 0
+        while True:
+            try:
+                await self._start_once(declare_services, declare)
+            except Exception as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"[:300] or type(exc).__name__
+                await self._close_quietly()
+                pause = backoff(attempt, self.settings.broker_retry_initial_seconds,
+                                self.settings.broker_retry_max_seconds)
+                log.warning("waiting_for_broker", service=self.service, what="connect, declare, start consumers",
+                            broker=self._where, attempt=attempt + 1, retry_in=round(pause, 2), error=self.last_error)
+                attempt += 1
+                if stop is None:
+                    await asyncio.sleep(pause)
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=pause)
+                    if stop.is_set():
+                        return False
+                continue
+            self.connected = True
+            self.last_error = None
+            if attempt:
+                log.info("broker_connected", service=self.service, broker=self._where, attempts=attempt + 1)
+            return True
+
+    async def _start_once(self, declare_services: tuple[str, ...], declare: Declare | None) -> None:
+        s = self.settings
+        self._admin = await asyncio.wait_for(
+            aio_pika.connect_robust(s.rabbitmq_url, timeout=s.broker_connect_timeout_seconds),
+            timeout=s.broker_connect_timeout_seconds,
+        )
+
+        async def _declare() -> None:
+            assert self._admin is not None
+            channel = await self._admin.channel()
+            await topology.declare_exchange(channel, self.names)
+            for service in declare_services:
+                await topology.declare_service(channel, self.names, service, s.delivery_limit)
+            if declare is not None:
+                await declare(channel)
+            await channel.close()
+
+        await asyncio.wait_for(_declare(), timeout=s.broker_operation_timeout_seconds)
+        await asyncio.wait_for(self.broker.start(), timeout=s.broker_connect_timeout_seconds
+                               + s.broker_operation_timeout_seconds)
+
+    async def _close_quietly(self) -> None:
+        timeout = self.settings.broker_operation_timeout_seconds
+        if self._admin is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._admin.close(), timeout=timeout)
+            self._admin = None
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.broker.stop(), timeout=timeout)
+
+    @property
+    def _where(self) -> str:
+        url = urlsplit(self.settings.rabbitmq_url)  # never the password
+        return f"{url.hostname}:{url.port or 5672}"
 
     async def stop(self) -> None:
+        self.connected = False
         await self.broker.stop()
         if self._admin is not None:
-            await self._admin.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._admin.close(), timeout=self.settings.broker_operation_timeout_seconds)
 
     async def admin_channel(self) -> aio_pika.abc.AbstractChannel:
-        assert self._admin is not None, "Bus.start() first"
-        return await self._admin.channel()
+        if self._admin is None or self._admin.is_closed:
+            raise ConnectionError(f"not connected to RabbitMQ ({self.last_error or 'starting'})")
+        return await asyncio.wait_for(self._admin.channel(), timeout=self.settings.broker_operation_timeout_seconds)
 
     async def ensure_hold_delay_queue(self, hold_seconds: int) -> str:
         if hold_seconds not in self._declared_delay:

@@ -73,6 +73,13 @@ async def stop_outbox_service(
     await engine.dispose()
 
 
+async def stop_unstarted(server: uvicorn.Server | None, engine: AsyncEngine) -> None:
+    """Stopped while still waiting for the broker: nothing consumed, nothing to drain."""
+    if server is not None:
+        server.should_exit = True
+    await engine.dispose()
+
+
 def database_check(engine: AsyncEngine) -> Callable[[], Awaitable[None]]:
     async def check() -> None:
         async with engine.connect() as conn:
@@ -83,7 +90,9 @@ def database_check(engine: AsyncEngine) -> Callable[[], Awaitable[None]]:
 
 def broker_check(bus: Bus) -> Callable[[], Awaitable[None]]:
     async def check() -> None:
+        if not bus.connected:
+            raise ConnectionError(f"waiting for RabbitMQ: {bus.last_error or 'connecting'}")
         if not await bus.broker.ping(timeout=1.0):
-            raise ConnectionError("RabbitMQ is not reachable")
+            raise ConnectionError("RabbitMQ is not reachable (reconnecting)")
 
     return check

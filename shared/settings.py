@@ -128,6 +128,13 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = False
 
+    # --- The messaging foundation (issue 13): every wait on the broker has a deadline --------------------
+    broker_connect_timeout_seconds: float = Field(5.0, description="One connect attempt, handshake included")
+    broker_operation_timeout_seconds: float = Field(10.0, description="One declare, bind or consumer start")
+    broker_retry_initial_seconds: float = Field(0.5, description="First pause before connecting again")
+    broker_retry_max_seconds: float = Field(10.0, description="Longest pause between connect attempts (jittered)")
+    checkout_retry_after_seconds: int = Field(5, description="Retry-After of a checkout the broker cannot take")
+
     @field_validator("environment", mode="before")
     @classmethod
     def _known_environment(cls, value: Any) -> Any:

@@ -2,7 +2,8 @@
 
 All work queues are durable quorum queues with a delivery limit (poison messages cannot loop) and a
 dead-letter target: their service's dead-letter queue. Retries go through a ladder of TTL queues that
-dead-letter back into the work queue (see docs/ARCHITECTURE.md, "Messaging").
+dead-letter back into the work queue (see docs/ARCHITECTURE.md, "Messaging"); those and the hold delay queues
+are durable classic queues (see retry_queue_args for why).
 """
 
 from __future__ import annotations
@@ -52,11 +53,12 @@ class Names:
         return f"{self.prefix}{service}.dlq"
 
     def retry_queue(self, work_queue: str, seconds: int) -> str:
-        return f"{work_queue}.retry.{seconds}s"
+        # "-classic": these were quorum queues before issue 13; a new name, not a declaration conflict.
+        return f"{work_queue}.retry-classic.{seconds}s"
 
     def hold_delay_queue(self, hold_seconds: int) -> str:
         # Named by its TTL: a change of the TTL rule gets a new queue instead of a declaration conflict.
-        return f"{self.prefix}inventory.hold-delay.{hold_delay_ttl_ms(hold_seconds)}ms"
+        return f"{self.prefix}inventory.hold-delay-classic.{hold_delay_ttl_ms(hold_seconds)}ms"
 
     def redis_key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -120,23 +122,27 @@ def work_queue_args(names: Names, q: WorkQueue, delivery_limit: int) -> dict[str
     }
 
 
+# Retry steps and hold delays are durable *classic* queues (issue 13): a quorum queue costs the broker a Raft
+# log and a few file descriptors each, and RabbitMQ 3.10 wedged at ~300 of them. What they hold is persistent
+# and survives a restart; what a classic queue gives up is at-least-once dead-lettering (a node crash in the
+# instant a TTL fires could drop that one message). For a retry, the message then is lost as if its handler
+# had failed for good (the original stays in no DLQ: accepted, see decisions.md); for a hold, the sweeper
+# releases every overdue hold anyway, and a release is never early because the TTL only ever fires late.
 def retry_queue_args(names: Names, q: WorkQueue, seconds: int) -> dict[str, Any]:
     return {
-        "x-queue-type": "quorum",
+        "x-queue-type": "classic",
         "x-message-ttl": seconds * 1000,
         "x-dead-letter-exchange": "",
         "x-dead-letter-routing-key": names.queue(q.name),
-        "x-dead-letter-strategy": "at-least-once",
         "x-overflow": "reject-publish",
     }
 
 
 def hold_delay_args(names: Names) -> dict[str, Any]:
     return {
-        "x-queue-type": "quorum",
+        "x-queue-type": "classic",
         "x-dead-letter-exchange": names.events_exchange,
         "x-dead-letter-routing-key": HOLD_EXPIRY_DUE,
-        "x-dead-letter-strategy": "at-least-once",
         "x-overflow": "reject-publish",
     }
 

@@ -4,6 +4,7 @@ named by the settings (localhost by default), and the services run as real proce
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import shutil
@@ -14,6 +15,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import aio_pika
 import asyncpg
@@ -24,6 +26,7 @@ from sqlalchemy.engine import make_url
 from services.gateway.auth import issue_token
 from shared.settings import Settings
 from shared.topology import Names, all_queue_names, mailer_notifications
+from ticketing import broker_node
 
 T = TypeVar("T")
 
@@ -69,6 +72,39 @@ async def check_servers(settings: Settings) -> list[str]:
         missing.append(f"RabbitMQ at {settings.rabbitmq_url} ({type(exc).__name__}); "
                        f"start it: {START_HINTS['RabbitMQ']}")
     return missing
+
+
+# How long the configured broker gets to complete an AMQP handshake before the run starts a node of its own.
+BROKER_CHECK_SECONDS = float(os.environ.get("TICKETING_TEST_BROKER_CHECK_SECONDS", "10"))
+
+
+def own_broker_if_sick(settings: Settings, resources: contextlib.ExitStack,
+                       say: Callable[[str], None]) -> str | None:
+    """If the configured broker does not complete an AMQP handshake in BROKER_CHECK_SECONDS (down, or wedged:
+    TCP accepted and no ``Connection.Start``), start a RabbitMQ node of the run's own, stopped when
+    ``resources`` closes, and return its URL. ``TICKETING_TEST_OWN_BROKER=1`` asks for one regardless."""
+    forced = os.environ.get("TICKETING_TEST_OWN_BROKER", "") == "1"
+    # In a thread: this runs before the session's event loop, which asyncio.run must not disturb.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        why = "asked for (TICKETING_TEST_OWN_BROKER=1)" if forced else pool.submit(
+            broker_node.handshake_ok, settings.rabbitmq_url, BROKER_CHECK_SECONDS).result()
+    if why is None:
+        return None
+    node = broker_node.BrokerNode.create("ticketing-test")
+    node.start()
+    resources.callback(node.stop)
+    limit = node.check_fd_limit()
+    where = urlsplit(settings.rabbitmq_url)
+    say(f"RabbitMQ at {where.hostname}:{where.port or 5672}: {why}; this run uses "
+        f"its own node {node.name} on port {node.port} (open-file limit {limit}, data {node.base})")
+    return node.url
+
+
+async def sweep_stale_test_queues(settings: Settings, say: Callable[[str], None]) -> None:
+    """Delete what crashed earlier test runs left behind (their prefix has no consumer anywhere)."""
+    runs, queues = await broker_node.sweep_stale(settings.rabbitmq_url, "test-")
+    if queues:
+        say(f"swept {queues} queues left by {runs} earlier test runs")
 
 
 def run_environment(base: Settings) -> dict[str, str]:
@@ -215,12 +251,10 @@ class Stack:
             raise AssertionError(f"{exc}; not ready: {await not_ready()}") from None
 
     async def cleanup_broker(self, hold_seconds: tuple[int, ...]) -> None:
-        channel = await self.amqp.channel()
+        """Delete every queue and exchange of the run's prefix: listed where the broker runs here, plus every
+        name the topology knows (a remote broker cannot be listed without its management API)."""
         mailer_queue = mailer_notifications(tuple(self.settings.mailer_retry_delays))
-        for name in all_queue_names(self.names, hold_seconds, extra=(mailer_queue,)):
-            try:
-                await channel.queue_delete(name)
-            except Exception:
-                channel = await self.amqp.channel()
-        with contextlib.suppress(Exception):
-            await channel.exchange_delete(self.names.events_exchange)
+        await broker_node.delete_prefix(
+            self.settings.rabbitmq_url, self.settings.prefix,
+            all_queue_names(self.names, hold_seconds, extra=(mailer_queue,)), [self.names.events_exchange],
+        )

@@ -69,6 +69,20 @@ def up(no_migrate: bool) -> None:
 
 
 @main.command()
+@click.option("--timeout", default=5.0, show_default=True, help="Seconds each dependency gets to answer.")
+def doctor(timeout: float) -> None:
+    """Reach every dependency (a real handshake each) and report the broker's file and queue budget."""
+    from ticketing.doctor import diagnose, render
+
+    settings = get_settings()
+    report = asyncio.run(diagnose(settings, timeout))
+    for line in render(report, settings):
+        click.echo(line)
+    if not report.ok:
+        sys.exit(1)
+
+
+@main.command()
 @click.option("--user", "sub", default="alice", show_default=True, help="The token's subject (user id).")
 @click.option("--email", default=None, help="Defaults to <user>@example.com.")
 @click.option("--admin", is_flag=True, help="Give the token the admin role.")

@@ -98,8 +98,10 @@ async def _command(request: Request, command: Message, reply: type[ReplyT]) -> R
             command, reply, timeout=state.settings.checkout_wait_seconds
         )
     except Exception as exc:  # the broker refused or is unreachable: nothing was accepted
-        raise Problem(503, "Service unavailable", f"could not queue the request: {type(exc).__name__}",
-                      "unavailable") from exc
+        problem = Problem(503, "Service unavailable", f"could not queue the request: {type(exc).__name__}",
+                          "unavailable")
+        problem.headers["Retry-After"] = str(state.settings.checkout_retry_after_seconds)
+        raise problem from exc
 
 
 async def _rate_limit(request: Request, user: User) -> None:

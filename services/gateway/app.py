@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -50,8 +52,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await bus.start()
+        # Connect in the background: the catalog, search, order status and the return URL need no broker, and
+        # /readyz says why the gateway is not ready; a checkout meanwhile gets 503 with Retry-After.
+        connecting = asyncio.create_task(bus.start(), name="broker-connect")
         yield
+        connecting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await connecting
         await bus.stop()
         await redis.aclose()
         await engine.dispose()

@@ -79,7 +79,14 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     settings = settings or get_settings()
     logs.configure("inventory", settings.log_level, settings.log_json)
     inventory = build(settings)
-    await inventory.bus.start(declare_services=("inventory",))
+    # Health first: /healthz answers and /readyz says why while the broker is away.
+    server = await health.serve_service_health("inventory", settings.service_host, settings.inventory_port, {
+        "database": runtime.database_check(inventory.engine),
+        "rabbitmq": runtime.broker_check(inventory.bus),
+    })
+    if not await inventory.bus.start(declare_services=("inventory",), stop=stop):
+        await runtime.stop_unstarted(server, inventory.engine)
+        return
     inventory.start()
     tasks = [
         asyncio.create_task(inventory.relay.run(), name="outbox-relay"),
@@ -88,10 +95,6 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
             name="sweeper",
         ),
     ]
-    server = await health.serve_service_health("inventory", settings.service_host, settings.inventory_port, {
-        "database": runtime.database_check(inventory.engine),
-        "rabbitmq": runtime.broker_check(inventory.bus),
-    })
     log.info("inventory_started", prefix=settings.prefix)
     await stop.wait()
     log.info("inventory_stopping")

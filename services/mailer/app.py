@@ -13,7 +13,7 @@ from services.mailer.store import EmailStore
 from shared import health, logs, runtime, topology
 from shared.db import make_engine
 from shared.messages import OrderExpired, OrderPaid, OrderRefunded
-from shared.messaging import Bus, Route
+from shared.messaging import Bus, Declare, Route
 from shared.settings import Settings, get_settings
 
 log = logs.get_logger(__name__)
@@ -23,15 +23,14 @@ def work_queue(settings: Settings) -> topology.WorkQueue:
     return topology.mailer_notifications(tuple(settings.mailer_retry_delays))
 
 
-async def declare(settings: Settings, wq: topology.WorkQueue) -> None:
+def declare(settings: Settings, wq: topology.WorkQueue) -> Declare:
     """Declare the mailer's queues with the configured ladder (Bus.start would use the default one)."""
-    conn = await aio_pika.connect(settings.rabbitmq_url)
-    try:
-        channel = await conn.channel()
+
+    async def _declare(channel: aio_pika.abc.AbstractChannel) -> None:
         await topology.declare_service(channel, topology.Names(settings.prefix), "mailer", settings.delivery_limit,
                                        queues=(wq,))
-    finally:
-        await conn.close()
+
+    return _declare
 
 
 async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
@@ -53,12 +52,15 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
         topology.ORDER_EXPIRED: Route(OrderExpired, mailer.on_order_expired),
         topology.ORDER_REFUNDED: Route(OrderRefunded, mailer.on_order_refunded),
     })
-    await declare(settings, wq)
-    await bus.start()
     server = await health.serve_service_health("mailer", settings.service_host, settings.mailer_port, {
         "database": runtime.database_check(engine),
         "rabbitmq": runtime.broker_check(bus),
     })
+    if not await bus.start(stop=stop, declare=declare(settings, wq)):
+        if sink is not None:
+            sink.stop()
+        await runtime.stop_unstarted(server, engine)
+        return
     log.info("mailer_started", prefix=settings.prefix, smtp=f"{config.host}:{config.port}",
              retry_delays=list(wq.retry_delays))
     await stop.wait()

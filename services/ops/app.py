@@ -19,12 +19,10 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     logs.configure("ops", settings.log_level, settings.log_json)
     engine = make_engine(settings.database_url, pool_size=4)
     keeper = Keeper(settings, engine)
-    await keeper.start()
-    reporter = asyncio.create_task(keeper.report_depths(15.0), name="dlq-depths")
 
     async def broker_check() -> None:
-        if keeper.connection is None or keeper.connection.is_closed:
-            raise ConnectionError("RabbitMQ is not reachable")
+        if keeper.connection is None or keeper.connection.is_closed or not keeper.queues:
+            raise ConnectionError(f"waiting for RabbitMQ: {keeper.last_error or 'connecting'}")
 
     async def table_check() -> None:
         async with engine.connect() as conn:
@@ -33,6 +31,10 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     server = await health.serve_service_health("ops", settings.service_host, settings.ops_port, {
         "database": runtime.database_check(engine), "rabbitmq": broker_check, "ops_schema": table_check,
     })
+    if not await keeper.start(stop):
+        await runtime.stop_unstarted(server, engine)
+        return
+    reporter = asyncio.create_task(keeper.report_depths(15.0), name="dlq-depths")
     await stop.wait()
     log.info("ops_stopping")
     reporter.cancel()

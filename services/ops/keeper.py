@@ -7,6 +7,7 @@ insert a no-op. Competing keepers are safe for the same reason.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from functools import partial
 
 import aio_pika
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.ops import dlq
 from shared import logs, metrics, topology
+from shared.messaging import backoff
 from shared.settings import Settings
 
 log = logs.get_logger(__name__)
@@ -29,9 +31,38 @@ class Keeper:
         self.names = topology.Names(settings.prefix)
         self.connection: AbstractRobustConnection | None = None
         self.queues: list[AbstractQueue] = []  # held: RobustConnection only restores referenced queues
+        self.last_error: str | None = None
 
-    async def start(self) -> None:
-        self.connection = await aio_pika.connect_robust(self.settings.rabbitmq_url)
+    async def start(self, stop: asyncio.Event | None = None) -> bool:
+        """Connect and consume every DLQ; each attempt bounded, retried with jittered backoff until it works
+        (True) or ``stop`` is set (False)."""
+        s = self.settings
+        attempt = 0
+        while True:
+            try:
+                await asyncio.wait_for(self._start_once(), timeout=s.broker_connect_timeout_seconds
+                                       + s.broker_operation_timeout_seconds)
+                log.info("dlq_keeper_started", queues=[q.name for q in self.queues])
+                return True
+            except Exception as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+                await self.stop()
+                self.connection, self.queues = None, []
+                pause = backoff(attempt, s.broker_retry_initial_seconds, s.broker_retry_max_seconds)
+                log.warning("waiting_for_broker", service="ops", what="connect, consume the DLQs",
+                            attempt=attempt + 1, retry_in=round(pause, 2), error=self.last_error)
+                attempt += 1
+                if stop is None:
+                    await asyncio.sleep(pause)
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=pause)
+                if stop.is_set():
+                    return False
+
+    async def _start_once(self) -> None:
+        self.connection = await aio_pika.connect_robust(self.settings.rabbitmq_url,
+                                                        timeout=self.settings.broker_connect_timeout_seconds)
         channel = await self.connection.channel()
         await channel.set_qos(prefetch_count=64)
         for service in dlq.dlq_services():
@@ -39,7 +70,6 @@ class Keeper:
             queue = await channel.get_queue(self.names.dlq(service))
             await queue.consume(partial(self._on_message, service, queue.name))
             self.queues.append(queue)
-        log.info("dlq_keeper_started", queues=[q.name for q in self.queues])
 
     async def report_depths(self, interval: float) -> None:
         """Export what waits in every DLQ as gauges, so an alert can fire on a non-empty DLQ."""
@@ -57,7 +87,8 @@ class Keeper:
 
     async def stop(self) -> None:
         if self.connection is not None:
-            await self.connection.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.connection.close(), timeout=self.settings.broker_operation_timeout_seconds)
 
     async def _on_message(self, service: str, queue: str, message: AbstractIncomingMessage) -> None:
         try:

@@ -40,7 +40,13 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     settings = settings or get_settings()
     logs.configure("payment", settings.log_level, settings.log_json)
     payments = build(settings)
-    await payments.bus.start(declare_services=("payment",))
+    server = await health.serve_service_health("payment", settings.service_host, settings.payment_port, {
+        "database": runtime.database_check(payments.engine),
+        "rabbitmq": runtime.broker_check(payments.bus),
+    })
+    if not await payments.bus.start(declare_services=("payment",), stop=stop):
+        await runtime.stop_unstarted(server, payments.engine)
+        return
     payments.attempts.start()
     tasks = [
         asyncio.create_task(payments.relay.run(), name="outbox-relay"),
@@ -49,10 +55,6 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
         asyncio.create_task(runtime.every(settings.payment_refund_retry_seconds, payments.refund_due, "refunds"),
                             name="refunds"),
     ]
-    server = await health.serve_service_health("payment", settings.service_host, settings.payment_port, {
-        "database": runtime.database_check(payments.engine),
-        "rabbitmq": runtime.broker_check(payments.bus),
-    })
     log.info("payment_started", prefix=settings.prefix)
     await stop.wait()
     log.info("payment_stopping")

@@ -78,8 +78,6 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     settings = settings or get_settings()
     logs.configure("search", settings.log_level, settings.log_json)
     bus, handlers = build(settings)
-    await bus.start(declare_services=("search",))
-    task = asyncio.create_task(monitor(handlers, settings.search_check_interval_seconds), name="index-monitor")
 
     async def redis_check() -> None:
         await handlers.redis.ping()
@@ -89,6 +87,11 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
         "rabbitmq": runtime.broker_check(bus),
         "redis": redis_check,
     })
+    if not await bus.start(declare_services=("search",), stop=stop):
+        await handlers.redis.aclose()
+        await runtime.stop_unstarted(server, handlers.engine)
+        return
+    task = asyncio.create_task(monitor(handlers, settings.search_check_interval_seconds), name="index-monitor")
     log.info("search_started", prefix=settings.prefix)
     await stop.wait()
     log.info("search_stopping")
