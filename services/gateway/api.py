@@ -184,7 +184,7 @@ async def cancel_order(order_id: UUID, request: Request, user: CurrentUser) -> R
 # --- catalog ---------------------------------------------------------------------------------------
 
 
-@router.get("/events", response_model=list[EventSummary], responses={429: _PROBLEM}, tags=["catalog"],
+@router.get("/events", response_model=list[EventSummary], responses={429: _PROBLEM, 503: _PROBLEM}, tags=["catalog"],
             dependencies=_CATALOG_LIMIT)
 async def list_events(
     request: Request,
@@ -192,7 +192,7 @@ async def list_events(
     offset: Annotated[int, Query(ge=0, le=10_000)] = 0,
 ) -> list[EventSummary]:
     # Written through: the search index's upcoming-events order is updated on every catalog change.
-    docs, _ = await search_api.reader(request).upcoming(offset, limit)
+    docs = await search_api.upcoming(request, offset, limit)
     return [EventSummary(event_id=UUID(d.event_id), title=d.title, venue=d.venue, city=d.city, starts_at=d.starts_at,
                          lowest_price=d.lowest_price, available=d.available) for d in docs]
 

@@ -105,15 +105,28 @@ async def search(
     try:
         result = await reader(request).search(domain.parse(q), filters, (page - 1) * page_size, page_size)
     except SearchUnavailable as exc:
-        problem = Problem(503, "Search unavailable", str(exc), "unavailable")
-        problem.headers["Retry-After"] = "2"
-        raise problem from exc
+        raise shed(exc) from exc
     # Serialised here (orjson, no second validation pass): this is the hottest read of the API.
     body = {"total": result.total, "page": page, "page_size": page_size,
             "pages": (result.total + page_size - 1) // page_size, "source": result.source,
             "results": [hit_json(h) for h in result.hits]}
     return Response(orjson.dumps(body), media_type="application/json",
                     headers={"X-Search-Source": result.source})
+
+
+def shed(exc: SearchUnavailable) -> Problem:
+    problem = Problem(503, "Search unavailable", str(exc), "unavailable")
+    problem.headers["Retry-After"] = "2"
+    return problem
+
+
+async def upcoming(request: Request, offset: int, limit: int) -> list[domain.Doc]:
+    """The homepage's events (the index, or PostgreSQL under the read-through path's concurrency cap)."""
+    try:
+        docs, _ = await reader(request).upcoming(offset, limit)
+    except SearchUnavailable as exc:
+        raise shed(exc) from exc
+    return docs
 
 
 async def availability(request: Request, event_id: UUID) -> dict[str, int]:
