@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint bench up
+.PHONY: install demo test lint bench up fuzz
 
 $(BIN)/ticketing: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,3 +27,7 @@ lint: install
 
 bench: install
 	$(BIN)/python -m bench.flash_sale
+
+# schemathesis against a running gateway of its own (every operation, admin token); docs/SECURITY.md.
+fuzz: install
+	FUZZ_ALL=1 FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-100} $(BIN)/pytest tests/e2e/test_fuzz.py -s -q
