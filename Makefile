@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint bench up doctor
+.PHONY: install demo test lint bench up doctor fuzz
 
 $(BIN)/ticketing: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,3 +31,7 @@ bench: install
 # Each dependency's handshake, the broker's open-file limit, descriptors and queue counts (issue 13).
 doctor: install
 	$(BIN)/ticketing doctor
+
+# schemathesis against a running gateway of its own (every operation, admin token); docs/SECURITY.md.
+fuzz: install
+	FUZZ_ALL=1 FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-100} $(BIN)/pytest tests/e2e/test_fuzz.py -s -q

@@ -6,14 +6,21 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import uvicorn
-from fastapi import APIRouter, FastAPI, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 ReadinessCheck = Callable[[], Awaitable[None]]
 
 
-def health_router(checks: dict[str, ReadinessCheck]) -> APIRouter:
+def health_router(
+    checks: dict[str, ReadinessCheck],
+    show_details: Callable[[Request], Awaitable[bool]] | None = None,
+    metrics: bool = True,
+) -> APIRouter:
+    """``show_details`` decides per request whether /readyz names the failing checks and their errors (which
+    tell hosts and ports); None means always (the consumer services' own ports are not public).
+    ``metrics=False`` leaves /metrics to the caller (the gateway serves it to admins only)."""
     router = APIRouter(tags=["ops"])
 
     @router.get("/healthz")
@@ -21,22 +28,30 @@ def health_router(checks: dict[str, ReadinessCheck]) -> APIRouter:
         return {"status": "ok"}
 
     @router.get("/readyz")
-    async def readyz() -> Response:
+    async def readyz(request: Request) -> Response:
         failures: dict[str, str] = {}
         for name, check in checks.items():
             try:
                 await asyncio.wait_for(check(), timeout=2.0)
             except Exception as exc:
                 failures[name] = f"{type(exc).__name__}: {exc}"[:300]
+        detailed = show_details is None or await show_details(request)
         if failures:
-            return JSONResponse({"status": "unavailable", "failures": failures}, status_code=503)
-        return JSONResponse({"status": "ready", "checks": sorted(checks)})
+            body = {"status": "unavailable", **({"failures": failures} if detailed else {})}
+            return JSONResponse(body, status_code=503)
+        return JSONResponse({"status": "ready", **({"checks": sorted(checks)} if detailed else {})})
 
-    @router.get("/metrics")
-    async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    if metrics:
+
+        @router.get("/metrics")
+        async def metrics_page() -> Response:
+            return metrics_response()
 
     return router
+
+
+def metrics_response() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
 async def serve(app: FastAPI, host: str, port: int) -> uvicorn.Server:

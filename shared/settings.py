@@ -125,6 +125,32 @@ class Settings(BaseSettings):
     ops_port: int = 8106
     dlq_replay_rate: float = Field(default=50.0, description="Default replay rate, messages per second")
 
+    # --- Edge hardening (issue 8; docs/SECURITY.md has the threat model and why these values) -----
+    # Request bodies are counted while they stream in, Content-Length or chunked; above the cap: 413.
+    max_body_bytes: int = Field(65_536, description="Largest request body on public routes")
+    max_admin_body_bytes: int = Field(1_048_576, description="Largest body on /admin/ routes (authenticated first)")
+    jwt_audience: str = Field("", description="Required 'aud' claim of bearer tokens ('' = not checked)")
+    jwt_max_lifetime_seconds: int = Field(
+        7 * 86_400, description="Tokens whose exp - iat (or exp - now) exceeds this are refused"
+    )
+    # Per-route rate limits: requests per rate_limit_window_seconds, per client address (anonymous routes) or
+    # per token subject (buyer routes); 0 turns one off, rate_limit_enabled=false all of them (the test suite).
+    # Checkout keeps its own checkout_rate_limit above.
+    rate_limit_enabled: bool = True
+    rate_limit_window_seconds: int = 10
+    rate_limit_search: int = 100
+    rate_limit_catalog: int = 200
+    rate_limit_orders: int = 100
+    rate_limit_payments: int = Field(1_000, description="IPN and return URL, per source address (VNPAY retries)")
+    rate_limit_health: int = 100
+    # The search read-through path (index missing, Redis down): searches and homepage pages run at once per
+    # gateway process, and how long one waits for a turn before it is shed with 503 + Retry-After.
+    search_fallback_concurrency: int = 4
+    search_fallback_queue_seconds: float = 1.0
+    rate_limit_local_max_keys: int = Field(
+        100_000, description="Clients one gateway process tracks itself while Redis is unreachable"
+    )
+
     log_level: str = "INFO"
     log_json: bool = False
 

@@ -135,6 +135,7 @@ def run_environment(base: Settings) -> dict[str, str]:
         "TICKETING_SWEEPER_INTERVAL_SECONDS": "1",
         "TICKETING_CHECKOUT_WAIT_SECONDS": "30",
         "TICKETING_CHECKOUT_RATE_LIMIT": "0",
+        "TICKETING_RATE_LIMIT_ENABLED": "false",  # the edge limits have their own tests (test_edge_limits.py)
         "TICKETING_LOG_LEVEL": "WARNING",
         # Mailer and DLQ ops (issue 4): the test's own SMTP server, a short retry ladder, the keeper's port.
         "TICKETING_SMTP_HOST": "127.0.0.1",

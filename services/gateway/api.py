@@ -5,17 +5,18 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import time
 import uuid
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from services.gateway import payments_api, reads, search_api
+from services.gateway import payments_api, ratelimit, reads, search_api
 from services.gateway.auth import AdminUser, CurrentUser, User
+from services.gateway.edge import EdgeRoute
 from services.gateway.problems import PROBLEM_JSON, Problem
+from services.gateway.ratelimit import RateLimit
 from services.gateway.schemas import (
     AcceptedOut,
     CheckoutIn,
@@ -46,7 +47,7 @@ from shared.messages import (
 )
 from shared.requests import ReplyT
 
-router = APIRouter()
+router = APIRouter(route_class=EdgeRoute)
 IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1d8f3e-2c1b-4d8e-9a53-6c0a3f2b9e11")
 _PROBLEM: dict[str, Any] = {"content": {PROBLEM_JSON: {}}}
 REJECTION_TITLES = {
@@ -104,27 +105,6 @@ async def _command(request: Request, command: Message, reply: type[ReplyT]) -> R
         raise problem from exc
 
 
-async def _rate_limit(request: Request, user: User) -> None:
-    state = _state(request)
-    limit = state.settings.checkout_rate_limit
-    if not limit:
-        return
-    window = state.settings.checkout_rate_window_seconds
-    bucket = int(time.time()) // window
-    key = state.names.redis_key("ratelimit", "checkout", user.id, str(bucket))
-    try:
-        pipe = state.redis.pipeline()
-        pipe.incr(key)
-        pipe.expire(key, window * 2)
-        count, _ = await pipe.execute()
-    except Exception:  # Redis down: fail open; stock is decided in PostgreSQL, not here
-        return
-    if count > limit:
-        problem = Problem(429, "Too many requests", f"at most {limit} checkouts per {window} s", "rate-limited")
-        problem.headers["Retry-After"] = str(window)
-        raise problem
-
-
 @router.post(
     "/checkout",
     status_code=201,
@@ -133,6 +113,7 @@ async def _rate_limit(request: Request, user: User) -> None:
                429: _PROBLEM, 503: _PROBLEM},
     tags=["orders"],
     summary="Hold tickets for the buyer (all items or none)",
+    dependencies=[Depends(RateLimit(ratelimit.CHECKOUT))],
 )
 async def checkout(
     body: CheckoutIn,
@@ -141,7 +122,6 @@ async def checkout(
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
 ) -> Response:
     state = _state(request)
-    await _rate_limit(request, user)
     digest = request_hash(body)
     if idempotency_key:
         order_id = uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{user.id}\x00{idempotency_key}")
@@ -177,7 +157,12 @@ async def _remember_requested(request: Request, order_id: UUID, user: User) -> N
         await state.redis.set(state.names.redis_key("order-requested", str(order_id)), user.id, ex=3600)
 
 
-@router.get("/orders/{order_id}", response_model=OrderOut, responses={404: _PROBLEM}, tags=["orders"])
+_ORDERS_LIMIT = [Depends(RateLimit(ratelimit.ORDERS))]
+_CATALOG_LIMIT = [Depends(RateLimit(ratelimit.CATALOG))]
+
+
+@router.get("/orders/{order_id}", response_model=OrderOut, responses={404: _PROBLEM, 429: _PROBLEM},
+            tags=["orders"], dependencies=_ORDERS_LIMIT)
 async def get_order(order_id: UUID, request: Request, user: CurrentUser) -> Response:
     state = _state(request)
     found = await reads.get_order(state.engine, order_id)
@@ -197,7 +182,8 @@ async def get_order(order_id: UUID, request: Request, user: CurrentUser) -> Resp
 
 
 @router.post("/orders/{order_id}/cancel", response_model=OrderOut,
-             responses={202: {"model": AcceptedOut}, 404: _PROBLEM, 409: _PROBLEM}, tags=["orders"])
+             responses={202: {"model": AcceptedOut}, 404: _PROBLEM, 409: _PROBLEM, 429: _PROBLEM}, tags=["orders"],
+             dependencies=_ORDERS_LIMIT)
 async def cancel_order(order_id: UUID, request: Request, user: CurrentUser) -> Response:
     cmd = CancelOrder(order_id=order_id, user_id=user.id, is_admin=user.is_admin)
     answered = await _command(request, cmd, CancelAnswered)
@@ -216,19 +202,21 @@ async def cancel_order(order_id: UUID, request: Request, user: CurrentUser) -> R
 # --- catalog ---------------------------------------------------------------------------------------
 
 
-@router.get("/events", response_model=list[EventSummary], tags=["catalog"])
+@router.get("/events", response_model=list[EventSummary], responses={429: _PROBLEM, 503: _PROBLEM}, tags=["catalog"],
+            dependencies=_CATALOG_LIMIT)
 async def list_events(
     request: Request,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=10_000)] = 0,
 ) -> list[EventSummary]:
     # Written through: the search index's upcoming-events order is updated on every catalog change.
-    docs, _ = await search_api.reader(request).upcoming(offset, limit)
+    docs = await search_api.upcoming(request, offset, limit)
     return [EventSummary(event_id=UUID(d.event_id), title=d.title, venue=d.venue, city=d.city, starts_at=d.starts_at,
                          lowest_price=d.lowest_price, available=d.available) for d in docs]
 
 
-@router.get("/events/{event_id}", response_model=EventOut, responses={404: _PROBLEM}, tags=["catalog"])
+@router.get("/events/{event_id}", response_model=EventOut, responses={404: _PROBLEM, 429: _PROBLEM},
+            tags=["catalog"], dependencies=_CATALOG_LIMIT)
 async def get_event(event_id: UUID, request: Request) -> EventOut:
     # Cache-aside (TTL, invalidated on change, one rebuild at a time); availability from the brief cache.
     engine = _state(request).engine
@@ -246,9 +234,29 @@ async def get_event(event_id: UUID, request: Request) -> EventOut:
     return EventOut.model_validate(data)
 
 
-def _new_ticket_type(t: TicketTypeIn) -> NewTicketType:
-    return NewTicketType(ticket_type_id=uuid.uuid4(), name=t.name, price=t.price, capacity=t.capacity,
-                         per_user_limit=t.per_user_limit)
+def _new_ticket_type(t: TicketTypeIn, ticket_type_id: UUID | None = None) -> NewTicketType:
+    return NewTicketType(ticket_type_id=ticket_type_id or uuid.uuid4(), name=t.name, price=t.price,
+                         capacity=t.capacity, per_user_limit=t.per_user_limit)
+
+
+def _keyed_ticket_type_id(event_id: UUID, index: int) -> UUID:
+    # Under an Idempotency-Key the ticket types get ids derived from the event's, so that a repeat of the
+    # request can be told from a different request under the same key by what was stored.
+    return uuid.uuid5(event_id, f"ticket-type\x00{index}")
+
+
+def _same_event(stored: EventOut, body: EventIn) -> bool:
+    """Whether ``stored`` is what ``body`` created (ticket types added later by their own route are ignored)."""
+    keyed = {_keyed_ticket_type_id(stored.event_id, i): t for i, t in enumerate(body.ticket_types)}
+    any_keyed = {_keyed_ticket_type_id(stored.event_id, i) for i in range(EventIn.MAX_TICKET_TYPES)}
+    created = {t.ticket_type_id: t for t in stored.ticket_types if t.ticket_type_id in any_keyed}
+    if (stored.title, stored.venue, stored.city, stored.starts_at, stored.description, stored.hold_seconds) != (
+            body.title, body.venue, body.city, body.starts_at, body.description, body.hold_seconds):
+        return False
+    return created.keys() == keyed.keys() and all(
+        (c.name, c.price, c.capacity, c.per_user_limit) == (b.name, b.price, b.capacity, b.per_user_limit)
+        for tid, b in keyed.items() for c in [created[tid]]
+    )
 
 
 @router.post("/admin/events", status_code=201, response_model=search_api.EventWritten,
@@ -259,14 +267,24 @@ async def create_event(
     admin: AdminUser,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
 ) -> Response:
-    event_id = (uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"event\x00{admin.id}\x00{idempotency_key}")
-                if idempotency_key else uuid.uuid4())
+    if idempotency_key:
+        event_id = uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"event\x00{admin.id}\x00{idempotency_key}")
+        types = [_new_ticket_type(t, _keyed_ticket_type_id(event_id, i)) for i, t in enumerate(body.ticket_types)]
+    else:
+        event_id = uuid.uuid4()
+        types = [_new_ticket_type(t) for t in body.ticket_types]
     cmd = CreateEvent(
         event_id=event_id, title=body.title, venue=body.venue, city=body.city, starts_at=body.starts_at,
-        description=body.description, hold_seconds=body.hold_seconds,
-        ticket_types=[_new_ticket_type(t) for t in body.ticket_types],
+        description=body.description, hold_seconds=body.hold_seconds, ticket_types=types,
     )
-    return await _catalog_response(request, await _command(request, cmd, CatalogChanged), event_id)
+    changed = await _command(request, cmd, CatalogChanged)
+    if idempotency_key and changed is not None and changed.outcome is not CatalogOutcome.EVENT_NOT_FOUND:
+        # Checked after the command, not before: two racing requests under one key both see the winner here.
+        stored = await reads.get_event(_state(request).engine, event_id)
+        if stored is not None and not _same_event(stored, body):
+            raise Problem(422, "Idempotency-Key reuse", "this Idempotency-Key was used with a different request",
+                          "idempotency-key-reuse", event_id=str(event_id))
+    return await _catalog_response(request, changed, event_id)
 
 
 @router.post("/admin/events/{event_id}/ticket-types", status_code=201,

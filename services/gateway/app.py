@@ -8,10 +8,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Request, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.gateway import api, ops_api, payments_admin_api, payments_api, problems, search_api
+from services.gateway import api, auth, ops_api, payments_admin_api, payments_api, problems, ratelimit, search_api
+from services.gateway.edge import BodyLimit
+from services.gateway.ratelimit import RateLimit
 from shared import health, logs, runtime
 from shared.db import make_engine
 from shared.messaging import Bus
@@ -76,9 +78,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.redis = redis
     app.state.names = Names(settings.prefix)
     problems.install(app)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, admin_limit=settings.max_admin_body_bytes)
     app.add_middleware(CorrelationMiddleware)
     app.include_router(api.router)
-    app.include_router(payments_api.router)
+    # payments_api is the payment team's module: its routes (IPN, return URL) get their limit here, per source.
+    app.include_router(payments_api.router, dependencies=[Depends(RateLimit(ratelimit.PAYMENTS))])
     app.include_router(ops_api.router)
     app.include_router(payments_admin_api.router)
     app.include_router(search_api.router)
@@ -86,9 +90,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def redis_check() -> None:
         await redis.ping()
 
+    async def is_admin(request: Request) -> bool:
+        user = await auth.optional_user(request)
+        return user is not None and user.is_admin
+
+    # Anonymous callers get a bare status from /readyz (its failures name internal hosts and ports); admins
+    # get the details. /metrics on this public port is for admins only (Prometheus sends a bearer token).
     app.include_router(health.health_router({
         "database": runtime.database_check(engine),
         "rabbitmq": runtime.broker_check(bus),
         "redis": redis_check,
-    }))
+    }, show_details=is_admin, metrics=False), dependencies=[Depends(RateLimit(ratelimit.HEALTH))])
+
+    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics (admin bearer token required)")
+    async def metrics(admin: auth.AdminUser) -> Response:
+        return health.metrics_response()
+
     return app

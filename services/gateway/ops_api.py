@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field, model_validator
 
 from services.gateway.auth import AdminUser
+from services.gateway.edge import EdgeRoute
 from services.gateway.problems import Problem
 from services.ops import dlq
 
-router = APIRouter(prefix="/admin/dlq", tags=["dead letters"])
+router = APIRouter(prefix="/admin/dlq", tags=["dead letters"], route_class=EdgeRoute)
+BIGINT = 2**63 - 1
+DeadLetterId = Annotated[int, Field(ge=1, le=BIGINT)]
+ServiceName = Annotated[str, Path(max_length=64, pattern=r"^[a-z][a-z0-9_-]*$")]
+GroupName = Annotated[str, Field(max_length=64, pattern=r"^[^\x00-\x1f\x7f]*$")]
 
 
 class SelectionIn(BaseModel):
-    ids: list[int] = Field(default_factory=list, max_length=10_000)
-    group: str | None = Field(None, max_length=64)
+    ids: list[DeadLetterId] = Field(default_factory=list, max_length=10_000)
+    group: GroupName | None = None
     all: bool = False
     dry_run: bool = False
 
@@ -35,7 +40,9 @@ class ReplayIn(SelectionIn):
 
 
 class PurgeIn(SelectionIn):
-    confirm: str = Field("", description="Must repeat the service name: purging cannot be undone by a replay")
+    confirm: str = Field(
+        "", max_length=64, description="Must repeat the service name: purging cannot be undone by a replay"
+    )
 
 
 def _service(service: str) -> str:
@@ -60,7 +67,8 @@ async def audit(request: Request, user: AdminUser, limit: int = Query(50, ge=1, 
 
 
 @router.get("/messages/{dead_letter_id}")
-async def show(request: Request, user: AdminUser, dead_letter_id: int) -> dict[str, Any]:
+async def show(request: Request, user: AdminUser,
+               dead_letter_id: Annotated[int, Path(ge=1, le=BIGINT)]) -> dict[str, Any]:
     async with request.app.state.engine.connect() as conn:
         row = await dlq.get(conn, dead_letter_id)
     if row is None:
@@ -69,14 +77,15 @@ async def show(request: Request, user: AdminUser, dead_letter_id: int) -> dict[s
 
 
 @router.get("/{service}/groups")
-async def groups(request: Request, user: AdminUser, service: str) -> list[dict[str, Any]]:
+async def groups(request: Request, user: AdminUser, service: ServiceName) -> list[dict[str, Any]]:
     async with request.app.state.engine.connect() as conn:
         return await dlq.groups(conn, _service(service))
 
 
 @router.get("/{service}/messages")
 async def messages(
-    request: Request, user: AdminUser, service: str, group: str | None = None,
+    request: Request, user: AdminUser, service: ServiceName,
+    group: Annotated[str | None, Query(max_length=64, pattern=r"^[^\x00-\x1f\x7f]*$")] = None,
     status: str = Query("dead", pattern="^(dead|replayed|purged)$"), limit: int = Query(100, ge=1, le=1000),
 ) -> list[dict[str, Any]]:
     async with request.app.state.engine.connect() as conn:
@@ -84,7 +93,7 @@ async def messages(
 
 
 @router.post("/{service}/replay")
-async def replay(request: Request, user: AdminUser, service: str, body: ReplayIn) -> dict[str, Any]:
+async def replay(request: Request, user: AdminUser, service: ServiceName, body: ReplayIn) -> dict[str, Any]:
     """Republish to the original queues with confirms, rate-limited; dry_run only counts. Audited."""
     state = request.app.state
     bus = state.bus
@@ -107,7 +116,7 @@ async def replay(request: Request, user: AdminUser, service: str, body: ReplayIn
 
 
 @router.post("/{service}/purge")
-async def purge(request: Request, user: AdminUser, service: str, body: PurgeIn) -> dict[str, Any]:
+async def purge(request: Request, user: AdminUser, service: ServiceName, body: PurgeIn) -> dict[str, Any]:
     _service(service)
     if not body.dry_run and body.confirm != service:
         raise Problem(422, "Confirmation required", f"set confirm to {service!r} to purge", "confirmation-required")

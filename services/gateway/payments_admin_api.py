@@ -11,10 +11,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 
 from services.gateway.auth import AdminUser, User
+from services.gateway.edge import EdgeRoute
 from services.gateway.problems import Problem
 from shared.messages import PaymentOp, PaymentOpAction, PaymentOpAnswered, PaymentOpOutcome
 
-router = APIRouter(prefix="/admin/payments", tags=["payment operations"])
+router = APIRouter(prefix="/admin/payments", tags=["payment operations"], route_class=EdgeRoute)
 
 # A reject or retry waits for the provider's refund answer (its own timeout is a few seconds).
 OP_WAIT_SECONDS = 20.0

@@ -48,6 +48,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 413:  # edge.BodyTooLarge, raised while the body streams in
+            return problem_response(413, "Request body too large", str(exc.detail), "body-too-large")
         return problem_response(exc.status_code, str(exc.detail), str(exc.detail), f"http-{exc.status_code}")
 
     @app.exception_handler(Exception)

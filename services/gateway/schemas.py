@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import ClassVar
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.messages import OrderStatus, PricedLine
+
+# Bounds shared by bodies and query parameters: the largest price inventory stores (well inside BIGINT), and the
+# instants every component can convert (Python's datetime ends in year 9999; at its edges a timezone shift
+# overflows).
+MAX_PRICE = 1_000_000_000_000
+EARLIEST = datetime(1970, 1, 2, tzinfo=UTC)
+LATEST = datetime(9998, 12, 31, tzinfo=UTC)
+# No control characters in names (they end up in email headers and logs); a description may have line breaks.
+LINE = r"^[^\x00-\x1f\x7f]*$"
+TEXT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+
+
+def check_instant(value: datetime, name: str) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError(f"{name} needs a timezone offset")
+    if not EARLIEST <= value <= LATEST:
+        raise ValueError(f"{name} must lie between {EARLIEST.date()} and {LATEST.date()}")
+    return value
 
 
 class Body(BaseModel):
@@ -45,27 +64,27 @@ class OrderOut(BaseModel):
 
 
 class TicketTypeIn(Body):
-    name: str = Field(min_length=1, max_length=200)
-    price: int = Field(ge=0, le=1_000_000_000_000, description="integer VND")
+    name: str = Field(min_length=1, max_length=200, pattern=LINE)
+    price: int = Field(ge=0, le=MAX_PRICE, description="integer VND")
     capacity: int = Field(ge=0, le=10_000_000)
     per_user_limit: int = Field(10, ge=1, le=10_000)
 
 
 class EventIn(Body):
-    title: str = Field(min_length=1, max_length=300)
-    venue: str = Field(min_length=1, max_length=300)
-    city: str = Field(min_length=1, max_length=100)
+    title: str = Field(min_length=1, max_length=300, pattern=LINE)
+    venue: str = Field(min_length=1, max_length=300, pattern=LINE)
+    city: str = Field(min_length=1, max_length=100, pattern=LINE)
     starts_at: datetime
-    description: str = Field("", max_length=10_000)
+    description: str = Field("", max_length=10_000, pattern=TEXT)
     hold_seconds: int = Field(900, ge=1, le=86_400, description="how long an unpaid hold lasts")
     ticket_types: list[TicketTypeIn] = Field(default_factory=list, max_length=100)
+
+    MAX_TICKET_TYPES: ClassVar[int] = 100
 
     @field_validator("starts_at")
     @classmethod
     def _aware(cls, value: datetime) -> datetime:
-        if value.tzinfo is None:
-            raise ValueError("starts_at needs a timezone offset")
-        return value
+        return check_instant(value, "starts_at")
 
 
 class TicketTypeOut(BaseModel):

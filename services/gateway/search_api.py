@@ -8,18 +8,25 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import orjson
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 
-from services.gateway.problems import Problem
-from services.gateway.schemas import EventOut, TicketTypeOut
+from services.gateway import ratelimit
+from services.gateway.edge import EdgeRoute
+from services.gateway.problems import PROBLEM_JSON, Problem
+from services.gateway.ratelimit import RateLimit
+from services.gateway.schemas import LINE, MAX_PRICE, EventOut, TicketTypeOut, check_instant
 from services.search import domain
 from services.search.app import make_cache
 from services.search.cache import EventCache
 from services.search.reader import SearchReader, SearchUnavailable
 
-router = APIRouter()
+router = APIRouter(route_class=EdgeRoute)
+# Bounds of a query (422 above them): what a person types, and what keeps the read-through path's SQL small.
+MAX_QUERY_CHARS = 100
+MAX_WORD_CHARS = 32
+_PROBLEM: dict[str, Any] = {"content": {PROBLEM_JSON: {}}}
 
 
 class SearchHit(BaseModel):
@@ -45,7 +52,9 @@ class SearchPage(BaseModel):
 def reader(request: Request) -> SearchReader:
     state = request.app.state
     if getattr(state, "search_reader", None) is None:
-        state.search_reader = SearchReader(state.redis, state.names, state.engine)
+        state.search_reader = SearchReader(state.redis, state.names, state.engine,
+                                           state.settings.search_fallback_concurrency,
+                                           state.settings.search_fallback_queue_seconds)
     return state.search_reader  # type: ignore[no-any-return]
 
 
@@ -64,36 +73,60 @@ def hit_json(h: domain.Hit) -> dict[str, Any]:
 
 
 @router.get("/search", response_model=SearchPage, tags=["catalog"],
+            responses={422: _PROBLEM, 429: _PROBLEM, 503: _PROBLEM},
+            dependencies=[Depends(RateLimit(ratelimit.SEARCH))],
             summary="Upcoming events by keyword (accents and spaces optional) and filters")
 async def search(
     request: Request,
-    q: Annotated[str, Query(max_length=200, description="words; the last one matches as a prefix")] = "",
-    city: Annotated[str | None, Query(max_length=100)] = None,
+    q: Annotated[str, Query(max_length=MAX_QUERY_CHARS, pattern=LINE,
+                            description=f"at most {domain.MAX_QUERY_TOKENS} words of at most {MAX_WORD_CHARS} "
+                                        "letters; the last one matches as a prefix")] = "",
+    city: Annotated[str | None, Query(max_length=100, pattern=LINE)] = None,
     starts_from: Annotated[datetime | None, Query(alias="from", description="default: now")] = None,
     starts_to: Annotated[datetime | None, Query(alias="to")] = None,
-    min_price: Annotated[int | None, Query(ge=0, description="on the lowest ticket price")] = None,
-    max_price: Annotated[int | None, Query(ge=0)] = None,
+    min_price: Annotated[int | None, Query(ge=0, le=MAX_PRICE, description="on the lowest ticket price")] = None,
+    max_price: Annotated[int | None, Query(ge=0, le=MAX_PRICE)] = None,
     available: Annotated[bool, Query(description="only events with tickets available")] = False,
     page: Annotated[int, Query(ge=1, le=500)] = 1,
     page_size: Annotated[int, Query(ge=1, le=50)] = 20,
 ) -> Response:
-    for value in (starts_from, starts_to):
-        if value is not None and value.tzinfo is None:
-            raise Problem(422, "Invalid request", "from/to need a timezone offset", "invalid-request")
+    for name, value in (("from", starts_from), ("to", starts_to)):
+        if value is not None:
+            try:
+                check_instant(value, name)
+            except ValueError as exc:
+                raise Problem(422, "Invalid request", str(exc), "invalid-request") from exc
+    words = domain.tokens(q)
+    if len(words) > domain.MAX_QUERY_TOKENS or any(len(domain.fold(w)) > MAX_WORD_CHARS for w in words):
+        raise Problem(422, "Invalid request", f"at most {domain.MAX_QUERY_TOKENS} words of at most "
+                      f"{MAX_WORD_CHARS} letters", "invalid-request")
     filters = domain.Filters(city=city or None, starts_from=starts_from, starts_to=starts_to, min_price=min_price,
                              max_price=max_price, available_only=available)
     try:
         result = await reader(request).search(domain.parse(q), filters, (page - 1) * page_size, page_size)
     except SearchUnavailable as exc:
-        problem = Problem(503, "Search unavailable", str(exc), "unavailable")
-        problem.headers["Retry-After"] = "2"
-        raise problem from exc
+        raise shed(exc) from exc
     # Serialised here (orjson, no second validation pass): this is the hottest read of the API.
     body = {"total": result.total, "page": page, "page_size": page_size,
             "pages": (result.total + page_size - 1) // page_size, "source": result.source,
             "results": [hit_json(h) for h in result.hits]}
     return Response(orjson.dumps(body), media_type="application/json",
                     headers={"X-Search-Source": result.source})
+
+
+def shed(exc: SearchUnavailable) -> Problem:
+    problem = Problem(503, "Search unavailable", str(exc), "unavailable")
+    problem.headers["Retry-After"] = "2"
+    return problem
+
+
+async def upcoming(request: Request, offset: int, limit: int) -> list[domain.Doc]:
+    """The homepage's events (the index, or PostgreSQL under the read-through path's concurrency cap)."""
+    try:
+        docs, _ = await reader(request).upcoming(offset, limit)
+    except SearchUnavailable as exc:
+        raise shed(exc) from exc
+    return docs
 
 
 async def availability(request: Request, event_id: UUID) -> dict[str, int]:

@@ -295,10 +295,18 @@ def _accent_regex(folded: str) -> str:
 
 def sql_word_pattern(word: QueryWord) -> str:
     """A PostgreSQL (ARE) regex on the raw text that every document matching ``word`` satisfies: the word
-    itself (a prefix when last), or a word that is a prefix of it (the first piece of a missing-space split)."""
+    itself (a prefix when last), or a word that is a prefix of it (the first piece of a missing-space split).
+
+    The prefixes nest (``ab(?:c(?:d)?)?`` then one word end), so the pattern grows linearly with the word,
+    not with its square: the word-character class alone is a kilobyte."""
     f = word.folded
     start = f"(?:^|[^{_word_chars()}])"
     end = f"(?:$|[^{_word_chars()}])"
-    alternatives = [_accent_regex(f[:i]) + end for i in range(MIN_PIECE, len(f))]
-    alternatives.append(_accent_regex(f) + ("" if word.last else end))
-    return start + "(?:" + "|".join(alternatives) + ")"
+    whole = _accent_regex(f)
+    if len(f) <= MIN_PIECE:
+        return start + "(?:" + whole + ("" if word.last else end) + ")"
+    nested = ""
+    for c in reversed(f[MIN_PIECE:]):
+        nested = "(?:" + _accent_regex(c) + nested + ")?"
+    shorter = _accent_regex(f[:MIN_PIECE]) + nested + end  # f[:i] + end for MIN_PIECE <= i <= len(f)
+    return start + "(?:" + shorter + ("|" + whole if word.last else "") + ")"

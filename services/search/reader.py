@@ -4,7 +4,9 @@ missing or rebuilding (read-through), and the write-through wait of the admin ro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -21,9 +23,10 @@ log = logs.get_logger(__name__)
 
 POINTER_MAX_AGE = 1.0  # seconds a gateway reuses the current-generation pointer
 # The read-through path costs PostgreSQL about a second per search at 100,000 events: while Redis is being
-# rebuilt, each gateway process runs a few at a time and sheds the rest rather than swamp the database.
+# rebuilt (or is down), each gateway process runs a few at a time, searches and homepage pages alike, and sheds
+# the rest (503 + Retry-After) after a short wait rather than swamp the database or its own event loop.
 FALLBACK_CONCURRENCY = 4
-FALLBACK_QUEUE_SECONDS = 5.0
+FALLBACK_QUEUE_SECONDS = 1.0
 
 
 class SearchUnavailable(Exception):
@@ -35,10 +38,30 @@ class SearchReader:
     redis: aioredis.Redis
     names: Names
     engine: AsyncEngine
+    fallback_concurrency: int = FALLBACK_CONCURRENCY
+    fallback_queue_seconds: float = FALLBACK_QUEUE_SECONDS
 
     def __post_init__(self) -> None:
         self.index = Index(self.redis, self.names)
-        self._fallback_slots = asyncio.Semaphore(FALLBACK_CONCURRENCY)
+        self._fallback_slots = asyncio.Semaphore(self.fallback_concurrency)
+
+    @contextlib.asynccontextmanager
+    async def _fallback_slot(self) -> AsyncIterator[None]:
+        try:
+            if self.fallback_queue_seconds <= 0:
+                if self._fallback_slots.locked():
+                    raise TimeoutError
+                await self._fallback_slots.acquire()
+            else:
+                async with asyncio.timeout(self.fallback_queue_seconds):
+                    await self._fallback_slots.acquire()
+        except TimeoutError as exc:
+            metrics.SEARCH_FALLBACKS.labels(reason="shed").inc()
+            raise SearchUnavailable("search index rebuilding and the database path is busy") from exc
+        try:
+            yield
+        finally:
+            self._fallback_slots.release()
 
     async def _generation(self) -> str | None:
         try:
@@ -51,16 +74,8 @@ class SearchReader:
         started = time.perf_counter()
         page = await self._from_index(query, filters, offset, limit)
         if page is None:
-            try:
-                async with asyncio.timeout(FALLBACK_QUEUE_SECONDS):
-                    await self._fallback_slots.acquire()
-            except TimeoutError as exc:
-                metrics.SEARCH_FALLBACKS.labels(reason="shed").inc()
-                raise SearchUnavailable("search index rebuilding and the database path is busy") from exc
-            try:
+            async with self._fallback_slot():
                 page = await store.search(self.engine, query, filters, offset, limit)
-            finally:
-                self._fallback_slots.release()
         metrics.SEARCH_LATENCY.labels(source=page.source).observe(time.perf_counter() - started)
         return page
 
@@ -86,7 +101,8 @@ class SearchReader:
             metrics.CACHE_REQUESTS.labels(cache="homepage", result="hit").inc()
             return [h.doc for h in page.hits], "index"
         metrics.CACHE_REQUESTS.labels(cache="homepage", result="miss").inc()
-        return await store.upcoming(self.engine, offset, limit), "database"
+        async with self._fallback_slot():
+            return await store.upcoming(self.engine, offset, limit), "database"
 
     async def event_version(self, event_id: UUID) -> int | None:
         return await store.event_version(self.engine, event_id)

@@ -6,6 +6,7 @@ that answers searches while the index is missing or being rebuilt.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -114,11 +115,26 @@ async def search(engine: AsyncEngine, query: Query, filters: Filters, offset: in
     sql = _DOC_SELECT + "WHERE " + " AND ".join(where) + _GROUP
     if having:
         sql += "HAVING " + " AND ".join(having)
+    if not query.words and filters.city is None:
+        # Nothing for the matcher to decide (city is compared folded, in Python): SQL orders and pages, as the
+        # ranking of a wordless query is just (starts_at, id), and the whole catalog never leaves PostgreSQL.
+        paged = (f"SELECT *, count(*) OVER () AS total FROM ({sql}) AS d ORDER BY d.starts_at, d.id "
+                 "LIMIT :limit OFFSET :offset")
+        async with engine.connect() as conn:
+            rows = (await conn.execute(text(paged), {**params, "limit": limit, "offset": offset})).all()
+        total = int(rows[0].total) if rows else await _count(engine, sql, params)
+        return Page(total=total, hits=[domain.Hit(_doc(r), False) for r in rows], source="database")
     async with engine.connect() as conn:
-        rows = await conn.execute(text(sql), params)
-        docs = [_doc(r) for r in rows]
-    hits = domain.search_docs(query, docs, filters, now)
+        rows = (await conn.execute(text(sql), params)).all()
+    # Folding and matching every candidate is CPU work: off the event loop, so the gateway keeps answering.
+    hits = await asyncio.to_thread(lambda: domain.search_docs(query, [_doc(r) for r in rows], filters, now))
     return Page(total=len(hits), hits=hits[offset:offset + limit], source="database")
+
+
+async def _count(engine: AsyncEngine, sql: str, params: dict[str, Any]) -> int:
+    """The total of a page past the end (OFFSET beyond the last row returns no row to carry it)."""
+    async with engine.connect() as conn:
+        return int((await conn.execute(text(f"SELECT count(*) FROM ({sql}) AS d"), params)).scalar_one())
 
 
 async def upcoming(engine: AsyncEngine, offset: int, limit: int) -> list[Doc]:

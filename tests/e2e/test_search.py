@@ -59,9 +59,12 @@ def titles(page: dict[str, Any]) -> list[str]:
     return [h["title"] for h in page["results"]]
 
 
-async def metric(url: str, name: str) -> float:
+async def metric(url: str, name: str, token: str | None = None) -> float:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with httpx.AsyncClient(timeout=10) as c:
-        body = (await c.get(url)).text
+        r = await c.get(url, headers=headers)
+    assert r.status_code == 200, r.text
+    body = r.text
     total = 0.0
     for line in body.splitlines():
         if line.startswith(name):
@@ -227,12 +230,13 @@ async def test_concurrent_cache_misses_rebuild_the_detail_once(stack: Stack) -> 
     event = await create(stack, "Cải lương Tô Ánh Nguyệt", f"Vinh {tag()}", 7, [("Thường", 100_000, 5)])
     url = f"http://127.0.0.1:{stack.settings.gateway_port}/metrics"
     loads = 'ticketing_cache_loads_total{cache="event_detail"}'
-    before = await metric(url, loads)
+    admin = stack.token("metrics-reader", admin=True)  # the gateway's /metrics is for admins only
+    before = await metric(url, loads, admin)
     async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as c:
         responses = await asyncio.gather(*(c.get(f"/events/{event['event_id']}") for _ in range(40)))
     assert {r.status_code for r in responses} == {200}
     assert len({r.text for r in responses}) == 1
-    assert await metric(url, loads) - before == 1
+    assert await metric(url, loads, admin) - before == 1
 
 
 async def test_reindex_command_switches_generations_without_losing_results(
