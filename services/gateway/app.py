@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.gateway import api, ops_api, payments_admin_api, payments_api, problems, search_api
+from services.gateway import api, observability, ops_api, payments_admin_api, payments_api, problems, search_api
 from services.gateway.requests import Requester
 from shared import health, logs, runtime
 from shared.db import make_engine
@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.redis = redis
     app.state.names = Names(settings.prefix)
     problems.install(app)
+    observability.install(app)  # inside CorrelationMiddleware: the access log needs the id
     app.add_middleware(CorrelationMiddleware)
     app.include_router(api.router)
     app.include_router(payments_api.router)
