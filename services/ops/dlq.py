@@ -282,17 +282,20 @@ def replay_headers(row: Any, audit_id: int, actor: str) -> dict[str, Any]:
 
 
 async def replay(engine: AsyncEngine, publish: Publish, service: str, sel: Selector, actor: str, *,
-                 dry_run: bool = False, rate: float = 50.0) -> ActionResult:
+                 dry_run: bool = False, rate: float = 50.0,
+                 progress: Callable[[int, int], None] | None = None) -> ActionResult:
     """Republish to the queue each message came from, at most ``rate`` per second, each with a confirm.
 
     A row becomes 'replayed' in the same transaction that locked it, after its publish was confirmed: a crash
-    in between replays it again later, which the idempotent consumers absorb."""
+    in between replays it again later, which the idempotent consumers absorb. ``progress(done, matched)`` is
+    called after each confirmed publish (a replay of thousands at the default rate takes minutes)."""
     async with engine.begin() as conn:
         matched, sample = await count(conn, service, sel)
         audit_id = await _audit(conn, actor, "replay", service, sel, dry_run, matched)
     result = ActionResult("replay", service, dry_run, matched, audit_id=audit_id, sample=sample)
     if dry_run or matched == 0:
         return result
+    confirmed = 0
     interval = 1.0 / rate if rate > 0 else 0.0
     where, params = sel.where()
     last_id = 0
@@ -317,6 +320,9 @@ async def replay(engine: AsyncEngine, publish: Publish, service: str, sel: Selec
                                       replay_headers(row, audit_id, actor), props.get("correlation_id"))
                         done.append(row.id)
                         metrics.DEAD_LETTERS_REPLAYED.labels(service=service).inc()
+                        confirmed += 1
+                        if progress is not None:
+                            progress(confirmed, matched)
                         if interval:
                             await asyncio.sleep(interval)
                 finally:  # mark what was confirmed, even when a publish fails mid-batch
