@@ -12,6 +12,8 @@ from shared import logs
 
 log = logs.get_logger("services.gateway.access")
 
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
 
 class AccessLogMiddleware:
     """One line per request: method, path, status, duration (and, from the context, the correlation id).
@@ -40,7 +42,12 @@ class AccessLogMiddleware:
             await self.app(scope, receive, send_recording_status)
         finally:
             duration_ms = round((time.perf_counter() - started) * 1000, 2)
-            emit = log.warning if status >= 500 else log.info
+            if status >= 500:
+                emit = log.warning
+            elif scope["path"] in PROBE_PATHS:
+                emit = log.debug  # probes and scrapes every few seconds would drown the real requests
+            else:
+                emit = log.info
             emit("http_request", method=scope["method"], path=scope["path"], status=status, duration_ms=duration_ms)
 
 
