@@ -56,7 +56,9 @@ def metrics_response() -> Response:
 
 async def serve(app: FastAPI, host: str, port: int) -> uvicorn.Server:
     """Start serving in the background and return the server (set ``should_exit`` to stop it)."""
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+    # log_config=None: uvicorn's records go through shared.logs' pipeline, not uvicorn's own formatter.
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off",
+                                           access_log=False, log_config=None))
     asyncio.get_running_loop().create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.01)

@@ -29,6 +29,8 @@ from aio_pika.abc import AbstractRobustConnection
 from faststream import AckPolicy
 from faststream.rabbit import Channel, QueueType, RabbitBroker, RabbitQueue
 from faststream.rabbit.annotations import RabbitMessage
+from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
+from prometheus_client import REGISTRY
 from pydantic import BaseModel, ValidationError
 
 from shared import logs, metrics, topology
@@ -96,6 +98,8 @@ class Bus:
             graceful_timeout=15.0,
             app_id=f"ticketing-{service}",
             logger=None,
+            # faststream_received_messages_total, ..._published_messages_total etc. on the process's /metrics
+            middlewares=[RabbitPrometheusMiddleware(registry=REGISTRY, app_name=service)],
         )
         self._admin: AbstractRobustConnection | None = None
         self._declared_delay: set[int] = set()

@@ -66,3 +66,13 @@ INDEX_REBUILD_SECONDS = Histogram(
     "ticketing_search_rebuild_seconds", "Full index rebuild time",
     buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300),
 )
+
+# --- Outbox backlog (issue 12, first contact: the "outbox backlog" alert in deploy/prometheus) ------------
+# Rows are deleted once relayed, so what is left in <schema>.outbox is the backlog; its oldest row's age is
+# the better alert signal (a backlog that drains is fine, one that stops draining is not).
+OUTBOX_BACKLOG = Gauge(
+    "ticketing_outbox_backlog", "Outbox rows not yet relayed (counted up to 100,000)", ["schema"]
+)
+OUTBOX_OLDEST_AGE = Gauge(
+    "ticketing_outbox_oldest_age_seconds", "Age of the oldest outbox row not yet relayed (0 when empty)", ["schema"]
+)

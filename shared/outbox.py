@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,7 @@ from shared.messaging import Bus, encode
 log = logs.get_logger(__name__)
 
 EVENTS_EXCHANGE = "@events"  # stored instead of the prefixed name, so the relay resolves it
+BACKLOG_EVERY_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,7 @@ class OutboxRelay:
 
     async def run(self) -> None:
         backoff = self.poll_seconds
+        measured_at = 0.0
         while not self._stopping:
             try:
                 while await self.drain_once() >= self.batch:
@@ -119,6 +122,12 @@ class OutboxRelay:
             except Exception as exc:
                 log.warning("outbox_relay_failed", schema=self.schema, error=repr(exc))
                 backoff = min(backoff * 2, 10.0)
+            # Measured here, after a drain or a failed one, so a relay that cannot publish still reports a
+            # growing backlog; at most every BACKLOG_EVERY_SECONDS, the count being the costly part.
+            if time.monotonic() - measured_at >= BACKLOG_EVERY_SECONDS:
+                measured_at = time.monotonic()
+                with contextlib.suppress(Exception):  # the database being down is reported by /readyz
+                    await self.measure_backlog()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=backoff)
             self._wake.clear()
@@ -145,6 +154,22 @@ class OutboxRelay:
             )
         metrics.OUTBOX_PUBLISHED.labels(schema=self.schema).inc(len(rows))
         return len(rows)
+
+    async def measure_backlog(self) -> tuple[int, float]:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    text(
+                        f"SELECT (SELECT count(*) FROM (SELECT 1 FROM {self.schema}.outbox LIMIT 100000) AS b), "
+                        f"COALESCE(EXTRACT(EPOCH FROM now() - (SELECT created_at FROM {self.schema}.outbox "
+                        "ORDER BY id LIMIT 1)), 0)"
+                    )
+                )
+            ).one()
+        backlog, age = int(row[0]), max(float(row[1]), 0.0)
+        metrics.OUTBOX_BACKLOG.labels(schema=self.schema).set(backlog)
+        metrics.OUTBOX_OLDEST_AGE.labels(schema=self.schema).set(age)
+        return backlog, age
 
     async def _publish(self, row: Any) -> None:
         headers = dict(row.headers or {})

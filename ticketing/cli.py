@@ -15,23 +15,20 @@ from services.search.cli import search as search_group
 from shared import migrate
 from shared.db import create_database_if_missing
 from shared.settings import get_settings
+from ticketing.errors import FriendlyGroup
 
 
-@click.group()
+@click.group(cls=FriendlyGroup)
+@click.version_option(package_name="ticketing", prog_name="ticketing")
 def main() -> None:
     """ticketing: a message-driven backend that sells event tickets."""
 
 
 def prepare_database() -> None:
     settings = get_settings()
-    try:
-        if asyncio.run(create_database_if_missing(settings.database_url)):
-            click.echo("created the database", err=True)
-    except OSError as exc:
-        raise click.ClickException(
-            f"PostgreSQL is not reachable at {settings.database_url} ({exc}). Start it, e.g. "
-            "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`."
-        ) from exc
+    # A server that is down is reported in one line by FriendlyGroup (without the URL's password).
+    if asyncio.run(create_database_if_missing(settings.database_url)):
+        click.echo("created the database", err=True)
     migrate.upgrade(settings.database_url)
 
 

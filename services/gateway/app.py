@@ -11,7 +11,17 @@ import redis.asyncio as aioredis
 from fastapi import Depends, FastAPI, Request, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.gateway import api, auth, ops_api, payments_admin_api, payments_api, problems, ratelimit, search_api
+from services.gateway import (
+    api,
+    auth,
+    observability,
+    ops_api,
+    payments_admin_api,
+    payments_api,
+    problems,
+    ratelimit,
+    search_api,
+)
 from services.gateway.edge import BodyLimit
 from services.gateway.ratelimit import RateLimit
 from shared import health, logs, runtime
@@ -79,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.names = Names(settings.prefix)
     problems.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, admin_limit=settings.max_admin_body_bytes)
+    observability.install(app)  # inside CorrelationMiddleware: the access log needs the id
     app.add_middleware(CorrelationMiddleware)
     app.include_router(api.router)
     # payments_api is the payment team's module: its routes (IPN, return URL) get their limit here, per source.

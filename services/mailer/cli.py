@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 from rich.console import Console
 from rich.table import Table
@@ -17,18 +19,27 @@ def mail_group() -> None:
 
 @mail_group.command("ls")
 @click.option("--limit", default=50, show_default=True, help="The most recent N messages.")
-def ls_cmd(limit: int) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def ls_cmd(limit: int, as_json: bool) -> None:
     """List received messages, oldest first (the number is what `mail show` takes)."""
     path = sink_dir(get_settings())
     mails = list_mail(path)
+    start = max(0, len(mails) - limit)
+    rows = [
+        {"number": i, "received": m.received.isoformat(), "to": m.to, "subject": m.subject,
+         "attachments": sum(1 for p in m.message.walk() if p.get_content_maintype() == "image")}
+        for i, m in enumerate(mails[start:], start=start + 1)
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
     if not mails:
         click.echo(f"no mail in {path}")
         return
     table = Table("#", "received (UTC)", "to", "subject", "attachments")
-    start = max(0, len(mails) - limit)
-    for i, m in enumerate(mails[start:], start=start + 1):
-        attachments = sum(1 for p in m.message.walk() if p.get_content_maintype() == "image")
-        table.add_row(str(i), m.received.strftime("%Y-%m-%d %H:%M:%S"), m.to, m.subject, str(attachments))
+    for r, m in zip(rows, mails[start:], strict=True):
+        table.add_row(str(r["number"]), m.received.strftime("%Y-%m-%d %H:%M:%S"), m.to, m.subject,
+                      str(r["attachments"]))
     Console().print(table)
 
 

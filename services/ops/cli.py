@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.progress import MofNCompleteColumn, Progress
 from rich.table import Table
 
 from services.ops import dlq
@@ -200,11 +201,20 @@ def replay_cmd(service: str, ids: tuple[int, ...], group: str | None, everything
                 await bus.publish_raw(body, queue, exchange="", message_id=message_id, headers=headers,
                                       correlation_id=correlation_id)
 
-            try:
-                return await dlq.replay(engine, publish, service, sel, actor, dry_run=dry_run,
-                                        rate=settings.dlq_replay_rate if rate is None else rate)
-            except dlq.ReplayInProgress as exc:
-                raise click.ClickException(str(exc)) from exc
+            # On stderr, so `--json` output stays parseable; a replay at the default rate can take minutes.
+            with Progress(*Progress.get_default_columns(), MofNCompleteColumn(), console=Console(stderr=True),
+                          disable=as_json or dry_run, transient=False) as bar:
+                task = bar.add_task(f"replaying {service}", total=None)
+
+                def advance(done: int, matched: int) -> None:
+                    bar.update(task, completed=done, total=matched)
+
+                try:
+                    return await dlq.replay(engine, publish, service, sel, actor, dry_run=dry_run,
+                                            rate=settings.dlq_replay_rate if rate is None else rate,
+                                            progress=advance)
+                except dlq.ReplayInProgress as exc:
+                    raise click.ClickException(str(exc)) from exc
         finally:
             await bus.stop()
 

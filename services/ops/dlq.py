@@ -286,13 +286,15 @@ class ReplayInProgress(RuntimeError):
 
 
 async def replay(engine: AsyncEngine, publish: Publish, service: str, sel: Selector, actor: str, *,
-                 dry_run: bool = False, rate: float = 50.0) -> ActionResult:
+                 dry_run: bool = False, rate: float = 50.0,
+                 progress: Callable[[int, int], None] | None = None) -> ActionResult:
     """Republish to the queue each message came from, at most ``rate`` per second, each with a confirm.
 
     No row lock is held while publishing or pacing (a slow replay must not block purges, the keeper or other
     readers): one replay per service runs at a time, under a session advisory lock, and a row becomes
     'replayed' in a short transaction after its publish was confirmed. A crash in between replays it again
-    later, which the idempotent consumers absorb."""
+    later, which the idempotent consumers absorb. ``progress(done, matched)`` is called
+    after each confirmed publish (a replay of thousands at the default rate takes minutes)."""
     async with engine.begin() as conn:
         matched, sample = await count(conn, service, sel)
         audit_id = await _audit(conn, actor, "replay", service, sel, dry_run, matched)
@@ -327,6 +329,8 @@ async def replay(engine: AsyncEngine, publish: Publish, service: str, sel: Selec
                                   replay_headers(row, audit_id, actor), props.get("correlation_id"))
                     result.affected += await _mark_replayed(engine, row.id, actor, audit_id)
                     metrics.DEAD_LETTERS_REPLAYED.labels(service=service).inc()
+                    if progress is not None:
+                        progress(result.affected, matched)
                     if interval:
                         await asyncio.sleep(interval)
         except Exception as exc:

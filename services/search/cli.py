@@ -6,8 +6,10 @@ import asyncio
 
 import click
 import redis.asyncio as aioredis
+from rich.console import Console
+from rich.progress import MofNCompleteColumn, Progress
 
-from services.search import rebuild
+from services.search import rebuild, store
 from services.search.index import Index
 from shared.db import make_engine
 from shared.settings import get_settings
@@ -28,7 +30,12 @@ def reindex() -> None:
         redis = aioredis.from_url(settings.redis_url)
         engine = make_engine(settings.database_url, pool_size=2)
         try:
-            return await rebuild.rebuild(Index(redis, Names(settings.prefix)), engine, reason="manual")
+            await redis.ping()  # the index's server first: a Redis that is down is the likelier mistake here
+            total, _ = await store.catalog_state(engine)
+            with Progress(*Progress.get_default_columns(), MofNCompleteColumn(), console=Console(stderr=True)) as bar:
+                task = bar.add_task("indexing events", total=total)
+                return await rebuild.rebuild(Index(redis, Names(settings.prefix)), engine, reason="manual",
+                                             progress=lambda read: bar.update(task, completed=read))
         finally:
             await redis.aclose()
             await engine.dispose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -35,9 +36,20 @@ class RebuildReport:
     dropped_keys: int
 
 
+async def _reporting(batches: AsyncIterator[list[store.Doc]], progress: Callable[[int], None]
+                     ) -> AsyncIterator[list[store.Doc]]:
+    read = 0
+    async for b in batches:
+        read += len(b)
+        progress(read)
+        yield b
+
+
 async def rebuild(index: Index, engine: AsyncEngine, reason: str, lock_seconds: int = 900,
-                  batch: int = 2000) -> RebuildReport | None:
-    """Rebuild into a new generation; None if another rebuild holds the lock."""
+                  batch: int = 2000, progress: Callable[[int], None] | None = None) -> RebuildReport | None:
+    """Rebuild into a new generation; None if another rebuild holds the lock.
+
+    ``progress(events_read)`` is called after each batch is read from PostgreSQL."""
     redis, pointers = index.redis, index.pointers
     token = uuid.uuid4().hex
     if not await redis.set(pointers.lock, token, nx=True, ex=lock_seconds):
@@ -51,7 +63,8 @@ async def rebuild(index: Index, engine: AsyncEngine, reason: str, lock_seconds: 
         await redis.set(pointers.building, gen)
         snapshot_at = await store.db_now(engine)
         loaded: dict[str, int] = {}
-        count = await index.build(gen, store.iter_docs(engine, batch), loaded)
+        docs = store.iter_docs(engine, batch)
+        count = await index.build(gen, docs if progress is None else _reporting(docs, progress), loaded)
         old = await index.current()
         pipe = redis.pipeline(transaction=True)
         pipe.set(pointers.current, gen)
