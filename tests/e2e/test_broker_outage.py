@@ -75,8 +75,12 @@ async def outage(server_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> 
 async def test_services_wait_for_the_broker_serving_what_needs_none_and_recover_by_themselves(
     outage: Outage,
 ) -> None:
+    admin = issue_token(outage.settings, "operator", "operator@example.com", ["admin"])
+
     async def alive_not_ready(service: str) -> dict[str, object] | None:
-        async with httpx.AsyncClient(base_url=outage.url(service), timeout=2) as c:
+        # The gateway tells the reason to admins only (anonymous callers get a bare status).
+        headers = {"Authorization": f"Bearer {admin}"}
+        async with httpx.AsyncClient(base_url=outage.url(service), timeout=2, headers=headers) as c:
             try:
                 alive, ready = await c.get("/healthz"), await c.get("/readyz")
             except httpx.HTTPError:
