@@ -114,12 +114,14 @@ class Bus:
         *,
         stop: asyncio.Event | None = None,
         declare: Declare | None = None,
+        once: bool = False,
     ) -> bool:
         """Declare the topology (idempotent), then connect the broker and start its subscribers.
 
         Never waits on the broker without a deadline: each attempt is bounded, and a failed one is logged with
         what it waits for and retried after a jittered, growing pause, until it works (True) or ``stop`` is set
-        (False). Meanwhile readiness reports the reason (``broker_check``)."""
+        (False). Meanwhile readiness reports the reason (``broker_check``). ``once``: a command-line tool's single
+        bounded attempt, whose failure is raised for the tool to report."""
         attempt = 0
         while True:
             try:
@@ -127,6 +129,8 @@ class Bus:
             except Exception as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"[:300] or type(exc).__name__
                 await self._close_quietly()
+                if once:
+                    raise
                 pause = backoff(attempt, self.settings.broker_retry_initial_seconds,
                                 self.settings.broker_retry_max_seconds)
                 log.warning("waiting_for_broker", service=self.service, what="connect, declare, start consumers",

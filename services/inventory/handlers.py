@@ -7,7 +7,7 @@ into a sale or a refund in ``sales.py``.
 
 from __future__ import annotations
 
-from services.inventory import releases, store
+from services.inventory import releases
 from services.inventory.uow import InventoryUnitOfWork
 from shared.messages import (
     AddTicketType,
@@ -37,10 +37,9 @@ async def cancel_order(cmd: CancelOrder, uow: InventoryUnitOfWork) -> CancelAnsw
 
 async def create_event(cmd: CreateEvent, uow: InventoryUnitOfWork) -> CatalogChanged:
     async with uow:
-        if not await store.insert_event(uow.conn, cmd):  # the same event id again: a repeated command
+        if not await uow.catalog.add_event(cmd):  # the same event id again: a repeated command
             return CatalogChanged(outcome=CatalogOutcome.ALREADY_EXISTED, event_id=cmd.event_id)
-        await store.insert_ticket_types(uow.conn, cmd.event_id, cmd.ticket_types)
-        info = await store.load_event_info(uow.conn, cmd.event_id)
+        info = await uow.catalog.event(cmd.event_id)
         assert info is not None
         uow.emit([EventCreated(**dict(info))])
         await uow.commit()
@@ -49,10 +48,9 @@ async def create_event(cmd: CreateEvent, uow: InventoryUnitOfWork) -> CatalogCha
 
 async def add_ticket_type(cmd: AddTicketType, uow: InventoryUnitOfWork) -> CatalogChanged:
     async with uow:
-        if not await store.event_exists(uow.conn, cmd.event_id):
+        if not await uow.catalog.add_ticket_types(cmd.event_id, [cmd.ticket_type]):
             return CatalogChanged(outcome=CatalogOutcome.EVENT_NOT_FOUND, event_id=cmd.event_id)
-        await store.insert_ticket_types(uow.conn, cmd.event_id, [cmd.ticket_type])
-        info = await store.load_event_info(uow.conn, cmd.event_id)
+        info = await uow.catalog.event(cmd.event_id)
         assert info is not None
         uow.emit([TicketTypeAdded(**dict(info), ticket_type_id=cmd.ticket_type.ticket_type_id)])
         await uow.commit()

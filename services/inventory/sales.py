@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from prometheus_client import Counter
 
-from services.inventory import sales_store as ss
 from services.inventory.domain import IllegalTransition, Order
 from services.inventory.uow import InventoryUnitOfWork
 from shared import logs
@@ -46,13 +45,13 @@ async def _settle(uow: InventoryUnitOfWork, msg: PaymentSucceeded) -> str | None
     order = await uow.orders.lock(msg.order_id)
     if order is None:
         raise PermanentError(f"payment {msg.txn_ref} for unknown order {msg.order_id}")
-    settled = await ss.settlement(uow.conn, order.id)
-    if settled is not None:
-        if settled.txn_ref == msg.txn_ref:
+    settled_by = await uow.sales.settled_by(order.id)
+    if settled_by is not None:
+        if settled_by == msg.txn_ref:
             return None  # a redelivery: already applied
         # A second successful attempt for a settled order: money taken twice. Operators refund it from the
         # dead-letter queue (the reason says so); it is never silently dropped.
-        raise PermanentError(f"second payment {msg.txn_ref} for order {order.id} settled by {settled.txn_ref}")
+        raise PermanentError(f"second payment {msg.txn_ref} for order {order.id} settled by {settled_by}")
     if order.total != msg.amount:  # the payment service checked it; a mismatch here is a bug, not a retry
         raise PermanentError(f"payment {msg.txn_ref} of {msg.amount} VND for an order of {order.total} VND")
     late = order.status is not OrderStatus.PENDING
@@ -68,8 +67,7 @@ async def _settle(uow: InventoryUnitOfWork, msg: PaymentSucceeded) -> str | None
     await uow.orders.save([order])
     uow.emit(await uow.stock.apply(effect))
     uow.emit(order.events)
-    await ss.record_settlement(uow.conn, order.id, msg.provider, msg.txn_ref, msg.amount, late, order.status,
-                               msg.paid_at)
+    await uow.sales.record(order.id, msg.provider, msg.txn_ref, msg.amount, late, order.status, msg.paid_at)
     if order.status is OrderStatus.PAID:
         uow.emit([await _order_paid(uow, order, msg)])
         return "late_paid" if late else "paid"
@@ -77,9 +75,9 @@ async def _settle(uow: InventoryUnitOfWork, msg: PaymentSucceeded) -> str | None
 
 
 async def _order_paid(uow: InventoryUnitOfWork, order: Order, msg: PaymentSucceeded) -> OrderPaid:
-    tickets = await ss.issue_tickets(uow.conn, order.id, order.lines)
+    tickets = await uow.sales.issue_tickets(order)
     assert order.event_id is not None
-    ev = await ss.event_info(uow.conn, order.event_id)
+    ev = await uow.sales.event_facts(order.event_id)
     return OrderPaid(
         order_id=order.id, user_id=order.user_id, user_email=order.user_email, locale=order.locale,
         event_id=order.event_id, event_title=ev.title, venue=ev.venue, city=ev.city, starts_at=ev.starts_at,
@@ -94,7 +92,7 @@ async def payment_refunded(msg: PaymentRefunded, uow: InventoryUnitOfWork) -> No
             return  # a redelivery (already REFUNDED), or nothing to refund
         order.refunded(msg.amount, msg.detail or "refunded by the payment provider")
         await uow.orders.save([order])
-        await ss.mark_settlement(uow.conn, order.id, OrderStatus.REFUNDED)
+        await uow.sales.mark(order.id, OrderStatus.REFUNDED)
         uow.emit(order.events)
         await uow.commit()
     log.info("order_refunded", order_id=str(msg.order_id))

@@ -12,6 +12,7 @@ from uuid import UUID
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.inventory.domain import Order
 from shared.messages import IssuedTicket, OrderStatus, PricedLine
 
 
@@ -78,3 +79,28 @@ async def event_info(conn: AsyncConnection, event_id: UUID) -> Any:
             text("SELECT title, venue, city, starts_at FROM inventory.events WHERE id = :id"), {"id": event_id}
         )
     ).one()
+
+
+class Sales:
+    """What a sale leaves behind: the payment an order was settled with, and its tickets."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def settled_by(self, order_id: UUID) -> str | None:
+        """The provider reference the order was settled with, if any."""
+        found = await settlement(self.conn, order_id)
+        return None if found is None else found.txn_ref
+
+    async def record(self, order_id: UUID, provider: str, txn_ref: str, amount: int, late: bool,
+                     outcome: OrderStatus, paid_at: datetime) -> None:
+        await record_settlement(self.conn, order_id, provider, txn_ref, amount, late, outcome, paid_at)
+
+    async def mark(self, order_id: UUID, outcome: OrderStatus) -> None:
+        await mark_settlement(self.conn, order_id, outcome)
+
+    async def issue_tickets(self, order: Order) -> list[IssuedTicket]:
+        return await issue_tickets(self.conn, order.id, order.lines)
+
+    async def event_facts(self, event_id: UUID) -> Any:
+        return await event_info(self.conn, event_id)

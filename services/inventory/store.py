@@ -360,3 +360,27 @@ class Stock:
         await add_holdings(self.conn, {k: q for k, q in effect.holdings.items() if q > 0})
         await release_holdings(self.conn, {k: -q for k, q in effect.holdings.items() if q < 0})
         return changes
+
+
+class Catalog:
+    """Events and their ticket types."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def add_event(self, cmd: CreateEvent) -> bool:
+        """Create the event with its ticket types; False when this event id exists already (a repeat)."""
+        if not await insert_event(self.conn, cmd):
+            return False
+        await insert_ticket_types(self.conn, cmd.event_id, cmd.ticket_types)
+        return True
+
+    async def add_ticket_types(self, event_id: UUID, types: Sequence[NewTicketType]) -> bool:
+        """False when there is no such event."""
+        if not await event_exists(self.conn, event_id):
+            return False
+        await insert_ticket_types(self.conn, event_id, types)
+        return True
+
+    async def event(self, event_id: UUID) -> EventInfo | None:
+        return await load_event_info(self.conn, event_id)

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.inventory.store import Orders, Stock
+from services.inventory.sales_store import Sales
+from services.inventory.store import Catalog, Orders, Stock
 from shared.uow import UnitOfWork
 
 
 class InventoryUnitOfWork(UnitOfWork):
     orders: Orders
     stock: Stock
+    catalog: Catalog
+    sales: Sales
 
     def bind(self, conn: AsyncConnection) -> None:
-        self.orders = Orders(conn)
-        self.stock = Stock(conn)
+        self.orders, self.stock = Orders(conn), Stock(conn)
+        self.catalog, self.sales = Catalog(conn), Sales(conn)

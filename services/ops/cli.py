@@ -71,7 +71,7 @@ def ls_cmd(as_json: bool) -> None:
         settings = get_settings()
         names = Names(settings.prefix)
         bus = Bus(settings, "ops-cli")
-        await bus.start()
+        await bus.start(once=True)
         try:
             depths = await dlq.broker_depths(bus.admin_channel, names, dlq.dlq_services())
         finally:
@@ -194,7 +194,7 @@ def replay_cmd(service: str, ids: tuple[int, ...], group: str | None, everything
 
     async def go(engine: Any) -> dlq.ActionResult:
         bus = Bus(settings, "ops-cli")
-        await bus.start()
+        await bus.start(once=True)
         try:
             async def publish(body: bytes, queue: str, message_id: str, headers: dict[str, Any],
                               correlation_id: str | None) -> None:

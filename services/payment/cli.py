@@ -44,7 +44,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON."
 async def _request(action: PaymentOpAction, actor: str, target: str = "", limit: int = 100) -> PaymentOpAnswered:
     bus = Bus(get_settings(), "payments-cli")
     requester = Requester(bus)  # subscribes its reply queue before the broker starts
-    await bus.start()
+    await bus.start(once=True)
     try:
         result = await requester.request(
             PaymentOp(action=action, actor=f"cli:{actor}", target=target, limit=limit), PaymentOpAnswered,

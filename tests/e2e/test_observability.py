@@ -126,7 +126,8 @@ async def scrape_all(stack: Stack) -> dict[str, str]:
         "gateway": s.gateway_port,
     }
     pages: dict[str, str] = {}
-    async with httpx.AsyncClient(timeout=10) as c:
+    admin = {"Authorization": f"Bearer {stack.token('prometheus', admin=True)}"}  # the gateway's is admin-only
+    async with httpx.AsyncClient(timeout=10, headers=admin) as c:
         for service, port in ports.items():
             r = await c.get(f"http://127.0.0.1:{port}/metrics")
             assert r.status_code == 200, (service, r.status_code)

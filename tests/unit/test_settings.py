@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from shared.settings import PUBLISHED_SECRETS, Environment, Settings, get_settings
+
+
+@pytest.fixture(autouse=True)
+def no_ticketing_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only what a test passes counts: the suite's own services run with TICKETING_* set in this process."""
+    for name in [n for n in os.environ if n.startswith("TICKETING_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(Path(__file__).parent)  # and no developer's .env
+
 
 REAL = {
     "jwt_secret": "j" * 40,

@@ -1,0 +1,195 @@
+"""In-memory fakes of inventory's unit of work, for handler tests (the cosmicpython book's FakeUnitOfWork).
+
+The fakes keep the same promises as the real repositories where the handlers rely on them: a saved order's
+status only moves from the status it was loaded in, stock counters never go below zero, and nothing emitted is
+published unless the unit of work commits.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self
+from uuid import UUID
+
+from services.inventory.domain import Order, StockEffect, StockLevel
+from shared.messages import (
+    CreateEvent,
+    EventInfo,
+    IssuedTicket,
+    Message,
+    NewTicketType,
+    OrderStatus,
+    OrderView,
+    StockChanged,
+    TicketTypeInfo,
+)
+
+NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+
+
+class FakeOrders:
+    def __init__(self) -> None:
+        self.rows: dict[UUID, Order] = {}
+        self.hashes: dict[UUID, str] = {}
+
+    def put(self, order: Order) -> Order:
+        self.rows[order.id] = copy.deepcopy(order)
+        return order
+
+    def _copy(self, order_id: UUID) -> Order:
+        order = copy.deepcopy(self.rows[order_id])
+        order.events, order.loaded_status = [], order.status
+        return order
+
+    async def add(self, orders: Sequence[Order], request_hashes: Sequence[str]) -> None:
+        for order, h in zip(orders, request_hashes, strict=True):
+            self.put(order)
+            self.hashes[order.id] = h
+
+    async def existing(self, order_ids: Iterable[UUID]) -> dict[UUID, tuple[OrderView, str]]:
+        return {i: (self.rows[i].view(), self.hashes.get(i, "")) for i in order_ids if i in self.rows}
+
+    async def view(self, order_id: UUID) -> OrderView | None:
+        return self.rows[order_id].view() if order_id in self.rows else None
+
+    async def lock(self, order_id: UUID) -> Order | None:
+        return self._copy(order_id) if order_id in self.rows else None
+
+    async def lock_pending(self, order_ids: Sequence[UUID], *, due_only: bool) -> list[Order]:
+        return [self._copy(i) for i in sorted(set(order_ids)) if i in self.rows
+                and self.rows[i].status is OrderStatus.PENDING
+                and (not due_only or (self.rows[i].expires_at or NOW) <= NOW)]
+
+    async def lock_overdue(self, limit: int) -> list[Order]:
+        due = [o.id for o in self.rows.values() if o.status is OrderStatus.PENDING and (o.expires_at or NOW) <= NOW]
+        return await self.lock_pending(due[:limit], due_only=True)
+
+    async def save(self, orders: Sequence[Order]) -> None:
+        for order in orders:
+            stored = self.rows[order.id]
+            if stored.status is not order.loaded_status:
+                raise RuntimeError("an order changed under its row lock")
+            stored.status = order.status
+            order.loaded_status = order.status
+
+
+class FakeStock:
+    def __init__(self) -> None:
+        self.levels: dict[UUID, StockLevel] = {}
+        self.held_by: dict[tuple[str, UUID], int] = {}
+
+    async def lock(self, ticket_type_ids: Iterable[UUID]) -> dict[UUID, StockLevel]:
+        return {i: copy.copy(self.levels[i]) for i in ticket_type_ids if i in self.levels}
+
+    async def holdings(self, pairs: Iterable[tuple[str, UUID]]) -> dict[tuple[str, UUID], int]:
+        return {p: self.held_by[p] for p in pairs if p in self.held_by}
+
+    async def apply(self, effect: StockEffect, *, locked: bool = False) -> list[StockChanged]:
+        for tt in effect.ticket_type_ids:
+            level = self.levels[tt]
+            level.held += effect.held.get(tt, 0)
+            level.sold += effect.sold.get(tt, 0)
+            assert level.held >= 0 and level.sold >= 0 and level.held + level.sold <= level.capacity, level
+        for key, delta in effect.holdings.items():
+            self.held_by[key] = self.held_by.get(key, 0) + delta
+            assert self.held_by[key] >= 0
+        return [StockChanged(ticket_type_id=tt, event_id=self.levels[tt].event_id, capacity=self.levels[tt].capacity,
+                             held=self.levels[tt].held, sold=self.levels[tt].sold) for tt in effect.ticket_type_ids]
+
+
+class FakeCatalog:
+    def __init__(self) -> None:
+        self.events: dict[UUID, CreateEvent] = {}
+        self.types: dict[UUID, list[NewTicketType]] = {}
+
+    async def add_event(self, cmd: CreateEvent) -> bool:
+        if cmd.event_id in self.events:
+            return False
+        self.events[cmd.event_id] = cmd
+        self.types[cmd.event_id] = list(cmd.ticket_types)
+        return True
+
+    async def add_ticket_types(self, event_id: UUID, types: Sequence[NewTicketType]) -> bool:
+        if event_id not in self.events:
+            return False
+        self.types[event_id].extend(types)
+        return True
+
+    async def event(self, event_id: UUID) -> EventInfo | None:
+        ev = self.events.get(event_id)
+        if ev is None:
+            return None
+        return EventInfo(event_id=ev.event_id, title=ev.title, venue=ev.venue, city=ev.city, starts_at=ev.starts_at,
+                         description=ev.description, hold_seconds=ev.hold_seconds,
+                         ticket_types=[TicketTypeInfo(ticket_type_id=t.ticket_type_id, name=t.name, price=t.price,
+                                                      capacity=t.capacity, per_user_limit=t.per_user_limit)
+                                       for t in self.types[event_id]])
+
+
+class FakeSales:
+    def __init__(self) -> None:
+        self.settlements: dict[UUID, dict[str, Any]] = {}
+        self.tickets: dict[UUID, list[IssuedTicket]] = {}
+        self._codes = itertools.count(1)
+
+    async def settled_by(self, order_id: UUID) -> str | None:
+        found = self.settlements.get(order_id)
+        return None if found is None else str(found["txn_ref"])
+
+    async def record(self, order_id: UUID, provider: str, txn_ref: str, amount: int, late: bool,
+                     outcome: OrderStatus, paid_at: datetime) -> None:
+        assert order_id not in self.settlements  # one settlement per order (a primary key in SQL)
+        self.settlements[order_id] = {"txn_ref": txn_ref, "late": late, "outcome": outcome}
+
+    async def mark(self, order_id: UUID, outcome: OrderStatus) -> None:
+        self.settlements[order_id]["outcome"] = outcome
+
+    async def issue_tickets(self, order: Order) -> list[IssuedTicket]:
+        issued = [IssuedTicket(code=f"code-{next(self._codes)}", ticket_type_id=line.ticket_type_id,
+                               ticket_type_name="A")
+                  for line in order.lines for _ in range(line.quantity)]
+        self.tickets[order.id] = issued
+        return issued
+
+    async def event_facts(self, event_id: UUID) -> Any:
+        return type("Facts", (), {"title": "Hòa nhạc", "venue": "Nhà hát Lớn", "city": "Hà Nội", "starts_at": NOW})
+
+
+class FakeInventoryUnitOfWork:
+    """Shares its repositories between units of work (the 'database'); records what each commit published."""
+
+    def __init__(self) -> None:
+        self.orders, self.stock = FakeOrders(), FakeStock()
+        self.catalog, self.sales = FakeCatalog(), FakeSales()
+        self.published: list[Message] = []
+        self.commits = 0
+        self._pending: list[Message] = []
+
+    def __call__(self) -> FakeInventoryUnitOfWork:
+        return self  # the factory the handlers' wiring takes
+
+    async def __aenter__(self) -> Self:
+        self._pending = []
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        self._pending = []  # not committed: rolled back, nothing published
+
+    def emit(self, events: Iterable[Message], correlation_id: str = "") -> None:
+        self._pending.extend(events)
+
+    def send(self, queue: str, message: Message, correlation_id: str = "") -> None:
+        self._pending.append(message)
+
+    async def now(self) -> datetime:
+        return NOW
+
+    async def commit(self) -> None:
+        self.published.extend(self._pending)
+        self._pending = []
+        self.commits += 1
