@@ -189,6 +189,17 @@ class Bench:
         self.stack: Stack | None = None
         self.meter: CpuMeter | None = None
         self.last_hold_rate: float | None = None
+        # Called just before and after each measurement window (bench/profile.py attaches py-spy here).
+        self.window_hooks: list[tuple[Callable[[str], Awaitable[None]], Callable[[str], Awaitable[None]]]] = []
+        self.current_label = ""
+
+    async def _window_started(self) -> None:
+        for begin, _ in self.window_hooks:
+            await begin(self.current_label)
+
+    async def _window_ended(self) -> None:
+        for _, end in self.window_hooks:
+            await end(self.current_label)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Stack]:
@@ -265,9 +276,11 @@ class Bench:
         assert self.meter is not None
         ceiling = await client_ceiling(session, concurrency)
         await asyncio.sleep(0.5)  # let the gateway's /healthz burst settle out of the CPU window
+        await self._window_started()
         start = await self.meter.snapshot()
         load = await run()
         window = await self.meter.finish(start)
+        await self._window_ended()
         return load, window, ceiling
 
     def result(self, shape: str, label: str, rnd: int, attempts: int, concurrency: int, load: Load,
@@ -291,6 +304,7 @@ class Bench:
     async def contended(self, shape: str, rnd: int, attempts: int, tickets: int, concurrency: int,
                         figure: str) -> ShapeResult:
         assert self.stack is not None
+        self.current_label = f"{shape} c={concurrency}"
         tt = await self.ticket_type(tickets, f"bench {shape} r{rnd}")
         tokens = self.tokens(min(attempts, 2000), f"{shape}{rnd}")
         body = {"items": [{"ticket_type_id": tt, "quantity": 1}]}
@@ -318,6 +332,7 @@ class Bench:
         out: list[ShapeResult] = []
         n = self.args.hold_attempts
         for c in self.args.hold_concurrency:
+            self.current_label = f"holds c={c}"
             tt = await self.ticket_type(n, f"bench holds c{c} r{rnd}")
             tokens = self.tokens(n, f"holds{c}-{rnd}")
             body = {"items": [{"ticket_type_id": tt, "quantity": 1}]}
@@ -350,6 +365,7 @@ class Bench:
         else:
             rate = self.last_hold_rate or 40.0
             hold = max(10, math.ceil(n / rate * 1.5) + 8)
+        self.current_label = f"release n={n}"
         per_second: dict[int, str] = {}
         creating: dict[int, asyncio.Lock] = {}
         tokens = self.tokens(n, f"release{rnd}")
@@ -395,6 +411,7 @@ class Bench:
             console.print(f"  release: {held_total} holds placed in {placement:.1f} s (hold {hold} s), expiring "
                           f"within {(bounds['last'] - bounds['first']).total_seconds():.2f} s, in {wait:.1f} s")
             await asyncio.sleep(max(0.0, wait - 1.0))
+            await self._window_started()
             start_cpu = await self.meter.snapshot()
             deadline = time.monotonic() + a.release_timeout
             left = -1
@@ -405,6 +422,7 @@ class Bench:
                     break
                 await asyncio.sleep(0.05)
             window = await self.meter.finish(start_cpu)
+            await self._window_ended()
             async with s.get(inventory_metrics) as r:
                 metrics_after = await r.text()
         rows = await self.stack.db.fetch(
