@@ -457,7 +457,25 @@ class Bench:
         async with self.session(16) as s:
             await closed_loop(s, 16, 200, lambda i: ("/checkout", body, tokens[i]))
 
+    async def settle(self, limit: float = 120.0, idle_share: float = 0.05) -> float:
+        """Wait until the services are idle (the previous shape's tail, e.g. the mailer sending 1,000 expiry
+        notices, would otherwise run inside the next shape's window). Returns the seconds waited."""
+        assert self.meter is not None and self.stack is not None
+        services = set(self.stack.supervisor.procs)
+        started = time.monotonic()
+        while time.monotonic() - started < limit:
+            snap = await self.meter.snapshot()
+            await asyncio.sleep(1.0)
+            window = await self.meter.finish(snap)
+            busy = {k: v / window.seconds for k, v in window.groups.items() if k in services}
+            if max(busy.values(), default=0.0) < idle_share:
+                break
+        return time.monotonic() - started
+
     async def run_shape(self, shape: str, rnd: int) -> list[ShapeResult]:
+        waited = await self.settle()
+        if waited > 2.5:
+            console.print(f"  (waited {waited:.0f} s for the services to go idle)")
         runner: dict[str, Callable[[int], Awaitable[list[ShapeResult]]]] = {
             "rush": self.rush, "holds": self.holds, "mix": self.mix, "release": self.release}
         return await runner[shape](rnd)
