@@ -168,6 +168,17 @@ def counter_values(metrics_text: str, name: str) -> dict[str, float]:
     return out
 
 
+def sample_values(metrics_text: str, sample_name: str, label: str) -> dict[str, float]:
+    """Values of one sample name (e.g. ``ticketing_handler_seconds_count``) keyed by one label's value."""
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            if sample.name == sample_name:
+                key = str(sample.labels.get(label, ""))
+                out[key] = out.get(key, 0.0) + sample.value
+    return out
+
+
 def bucket_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float | None:
     """Upper bound of the bucket holding quantile ``q`` of the observations made between two scrapes."""
     delta = sorted((le, after.get(le, 0.0) - before.get(le, 0.0)) for le in after)
@@ -192,6 +203,7 @@ class Bench:
         # Called just before and after each measurement window (bench/profile.py attaches py-spy here).
         self.window_hooks: list[tuple[Callable[[str], Awaitable[None]], Callable[[str], Awaitable[None]]]] = []
         self.current_label = ""
+        self.last_scrapes: tuple[dict[str, str], dict[str, str]] = ({}, {})
 
     async def _window_started(self) -> None:
         for begin, _ in self.window_hooks:
@@ -255,6 +267,51 @@ class Bench:
 
     # --- helpers ------------------------------------------------------------------------------------
 
+    async def scrape(self) -> dict[str, str]:
+        """Every service's /metrics (the gateway serves its own on the API port)."""
+        assert self.stack is not None
+        st = self.stack.settings
+        ports = {"gateway": st.gateway_port, "inventory": st.inventory_port, "payment": st.payment_port,
+                 "mailer": st.mailer_port, "search": st.search_port, "ops": st.ops_port}
+        out: dict[str, str] = {}
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s:
+            for name, port in ports.items():
+                try:
+                    async with s.get(f"http://127.0.0.1:{port}/metrics") as r:
+                        out[name] = await r.text()
+                except aiohttp.ClientError:
+                    out[name] = ""
+        return out
+
+    @staticmethod
+    def message_counts(before: dict[str, str], after: dict[str, str], decisions: int) -> dict[str, Any]:
+        """Messages per decision between two scrapes: consumed per queue (handler invocations), relayed
+        through each outbox, and the mean hold batch size."""
+        n = max(1, decisions)
+        consumed: dict[str, float] = {}
+        outbox: dict[str, float] = {}
+        for svc, text_after in after.items():
+            text_before = before.get(svc, "")
+            if not text_after:
+                continue
+            a = sample_values(text_after, "ticketing_handler_seconds_count", "queue")
+            b = sample_values(text_before, "ticketing_handler_seconds_count", "queue") if text_before else {}
+            for q, v in a.items():
+                if v - b.get(q, 0.0) > 0:
+                    consumed[f"{svc}:{q}"] = (v - b.get(q, 0.0)) / n
+            a = sample_values(text_after, "ticketing_outbox_published_total", "schema")
+            b = sample_values(text_before, "ticketing_outbox_published_total", "schema") if text_before else {}
+            for schema, v in a.items():
+                if v - b.get(schema, 0.0) > 0:
+                    outbox[schema] = (v - b.get(schema, 0.0)) / n
+        inv_a, inv_b = after.get("inventory", ""), before.get("inventory", "")
+        count = sum(sample_values(inv_a, "ticketing_hold_batch_size_count", "").values()) - \
+            sum(sample_values(inv_b, "ticketing_hold_batch_size_count", "").values())
+        total = sum(sample_values(inv_a, "ticketing_hold_batch_size_sum", "").values()) - \
+            sum(sample_values(inv_b, "ticketing_hold_batch_size_sum", "").values())
+        return {"consumed_per_decision": consumed, "outbox_per_decision": outbox,
+                "hold_batches": count, "hold_batch_mean": total / count if count else None}
+
     def session(self, concurrency: int) -> aiohttp.ClientSession:
         assert self.stack is not None
         return aiohttp.ClientSession(self.stack.base_url, connector=aiohttp.TCPConnector(limit=concurrency),
@@ -276,11 +333,13 @@ class Bench:
         assert self.meter is not None
         ceiling = await client_ceiling(session, concurrency)
         await asyncio.sleep(0.5)  # let the gateway's /healthz burst settle out of the CPU window
+        before = await self.scrape()
         await self._window_started()
         start = await self.meter.snapshot()
         load = await run()
         window = await self.meter.finish(start)
         await self._window_ended()
+        self.last_scrapes = (before, await self.scrape())
         return load, window, ceiling
 
     def result(self, shape: str, label: str, rnd: int, attempts: int, concurrency: int, load: Load,
@@ -296,7 +355,8 @@ class Bench:
             p99_ms=pct(lat, .99) * 1000, codes={str(k): v for k, v in sorted(load.codes.items())}, tickets=tickets,
             held=held, oversold=oversold, errors=attempts - decided, decisions=counted, ceiling_rps=ceiling,
             cpu_ms_per_decision=window.per_decision_ms(counted), cpu_core_share=window.utilisation(),
-            cpu_window_s=window.seconds, extra=extra or {},
+            cpu_window_s=window.seconds,
+            extra=extra if extra is not None else self.message_counts(*self.last_scrapes, counted),
         )
 
     # --- shapes -------------------------------------------------------------------------------------
@@ -411,6 +471,7 @@ class Bench:
             console.print(f"  release: {held_total} holds placed in {placement:.1f} s (hold {hold} s), expiring "
                           f"within {(bounds['last'] - bounds['first']).total_seconds():.2f} s, in {wait:.1f} s")
             await asyncio.sleep(max(0.0, wait - 1.0))
+            scrape_before = await self.scrape()
             await self._window_started()
             start_cpu = await self.meter.snapshot()
             deadline = time.monotonic() + a.release_timeout
@@ -444,6 +505,7 @@ class Bench:
             "metric_p50_le_ms": None if h50 is None else h50 * 1000,
             "metric_p99_le_ms": None if h99 is None else h99 * 1000,
             "released_by": released_by, "delay_queues": len(per_second),
+            **self.message_counts(scrape_before, await self.scrape(), len(late)),
         }
         load = Load(window.seconds, [], placed_codes)
         return [self.result("release", f"release n={n}", rnd, n, c, load, window, ceiling, "releases/s", len(late),
@@ -557,6 +619,22 @@ def print_report(results: list[ShapeResult], rounds: int) -> None:
     console.print(cpu)
     console.print(share)
 
+    msgs = Table(title="Messages per decision (median over rounds): consumed per queue = handler invocations "
+                       "(ticketing_handler_seconds_count), relayed per outbox (ticketing_outbox_published_total)")
+    for col in ("shape", "consumed per decision, by service:queue", "outbox rows per decision", "hold batch mean"):
+        msgs.add_column(col)
+    for label, rs in by_label(results).items():
+        keys = sorted({k for r in rs for k in r.extra.get("consumed_per_decision", {})})
+        consumed = ", ".join(
+            f"{k} {statistics.median([r.extra['consumed_per_decision'].get(k, 0.0) for r in rs]):.2f}"
+            for k in keys)
+        okeys = sorted({k for r in rs for k in r.extra.get("outbox_per_decision", {})})
+        outbox = ", ".join(
+            f"{k} {statistics.median([r.extra['outbox_per_decision'].get(k, 0.0) for r in rs]):.2f}" for k in okeys)
+        means = [r.extra["hold_batch_mean"] for r in rs if r.extra.get("hold_batch_mean")]
+        msgs.add_row(label, consumed, outbox, f"{statistics.median(means):.1f}" if means else "-")
+    console.print(msgs)
+
 
 def machine() -> dict[str, Any]:
     mem = psutil.virtual_memory().total / 2**30
@@ -608,7 +686,7 @@ async def run(args: argparse.Namespace) -> list[ShapeResult]:
                     console.print(f"  round {rnd} {r.label:14} {r.rate:7.0f} {r.figure:12} p99 {r.p99_ms:7.0f} ms  "
                                   f"ceiling {r.ceiling_rps:5.0f}/s  CPU {r.cpu_ms_per_decision['stack total']:5.1f} "
                                   f"ms/decision  oversold {r.oversold}  errors {r.errors}  codes {r.codes}"
-                                  + (f"  {r.extra['late_p99_ms']:.0f} ms p99 late" if r.extra else ""))
+                                  + (f"  {r.extra['late_p99_ms']:.0f} ms p99 late" if "late_p99_ms" in r.extra else ""))
     return results
 
 

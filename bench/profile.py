@@ -48,6 +48,7 @@ class Profile:
     self_counts: Counter[str] = field(default_factory=Counter)
     total_counts: Counter[str] = field(default_factory=Counter)
     package_counts: Counter[str] = field(default_factory=Counter)
+    centres: Counter[str] = field(default_factory=Counter)
 
 
 def frame_function(frame: str) -> str:
@@ -77,6 +78,46 @@ def frame_package(frame: str) -> str:
     return parts[0]
 
 
+# Cost centres: a sample goes to the first package met walking from the leaf towards the root, skipping
+# the standard library's plumbing (asyncio, threading, contextlib...), so that e.g. a socket write made by
+# aiormq counts as AMQP. A stack with nothing but plumbing is the event loop itself (uvloop's C code and the
+# system calls it makes run "inside" Runner.run as far as py-spy sees without --native).
+CENTRES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("SQL client (SQLAlchemy, asyncpg)", ("sqlalchemy", "asyncpg", "greenlet")),
+    ("AMQP client (aio-pika, aiormq, pamqp)", ("aio_pika", "aiormq", "pamqp")),
+    ("FastStream / fast_depends dispatch", ("faststream", "fast_depends")),
+    ("pydantic (validate / dump)", ("pydantic", "pydantic_core")),
+    ("HTTP server (uvicorn, httptools)", ("uvicorn", "httptools", "h11")),
+    ("FastAPI / Starlette", ("fastapi", "starlette")),
+    ("Redis client", ("redis",)),
+    ("JWT / crypto", ("jwt", "cryptography", "hmac", "hashlib")),
+    ("logging (structlog)", ("structlog", "logging")),
+    ("metrics (prometheus_client)", ("prometheus_client",)),
+    ("JSON (json, orjson)", ("json", "orjson")),
+    ("our code (services, shared)", ("services", "shared")),
+)
+PLUMBING = ("asyncio", "threading", "contextlib", "runpy", "<frozen runpy>", "_weakrefset", "<string>", "functools",
+            "typing", "abc", "enum", "queue", "anyio", "selectors", "concurrent")
+THREAD_HOP = ("run_in_threadpool", "WorkerThread.run", "run_sync_in_worker_thread")
+
+
+def cost_centre(frames: list[str]) -> str:
+    if any(hop in f for f in frames for hop in THREAD_HOP):
+        return "thread hop (anyio worker thread per call)"
+    leaf = frames[-1]
+    if leaf.startswith(("Runner.run (", "run_until_complete (", "run (uvloop")) or frame_package(leaf) == "uvloop":
+        return "event loop (uvloop C code, syscalls)"
+    for f in reversed(frames):
+        package = frame_package(f).split("/")[0]
+        if package in PLUMBING or package.startswith("<"):
+            continue
+        for centre, packages in CENTRES:
+            if package in packages:
+                return centre
+        return f"other: {package}"
+    return "event loop (uvloop C code, syscalls)"
+
+
 def parse_raw(service: str, path: Path) -> Profile:
     prof = Profile(service)
     if not path.exists():
@@ -96,6 +137,7 @@ def parse_raw(service: str, path: Path) -> Profile:
         prof.package_counts[frame_package(frames[-1])] += n
         for f in set(frames):
             prof.total_counts[f] += n
+        prof.centres[cost_centre(frames)] += n
     return prof
 
 
@@ -173,6 +215,27 @@ def report(label: str, result: ShapeResult, profiles: dict[str, Profile], top: i
     return out
 
 
+def print_centres(label: str, result: ShapeResult, profiles: dict[str, Profile]) -> dict[str, dict[str, float]]:
+    """CPU ms per decision per cost centre (rows) and process (columns)."""
+    live = {n: p for n, p in profiles.items() if p.samples and result.cpu_ms_per_decision.get(n, 0.0) >= 0.05}
+    table: dict[str, dict[str, float]] = {}
+    for name, prof in live.items():
+        ms = result.cpu_ms_per_decision.get(name, 0.0)
+        for centre, n in prof.centres.items():
+            table.setdefault(centre, {})[name] = ms * n / prof.samples
+    t = Table(title=f"{label}: CPU ms per decision by cost centre (process CPU from /proc x py-spy sample share)")
+    t.add_column("cost centre")
+    for name in live:
+        t.add_column(name, justify="right")
+    t.add_column("sum", justify="right")
+    for centre, row in sorted(table.items(), key=lambda kv: -sum(kv[1].values())):
+        t.add_row(centre, *(f"{row.get(n, 0.0):.3f}" for n in live), f"{sum(row.values()):.3f}")
+    t.add_row("process total", *(f"{result.cpu_ms_per_decision.get(n, 0.0):.3f}" for n in live),
+              f"{sum(result.cpu_ms_per_decision.get(n, 0.0) for n in live):.3f}")
+    console.print(t)
+    return table
+
+
 async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     bench = Bench(args)
     spy = Spy(bench, args.rate, args.native)
@@ -185,6 +248,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 for r in await bench.run_shape(shape, rnd):
                     profiles = {name: parse_raw(name, path) for name, path in spy.files.get(r.label, {}).items()}
                     reports.append(report(r.label, r, profiles, args.top))
+                    reports[-1]["cost_centres_ms"] = print_centres(r.label, r, profiles)
     return reports
 
 
