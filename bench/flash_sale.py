@@ -636,6 +636,42 @@ def print_report(results: list[ShapeResult], rounds: int) -> None:
     console.print(msgs)
 
 
+def markdown(results: list[ShapeResult]) -> str:
+    """The summary, release and CPU tables as Markdown (for docs/benchmarks.md)."""
+    lines = ["| shape | figure | min / median / max | client ceiling /s (median) | p50 ms | p95 ms | p99 ms | "
+             "held | oversold | errors |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for label, rs in by_label(results).items():
+        if rs[0].shape == "release":
+            continue
+        lines.append(f"| {label} | {rs[0].figure} | {mmm([r.rate for r in rs])} | "
+                     f"{statistics.median([r.ceiling_rps for r in rs]):.0f} | {mmm([r.p50_ms for r in rs])} | "
+                     f"{mmm([r.p95_ms for r in rs])} | {mmm([r.p99_ms for r in rs])} | "
+                     f"{mmm([float(r.held) for r in rs])} | {sum(r.oversold for r in rs)} | "
+                     f"{sum(r.errors for r in rs)} |")
+    releases = [r for r in results if r.shape == "release"]
+    if releases:
+        lines += ["", "| shape | expiry spread s | released | lateness p50 ms | p99 ms | max ms | "
+                  "histogram p99 bucket <= ms | released by (all rounds) |", "|---|---|---|---|---|---|---|---|"]
+        for label, rs in by_label(releases).items():
+            e = [r.extra for r in rs]
+            by: dict[str, int] = {}
+            for x in e:
+                for k, v in x["released_by"].items():
+                    key = dict(kv.split("=", 1) for kv in k.split(",")).get("by", k)
+                    by[key] = by.get(key, 0) + v
+            lines.append(f"| {label} | {mmm([x['expiry_spread_s'] for x in e], '{:.2f}')} | "
+                         f"{mmm([x['released'] for x in e])} | {mmm([x['late_p50_ms'] for x in e])} | "
+                         f"{mmm([x['late_p99_ms'] for x in e])} | {mmm([x['late_max_ms'] for x in e])} | "
+                         f"{mmm([x['metric_p99_le_ms'] for x in e])} | "
+                         + ", ".join(f"{k} {v}" for k, v in sorted(by.items())) + " |")
+    lines += ["", "| shape | " + " | ".join(SERVICE_ORDER) + " |", "|---" * (len(SERVICE_ORDER) + 1) + "|"]
+    for label, rs in by_label(results).items():
+        lines.append(f"| {label} | " + " | ".join(
+            f"{statistics.median([r.cpu_ms_per_decision.get(n, 0.0) for r in rs]):.2f}" for n in SERVICE_ORDER)
+            + " |")
+    return "\n".join(lines)
+
+
 def machine() -> dict[str, Any]:
     mem = psutil.virtual_memory().total / 2**30
     return {"cores": os.cpu_count(), "memory_gib": round(mem, 1), "python": platform.python_version(),
@@ -665,6 +701,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--env", action="append", default=[], metavar="TICKETING_X=V",
                    help="extra environment for the services (repeatable), e.g. to compare a setting")
     p.add_argument("--verbose", action="store_true", help="show the services' logs")
+    p.add_argument("--from-json", metavar="PATH", help="print the tables (and Markdown) of a saved --json run")
     args = p.parse_args(argv)
     args.shape_list = [s.strip() for s in args.shapes.split(",") if s.strip()]
     unknown = set(args.shape_list) - set(SHAPES)
@@ -692,6 +729,13 @@ async def run(args: argparse.Namespace) -> list[ShapeResult]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.from_json:
+        with open(args.from_json) as f:
+            saved = json.load(f)
+        results = [ShapeResult(**r) for r in saved["results"]]
+        print_report(results, saved["args"]["rounds"])
+        print(markdown(results))
+        return
     meta = {"command": " ".join([os.path.basename(sys.executable), "-m", "bench.flash_sale", *sys.argv[1:]]),
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "machine": machine()}
 
