@@ -184,7 +184,7 @@ class Spy:
 
 
 def report(label: str, result: ShapeResult, profiles: dict[str, Profile], top: int) -> dict[str, Any]:
-    out: dict[str, Any] = {"label": label, "decisions": result.decisions, "rate": result.rate,
+    out: dict[str, Any] = {"label": label, "decisions": result.decisions, "rate": result.rate, "extra": result.extra,
                            "cpu_ms_per_decision": result.cpu_ms_per_decision, "processes": {}}
     console.rule(f"[bold]{label}[/bold]: {result.rate:.0f} {result.figure}, "
                  f"{result.cpu_ms_per_decision['stack total']:.1f} CPU ms per decision in total")
