@@ -307,7 +307,7 @@ def _print_report(sale: SaleResult, cancelled: int, paid: list[dict[str, Any]], 
                   f"{buyers / sale.seconds:.0f} (client ceiling {sale.client_ceiling:.0f}/s on /healthz, "
                   f"{LOAD_CONCURRENCY} in flight)")
     lat = [x * 1000 for x in sale.latencies]
-    table.add_row("checkout latency p50 / p95 / p99",
+    table.add_row(f"checkout latency p50 / p95 / p99 (from the click; {LOAD_CONCURRENCY} connections)",
                   f"{_pct(lat, .5):.0f} / {_pct(lat, .95):.0f} / {_pct(lat, .99):.0f} ms")
     table.add_row("paid through VNPAY (simulator) -> sold",
                   f"{len(paid)} ({sum(sum(i['quantity'] for i in o['items']) for o in paid)} tickets)")
