@@ -33,7 +33,9 @@ class RejectReason(enum.StrEnum):
     SALES_CLOSED = "sales_closed"
 
 
-Quantity = Annotated[int, Field(ge=1, le=1000)]
+# The one order-size limit: checked at the edge (422), in the messages and by inventory's rules.
+MAX_TICKETS_PER_ORDER = 20
+Quantity = Annotated[int, Field(ge=1, le=MAX_TICKETS_PER_ORDER)]
 
 
 class OrderLine(Message):
@@ -55,7 +57,7 @@ class CheckoutRequested(Message):
     user_id: str = Field(min_length=1, max_length=200)
     user_email: str = Field("", max_length=320)
     locale: str = "vi"
-    items: list[OrderLine] = Field(min_length=1, max_length=50)
+    items: list[OrderLine] = Field(min_length=1, max_length=MAX_TICKETS_PER_ORDER)
     request_hash: str = Field("", max_length=128)
 
 

@@ -53,11 +53,7 @@ class Settings(BaseSettings):
 
     # Checkout
     checkout_wait_seconds: float = Field(5.0, description="How long the gateway waits for a hold decision")
-    max_items_per_order: int = 10
-    max_quantity_per_order: int = 20
-    default_hold_seconds: int = 900
     hold_batch_max: int = Field(256, description="Most checkouts decided in one database transaction")
-    hold_method: str = Field("counter", description="counter | order_items (kept for the benchmark)")
     sweeper_interval_seconds: float = 30.0
     checkout_rate_limit: int = Field(30, description="Checkouts per user per rate window (0 = off)")
     checkout_rate_window_seconds: int = 10

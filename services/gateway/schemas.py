@@ -8,7 +8,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shared.messages import OrderStatus, PricedLine
+from shared.messages import MAX_TICKETS_PER_ORDER, OrderStatus, PricedLine
 
 # Bounds shared by bodies and query parameters: the largest price inventory stores (well inside BIGINT), and the
 # instants every component can convert (Python's datetime ends in year 9999; at its edges a timezone shift
@@ -35,11 +35,11 @@ class Body(BaseModel):
 
 class CheckoutItem(Body):
     ticket_type_id: UUID
-    quantity: int = Field(ge=1, le=100)
+    quantity: int = Field(ge=1, le=MAX_TICKETS_PER_ORDER)
 
 
 class CheckoutIn(Body):
-    items: list[CheckoutItem] = Field(min_length=1, max_length=10)
+    items: list[CheckoutItem] = Field(min_length=1, max_length=MAX_TICKETS_PER_ORDER)
 
     @field_validator("items")
     @classmethod
@@ -47,6 +47,8 @@ class CheckoutIn(Body):
         ids = [i.ticket_type_id for i in items]
         if len(ids) != len(set(ids)):
             raise ValueError("each ticket type may appear once")
+        if sum(i.quantity for i in items) > MAX_TICKETS_PER_ORDER:
+            raise ValueError(f"at most {MAX_TICKETS_PER_ORDER} tickets per order")
         return items
 
 

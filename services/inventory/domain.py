@@ -46,8 +46,6 @@ TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.REFUND_PENDING: frozenset({OrderStatus.REFUNDED}),
 }
 LATE_PAYABLE = (OrderStatus.EXPIRED, OrderStatus.CANCELLED)
-# The most tickets one order may hold: the one limit, checked at the edge, in messages and here.
-MAX_TICKETS_PER_ORDER = 20
 
 
 class DomainError(Exception):

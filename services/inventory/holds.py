@@ -12,12 +12,19 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from services.inventory import domain, store
-from services.inventory.domain import MAX_TICKETS_PER_ORDER, CheckoutRequest, Held, Order, StockEffect
+from services.inventory import domain
+from services.inventory.domain import CheckoutRequest, Held, Order, StockEffect
 from services.inventory.uow import InventoryUnitOfWork
 from shared import logs, metrics
 from shared.batching import GroupCommit
-from shared.messages import CheckoutDecided, CheckoutOutcome, CheckoutRequested, OrderStatus, OrderView
+from shared.messages import (
+    MAX_TICKETS_PER_ORDER,
+    CheckoutDecided,
+    CheckoutOutcome,
+    CheckoutRequested,
+    OrderStatus,
+    OrderView,
+)
 from shared.messaging import Bus, Delivery
 from shared.settings import Settings
 
@@ -37,9 +44,6 @@ class HoldBatcher:
         self.bus = bus
         self.settings = settings
         self._group = GroupCommit("hold-batcher", self._decide_batch, settings.hold_batch_max)
-        self._lock_stock = (
-            store.lock_stock_by_items if settings.hold_method == "order_items" else store.lock_stock
-        )
 
     def start(self) -> None:
         self._group.start()
@@ -88,7 +92,7 @@ class HoldBatcher:
     async def _decide_fresh(self, uow: InventoryUnitOfWork, fresh: list[CheckoutRequested]) -> list[Order]:
         """One lock of the batch's ticket types; every request held in full or rejected, in arrival order."""
         now = await uow.now()
-        stock = await self._lock_stock(uow.conn, {line.ticket_type_id for c in fresh for line in c.items})
+        stock = await uow.stock.lock({line.ticket_type_id for c in fresh for line in c.items})
         holdings = await uow.stock.holdings((c.user_id, line.ticket_type_id) for c in fresh for line in c.items)
         requests = [CheckoutRequest(c.order_id, c.user_id, tuple(c.items)) for c in fresh]
         decisions = domain.decide(requests, stock, holdings, now, MAX_TICKETS_PER_ORDER)

@@ -46,30 +46,6 @@ async def lock_stock(conn: AsyncConnection, ticket_type_ids: Iterable[UUID]) -> 
     return {r.id: StockLevel(*r) for r in rows}
 
 
-async def lock_stock_by_items(conn: AsyncConnection, ticket_type_ids: Iterable[UUID]) -> dict[UUID, StockLevel]:
-    """The 'pending order items' hold method: held and sold are summed from the orders' items.
-
-    Kept so the benchmark can compare it with the counters in the same run; the row lock is still needed.
-    """
-    levels = await lock_stock(conn, ticket_type_ids)
-    if not levels:
-        return levels
-    rows = await conn.execute(
-        text(
-            "SELECT i.ticket_type_id, "
-            "  COALESCE(SUM(i.quantity) FILTER (WHERE o.status = 'PENDING'), 0) AS held, "
-            "  COALESCE(SUM(i.quantity) FILTER (WHERE o.status = 'PAID'), 0) AS sold "
-            "FROM inventory.order_items i JOIN inventory.orders o ON o.id = i.order_id "
-            "WHERE i.ticket_type_id = ANY(:ids) GROUP BY i.ticket_type_id"
-        ),
-        {"ids": list(levels)},
-    )
-    for r in rows:
-        levels[r.ticket_type_id].held = int(r.held)
-        levels[r.ticket_type_id].sold = int(r.sold)
-    return levels
-
-
 async def load_holdings(conn: AsyncConnection, pairs: Iterable[tuple[str, UUID]]) -> dict[tuple[str, UUID], int]:
     pairs = sorted(set(pairs))
     if not pairs:
