@@ -61,16 +61,16 @@ def test_per_user_limit_counts_what_the_buyer_already_holds() -> None:
 
 
 def test_unknown_ticket_type_oversized_and_mixed_events_are_invalid() -> None:
-    a, other = level(), level(event=uuid.uuid4())
-    stock = {a.ticket_type_id: a, other.ticket_type_id: other}
+    a, b, other = level(limit=20), level(limit=20), level(event=uuid.uuid4())
+    stock = {a.ticket_type_id: a, b.ticket_type_id: b, other.ticket_type_id: other}
     ghost = CheckoutRequest(uuid.uuid4(), "u", (OrderLine(ticket_type_id=uuid.uuid4(), quantity=1),))
-    too_many = request("u", (a, 30))
+    too_many = request("u", (a, 15), (b, 15))  # each line is within the limit, the order is not
     mixed = request("u", (a, 1), (other, 1))
     d = decide([ghost, too_many, mixed], stock, {}, NOW, 20)
     assert [x.reason for x in d if isinstance(x, Rejected)] == [
         RejectReason.UNKNOWN_TICKET_TYPE, RejectReason.INVALID_ORDER, RejectReason.INVALID_ORDER,
     ]
-    assert a.held == 0 and other.held == 0
+    assert a.held == 0 and b.held == 0 and other.held == 0
 
 
 def test_sales_close_when_the_event_starts() -> None:
