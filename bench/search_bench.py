@@ -31,10 +31,11 @@ import redis.asyncio as aioredis
 from sqlalchemy.engine import make_url
 
 from services.gateway.auth import issue_token
-from services.search import domain, rebuild, store
-from services.search.index import Index
+from services.search import rebuild
 from shared.db import create_database_if_missing, drop_database, make_engine
 from shared.migrate import upgrade
+from shared.search_index import domain, store
+from shared.search_index.index import Index
 from shared.settings import Settings
 from shared.topology import Names, all_queue_names
 from tests.harness import free_port

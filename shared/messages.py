@@ -118,6 +118,9 @@ class CheckoutDecided(Message):
     outcome: CheckoutOutcome
     order: OrderView
     created: bool  # decided by this command just now (False: a redelivery or a repeated Idempotency-Key)
+    # Ticket types of the deciding batch with nothing left: the gateway may answer 409 at once for them until
+    # stock comes back (docs/ARCHITECTURE.md, "Sold-out gate"). A hint that can only ever reject.
+    sold_out: list[UUID] = Field(default_factory=list)
 
 
 class CancelOutcome(enum.StrEnum):

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from faststream import AckPolicy
 from faststream.rabbit import RabbitQueue
-from faststream.rabbit.annotations import RabbitMessage
 
 from shared import envelopes
 from shared.messages import Message
-from shared.messaging import Bus
+from shared.messaging import Bus, raw_message
 
 ReplyT = TypeVar("ReplyT", bound=Message)
 
@@ -29,11 +28,11 @@ class Requester:
         self._waiting: dict[str, asyncio.Future[bytes]] = {}
         queue = RabbitQueue(self.reply_queue, durable=False, exclusive=True, auto_delete=True)
 
-        @bus.broker.subscriber(queue, ack_policy=AckPolicy.ACK_FIRST, no_reply=True)
-        async def _on_reply(message: RabbitMessage) -> None:
-            future = self._waiting.pop(message.raw_message.correlation_id or "", None)
+        @bus.broker.subscriber(queue, ack_policy=AckPolicy.ACK_FIRST, no_reply=True, decoder=raw_message)
+        async def _on_reply(raw: Any) -> None:
+            future = self._waiting.pop(raw.correlation_id or "", None)
             if future is not None and not future.done():
-                future.set_result(message.raw_message.body)
+                future.set_result(raw.body)
 
     async def request(self, command: Message, reply: type[ReplyT], *, timeout: float) -> ReplyT | None:
         """Publish (with confirm; raises if the broker refuses) and wait for the answer of type ``reply``; None

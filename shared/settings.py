@@ -53,6 +53,9 @@ class Settings(BaseSettings):
 
     # Checkout
     checkout_wait_seconds: float = Field(5.0, description="How long the gateway waits for a hold decision")
+    sold_out_gate_seconds: float = Field(
+        1.0, description="Longest a sold-out ticket type is refused by the gateway itself (0 = no gate)"
+    )
     hold_batch_max: int = Field(256, description="Most checkouts decided in one database transaction")
     sweeper_interval_seconds: float = 30.0
     checkout_rate_limit: int = Field(30, description="Checkouts per user per rate window (0 = off)")

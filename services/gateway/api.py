@@ -134,12 +134,18 @@ async def checkout(
             return await _order_response(request, view)
     else:
         order_id = uuid.uuid4()
+    gone = state.sold_out.closed_for(i.ticket_type_id for i in body.items)
+    if gone is not None:  # inventory said it has none left: refuse without the round trip (soldout.py)
+        raise Problem(409, REJECTION_TITLES["sold_out"], "sold out", "sold-out", reason="sold_out",
+                      ticket_type_id=str(gone))
     cmd = CheckoutRequested(
         order_id=order_id, user_id=user.id, user_email=user.email, locale=user.locale,
         items=[OrderLine(ticket_type_id=i.ticket_type_id, quantity=i.quantity) for i in body.items],
         request_hash=digest,
     )
     decided = await _command(request, cmd, CheckoutDecided)
+    if decided is not None:
+        state.sold_out.close(decided.sold_out)
     if decided is None:
         await _remember_requested(request, order_id, user)
         return JSONResponse(AcceptedOut(order_id=order_id).model_dump(mode="json"), status_code=202,

@@ -24,6 +24,7 @@ from services.gateway import (
 )
 from services.gateway.edge import BodyLimit
 from services.gateway.ratelimit import RateLimit
+from services.gateway.soldout import SoldOutGate
 from shared import health, logs, runtime
 from shared.db import make_engine
 from shared.messaging import Bus
@@ -60,6 +61,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     engine = make_engine(settings.database_url, pool_size=20)
     bus = Bus(settings, "gateway")
     requester = Requester(bus)
+    sold_out = SoldOutGate(settings.sold_out_gate_seconds)
+    sold_out.listen(bus)
     redis = aioredis.from_url(settings.redis_url)
 
     @asynccontextmanager
@@ -85,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.bus = bus
     app.state.requester = requester
+    app.state.sold_out = sold_out
     app.state.redis = redis
     app.state.names = Names(settings.prefix)
     problems.install(app)

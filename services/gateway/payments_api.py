@@ -20,16 +20,17 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
+from prometheus_client import Counter
 from sqlalchemy import text
 
-from services.payment import domain, providers
-from services.payment.metrics import IPN_ANSWERS
-from services.payment.providers.base import NotANotification, Outcome, PaymentAttempt, PaymentProvider
-from services.payment.providers.vnpay import rsp
 from shared import logs, topology
 from shared.messages import NotificationAnswered, OrderStatus, OrderView, PaymentNotified
+from shared.payments import answers, providers
+from shared.payments.providers.base import NotANotification, Outcome, PaymentAttempt, PaymentProvider
+from shared.payments.providers.vnpay import rsp
 
 router = APIRouter(tags=["payments"])
+IPN_ANSWERS = Counter("ticketing_payment_ipn_answers_total", "IPN answers given, by RspCode", ["code"])
 log = logs.get_logger(__name__)
 
 IPN_ANSWER_WAIT_SECONDS = 3.0  # well inside an IPN caller's timeout; the message is durable either way
@@ -87,7 +88,7 @@ def _single_values(request: Request) -> dict[str, str] | None:
     return params if len(params) == len(items) else None
 
 
-async def _order_facts(request: Request, order_id: uuid.UUID) -> domain.OrderFacts | None:
+async def _order_facts(request: Request, order_id: uuid.UUID) -> answers.OrderFacts | None:
     async with request.app.state.engine.connect() as conn:
         row = (
             await conn.execute(
@@ -95,7 +96,7 @@ async def _order_facts(request: Request, order_id: uuid.UUID) -> domain.OrderFac
                 {"id": order_id},
             )
         ).first()
-    return domain.OrderFacts(row.total, row.status, row.created_at, row.expires_at) if row else None
+    return answers.OrderFacts(row.total, row.status, row.created_at, row.expires_at) if row else None
 
 
 async def _recorded_outcome(request: Request, txn_ref: str) -> Outcome | None:
@@ -131,30 +132,30 @@ async def vnpay_ipn(request: Request) -> JSONResponse:
     provider = _provider(request)
     if params is None or not provider.verify(params):
         log.warning("ipn_bad_signature", client=request.client.host if request.client else None)
-        return _answer(domain.BAD_SIGNATURE)
+        return _answer(answers.BAD_SIGNATURE)
     try:
         n = provider.notification(params)
-        refusal = domain.precheck(n, await _order_facts(request, n.order_id))
+        refusal = answers.precheck(n, await _order_facts(request, n.order_id))
         if refusal is not None:
             return _answer(refusal)
         recorded = await _recorded_outcome(request, n.txn_ref)
         # A success must reach the payment service even over a recorded failure: it replaces it there.
-        if recorded is not None and not domain.supersedes(n.outcome, recorded):
-            return _answer(domain.ALREADY_CONFIRMED)
+        if recorded is not None and not answers.supersedes(n.outcome, recorded):
+            return _answer(answers.ALREADY_CONFIRMED)
         await _ensure_payment_queue(request)
         msg = PaymentNotified(provider=provider.name, params=params, received_at=datetime.now(UTC))
         result = await request.app.state.requester.request(msg, NotificationAnswered, timeout=IPN_ANSWER_WAIT_SECONDS)
     except NotANotification as exc:  # signed by us, e.g. a payment URL replayed: not VNPAY's, changes nothing
         log.warning("ipn_not_a_result", client=request.client.host if request.client else None, reason=str(exc))
-        return _answer(domain.BAD_SIGNATURE)
+        return _answer(answers.BAD_SIGNATURE)
     except ValueError:
-        return _answer(domain.UNKNOWN_ORDER)  # signed by VNPAY but not one of our references
+        return _answer(answers.UNKNOWN_ORDER)  # signed by VNPAY but not one of our references
     except Exception as exc:  # not durably recorded: 99 makes VNPAY retry
         log.error("ipn_not_recorded", error=repr(exc))
-        return _answer(domain.OTHER_ERROR)
+        return _answer(answers.OTHER_ERROR)
     if result is None:  # confirmed by the broker's quorum queue: durable, applied when the service gets to it
-        return _answer(domain.RECORDED)
-    code = result.code if result.code in ("00", "01", "02", "04", "97") else domain.OTHER_ERROR
+        return _answer(answers.RECORDED)
+    code = result.code if result.code in ("00", "01", "02", "04", "97") else answers.OTHER_ERROR
     return _answer(code)
 
 

@@ -17,10 +17,9 @@ from services.gateway.edge import EdgeRoute
 from services.gateway.problems import PROBLEM_JSON, Problem
 from services.gateway.ratelimit import RateLimit
 from services.gateway.schemas import LINE, MAX_PRICE, EventOut, TicketTypeOut, check_instant
-from services.search import domain
-from services.search.app import make_cache
-from services.search.cache import EventCache
-from services.search.reader import SearchReader, SearchUnavailable
+from shared.search_index import domain
+from shared.search_index.cache import EventCache, make_cache
+from shared.search_index.reader import SearchReader, SearchUnavailable
 
 router = APIRouter(route_class=EdgeRoute)
 # Bounds of a query (422 above them): what a person types, and what keeps the read-through path's SQL small.

@@ -36,6 +36,7 @@ class Outcome:
     order: OrderView
     created: bool  # False: the order existed already (a redelivery or a repeated Idempotency-Key)
     request_hash: str  # of the request that created the order
+    sold_out: tuple[uuid.UUID, ...] = ()  # ticket types the deciding batch left with nothing available
 
 
 class HoldBatcher:
@@ -77,20 +78,25 @@ class HoldBatcher:
             results.update({oid: Outcome(view, False, h) for oid, (view, h) in existing.items()})
             fresh = [cmd for oid, cmd in firsts.items() if oid not in existing]
             if fresh:
-                orders = await self._decide_fresh(uow, fresh)
+                orders, sold_out = await self._decide_fresh(uow, fresh)
                 for order in orders:
                     if order.hold_seconds is not None:  # held: its release is scheduled with it
                         delay_queue = await self.bus.ensure_hold_delay_queue(order.hold_seconds)
                         uow.send(delay_queue, order.expiry_due(), correlation[order.id])
                     uow.emit(order.events, correlation[order.id])
-                results.update({o.id: Outcome(o.view(), True, firsts[o.id].request_hash) for o in orders})
+                results.update(
+                    {o.id: Outcome(o.view(), True, firsts[o.id].request_hash, sold_out) for o in orders}
+                )
                 await uow.commit()
                 _count(orders)
         metrics.HOLD_BATCH_SIZE.observe(len(batch))
         return results
 
-    async def _decide_fresh(self, uow: InventoryUnitOfWork, fresh: list[CheckoutRequested]) -> list[Order]:
-        """One lock of the batch's ticket types; every request held in full or rejected, in arrival order."""
+    async def _decide_fresh(
+        self, uow: InventoryUnitOfWork, fresh: list[CheckoutRequested]
+    ) -> tuple[list[Order], tuple[uuid.UUID, ...]]:
+        """One lock of the batch's ticket types; every request held in full or rejected, in arrival order.
+        Also returns the ticket types the batch left with nothing available."""
         now = await uow.now()
         stock = await uow.stock.lock({line.ticket_type_id for c in fresh for line in c.items})
         holdings = await uow.stock.holdings((c.user_id, line.ticket_type_id) for c in fresh for line in c.items)
@@ -113,7 +119,7 @@ class HoldBatcher:
         await uow.orders.add(orders, [c.request_hash for c in fresh])
         # The batch's stock was locked above: the counters move once per ticket type for the whole batch.
         uow.emit(await uow.stock.apply(effect, locked=True))
-        return orders
+        return orders, tuple(sorted(tt for tt, level in stock.items() if level.available <= 0))
 
 
 def checkout_decided(cmd: CheckoutRequested, outcome: Outcome) -> CheckoutDecided:
@@ -124,7 +130,7 @@ def checkout_decided(cmd: CheckoutRequested, outcome: Outcome) -> CheckoutDecide
         kind = CheckoutOutcome.REJECTED
     else:
         kind = CheckoutOutcome.HELD
-    return CheckoutDecided(outcome=kind, order=view, created=outcome.created)
+    return CheckoutDecided(outcome=kind, order=view, created=outcome.created, sold_out=list(outcome.sold_out))
 
 
 def _count(orders: list[Order]) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-from services.payment import providers
 from services.payment.handlers import Payments
 from services.payment.ops import PaymentOps
 from shared import health, logs, runtime, topology
@@ -12,6 +11,7 @@ from shared.db import make_engine
 from shared.messages import OrderHeld, OrderRefundPending, PaymentNotified, PaymentOp
 from shared.messaging import Bus, Route
 from shared.outbox import OutboxRelay
+from shared.payments import providers
 from shared.settings import Settings, get_settings
 
 log = logs.get_logger(__name__)

@@ -16,16 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.payment import domain, store
 from services.payment.metrics import PAYMENT_CONTRADICTIONS, PAYMENT_RESULTS, RECONCILE_QUERIES, REFUNDS
-from services.payment.providers.base import (
-    NotANotification,
-    Notification,
-    Outcome,
-    PaymentProvider,
-    QueryStatus,
-    RefundRequest,
-    RefundResult,
-    RefundStatus,
-)
 from shared import logs, outbox
 from shared.batching import GroupCommit
 from shared.messages import (
@@ -38,6 +28,17 @@ from shared.messages import (
 )
 from shared.messaging import Bus, Delivery
 from shared.outbox import OutboxRelay, Outgoing
+from shared.payments import answers
+from shared.payments.providers.base import (
+    NotANotification,
+    Notification,
+    Outcome,
+    PaymentProvider,
+    QueryStatus,
+    RefundRequest,
+    RefundResult,
+    RefundStatus,
+)
 from shared.settings import Settings
 
 log = logs.get_logger(__name__)
@@ -85,21 +86,21 @@ class Payments:
         # Verified again here: the queue is not a trust boundary we rely on.
         if provider is None or not provider.verify(msg.params):
             log.warning("notification_bad_signature", provider=msg.provider)
-            return domain.BAD_SIGNATURE
+            return answers.BAD_SIGNATURE
         try:
             n = provider.notification(msg.params)
         except NotANotification as exc:
             log.warning("notification_not_a_result", provider=msg.provider, error=str(exc))
-            return domain.BAD_SIGNATURE
+            return answers.BAD_SIGNATURE
         except ValueError as exc:
             log.warning("notification_unparseable", provider=msg.provider, error=str(exc))
-            return domain.UNKNOWN_ORDER
+            return answers.UNKNOWN_ORDER
         return await self.apply(n, "ipn")
 
     async def apply(self, n: Notification, source: str) -> str:
         async with self.engine.begin() as conn:
             facts = await store.order_facts(conn, n.order_id)
-            refusal = domain.precheck(n, facts)
+            refusal = answers.precheck(n, facts)
             if refusal is not None:
                 log.warning("notification_refused", txn_ref=n.txn_ref, code=refusal, source=source)
                 return refusal
@@ -108,8 +109,8 @@ class Payments:
                                          facts.created_at, facts.expires_at)
             if not await store.record_transaction(conn, n, source):
                 recorded = await store.recorded_outcome(conn, n.provider, n.txn_ref)
-                if recorded is None or not domain.supersedes(n.outcome, recorded):
-                    return domain.ALREADY_CONFIRMED
+                if recorded is None or not answers.supersedes(n.outcome, recorded):
+                    return answers.ALREADY_CONFIRMED
                 # The record said the payment failed; the provider now says the money was taken. Its word wins,
                 # or a buyer would pay and never get the tickets (nor a refund).
                 await store.supersede_transaction(conn, n, source)
@@ -136,7 +137,7 @@ class Payments:
                         response_code=n.response_code, transaction_status=n.transaction_status)
         PAYMENT_RESULTS.labels(provider=n.provider, outcome=n.outcome.value, source=source).inc()
         log.info("payment_recorded", txn_ref=n.txn_ref, outcome=n.outcome.value, source=source)
-        return domain.RECORDED
+        return answers.RECORDED
 
     # --- reconciliation ---------------------------------------------------------------------------
 
@@ -156,9 +157,9 @@ class Payments:
             RECONCILE_QUERIES.labels(status=result.status.value).inc()
             if result.status is QueryStatus.FOUND and result.notification is not None:
                 code = await self.apply(result.notification, "querydr")
-                applied += code == domain.RECORDED
+                applied += code == answers.RECORDED
                 log.info("reconciled", txn_ref=attempt.txn_ref, code=code)
-                if attempt.status == "FAILED" and code in (domain.RECORDED, domain.ALREADY_CONFIRMED):
+                if attempt.status == "FAILED" and code in (answers.RECORDED, answers.ALREADY_CONFIRMED):
                     async with self.engine.begin() as conn:  # the provider has spoken on this failure
                         await store.confirm_outcome(conn, attempt.txn_ref)
             elif result.status is QueryStatus.NOT_FOUND and attempt.status == "FAILED":

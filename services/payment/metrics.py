@@ -7,7 +7,6 @@ from prometheus_client import Counter
 PAYMENT_RESULTS = Counter(
     "ticketing_payment_results_total", "Provider results recorded (once each)", ["provider", "outcome", "source"]
 )
-IPN_ANSWERS = Counter("ticketing_payment_ipn_answers_total", "IPN answers given, by RspCode", ["code"])
 RECONCILE_QUERIES = Counter("ticketing_payment_reconcile_queries_total", "querydr calls, by result", ["status"])
 REFUNDS = Counter("ticketing_payment_refunds_total", "Refund calls, by result", ["status"])
 OPERATOR_ACTIONS = Counter(

@@ -18,10 +18,10 @@ from typing import Any
 from services.payment import ops_store, store
 from services.payment.handlers import Payments
 from services.payment.metrics import OPERATOR_ACTIONS, REFUNDS
-from services.payment.providers.base import RefundRequest, RefundResult, RefundStatus
 from shared import logs, outbox
 from shared.messages import PaymentOp, PaymentOpAction, PaymentOpAnswered, PaymentOpOutcome, PaymentSucceeded
 from shared.messaging import Delivery
+from shared.payments.providers.base import RefundRequest, RefundResult, RefundStatus
 
 log = logs.get_logger(__name__)
 

@@ -11,8 +11,8 @@ from uuid import UUID
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.payment.domain import OrderFacts
-from services.payment.providers.base import Notification, Outcome
+from shared.payments.answers import OrderFacts
+from shared.payments.providers.base import Notification, Outcome
 
 
 async def now(conn: AsyncConnection) -> datetime:

@@ -24,8 +24,8 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from pydantic import BaseModel, Field
 
-from services.payment.providers import vnpay
 from shared import logs
+from shared.payments.providers import vnpay
 from shared.settings import Settings
 
 log = logs.get_logger(__name__)

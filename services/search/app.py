@@ -7,14 +7,15 @@ import contextlib
 
 import redis.asyncio as aioredis
 
-from services.search import rebuild, store
-from services.search.cache import EventCache
+from services.search import rebuild
 from services.search.handlers import SearchHandlers
-from services.search.index import Index
 from shared import health, logs, runtime, topology
 from shared.db import make_engine
 from shared.messages import EventCreated, StockChanged, TicketTypeAdded
 from shared.messaging import Bus, Route
+from shared.search_index import store
+from shared.search_index.cache import make_cache
+from shared.search_index.index import Index
 from shared.settings import Settings, get_settings
 from shared.topology import Names
 
@@ -23,11 +24,6 @@ log = logs.get_logger(__name__)
 # Consecutive checks that must disagree with PostgreSQL before the index counts as outdated (a change whose
 # message is still in flight disagrees for a moment and must not trigger a rebuild).
 OUTDATED_AFTER_CHECKS = 3
-
-
-def make_cache(redis: aioredis.Redis, settings: Settings) -> EventCache:
-    return EventCache(redis, Names(settings.prefix), ttl_seconds=settings.event_cache_ttl_seconds,
-                      availability_ttl_seconds=settings.availability_cache_ttl_seconds)
 
 
 def build(settings: Settings) -> tuple[Bus, SearchHandlers]:

@@ -9,9 +9,10 @@ import redis.asyncio as aioredis
 from rich.console import Console
 from rich.progress import MofNCompleteColumn, Progress
 
-from services.search import rebuild, store
-from services.search.index import Index
+from services.search import rebuild
 from shared.db import make_engine
+from shared.search_index import store
+from shared.search_index.index import Index
 from shared.settings import get_settings
 from shared.topology import Names
 

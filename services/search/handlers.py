@@ -9,12 +9,12 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.search import store
-from services.search.cache import EventCache
-from services.search.index import Index, text
 from shared import logs, metrics
 from shared.messages import EventInfo, StockChanged
 from shared.messaging import Delivery
+from shared.search_index import store
+from shared.search_index.cache import EventCache
+from shared.search_index.index import Index, text
 
 log = logs.get_logger(__name__)
 

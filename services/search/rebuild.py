@@ -11,9 +11,9 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.search import store
-from services.search.index import Index, new_generation, text
 from shared import logs, metrics
+from shared.search_index import store
+from shared.search_index.index import Index, new_generation, text
 
 log = logs.get_logger(__name__)
 

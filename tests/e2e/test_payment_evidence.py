@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from services.payment.providers.vnpay import signed_query
 from services.paysim.client import pay_with_simulator
+from shared.payments.providers.vnpay import signed_query
 from tests.e2e.test_payments import (
     call_ipn,
     checkout,

@@ -16,9 +16,9 @@ from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 
-from services.payment.providers import from_settings
-from services.payment.providers.vnpay import TZ, signed_query, vn_time
 from services.paysim.client import pay_with_simulator
+from shared.payments.providers import from_settings
+from shared.payments.providers.vnpay import TZ, signed_query, vn_time
 from tests.harness import Stack, eventually
 
 

@@ -18,9 +18,9 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from services.search import domain
-from services.search import store as search_store
 from shared.db import make_engine
+from shared.search_index import domain
+from shared.search_index import store as search_store
 from shared.topology import Names, all_queue_names
 from tests.harness import Stack, eventually, free_port
 from ticketing.supervisor import Supervisor

@@ -1,4 +1,4 @@
-"""The Redis index against the in-memory oracle (services.search.domain): same hits, same order, for
+"""The Redis index against the in-memory oracle (shared.search_index.domain): same hits, same order, for
 generated catalogs and queries. Real Redis, this test's own key prefix, cleaned up after."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis.asyncio as aioredis
 
-from services.search import domain
-from services.search.domain import Doc, Filters
-from services.search.index import Index, new_generation
+from shared.search_index import domain
+from shared.search_index.domain import Doc, Filters
+from shared.search_index.index import Index, new_generation
 from shared.settings import Settings
 from shared.topology import Names
 

@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 from services.inventory.domain import StockLevel, stock_still_free
 from services.payment import domain
-from services.payment.providers.base import Notification, Outcome
 from shared.messages import PricedLine
+from shared.payments import answers
+from shared.payments.providers.base import Notification, Outcome
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -19,16 +20,16 @@ def note(amount: int = 100_000, outcome: Outcome = Outcome.SUCCEEDED, attempt: i
                         {})
 
 
-def facts(total: int = 100_000, status: str = "PENDING", held: bool = True) -> domain.OrderFacts:
-    return domain.OrderFacts(total, status, NOW, NOW + timedelta(minutes=15) if held else None)
+def facts(total: int = 100_000, status: str = "PENDING", held: bool = True) -> answers.OrderFacts:
+    return answers.OrderFacts(total, status, NOW, NOW + timedelta(minutes=15) if held else None)
 
 
 def test_precheck_answers_unknown_order_and_wrong_amount() -> None:
-    assert domain.precheck(note(), None) == domain.UNKNOWN_ORDER
-    assert domain.precheck(note(), facts(held=False)) == domain.UNKNOWN_ORDER  # a REJECTED order was never held
-    assert domain.precheck(note(99_999), facts()) == domain.WRONG_AMOUNT
-    assert domain.precheck(note(), facts()) is None
-    assert domain.precheck(note(), facts(status="EXPIRED")) is None  # late payments are recorded, then decided
+    assert answers.precheck(note(), None) == answers.UNKNOWN_ORDER
+    assert answers.precheck(note(), facts(held=False)) == answers.UNKNOWN_ORDER  # a REJECTED order was never held
+    assert answers.precheck(note(99_999), facts()) == answers.WRONG_AMOUNT
+    assert answers.precheck(note(), facts()) is None
+    assert answers.precheck(note(), facts(status="EXPIRED")) is None  # late payments are recorded, then decided
 
 
 def test_a_failed_attempt_of_a_pending_order_opens_the_next() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from services.search import domain
-from services.search.domain import Doc, Filters
+from shared.search_index import domain
+from shared.search_index.domain import Doc, Filters
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 

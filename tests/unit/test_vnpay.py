@@ -8,8 +8,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from services.payment.providers.base import NotANotification, Outcome, PaymentAttempt
-from services.payment.providers.vnpay import (
+from shared.payments.providers.base import NotANotification, Outcome, PaymentAttempt
+from shared.payments.providers.vnpay import (
     QUERYDR_REQUEST,
     REFUND_REQUEST,
     REQUEST_ONLY_FIELDS,

@@ -13,10 +13,10 @@ from uuid import UUID
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.search import store
-from services.search.domain import Doc, Filters, Page, Query
-from services.search.index import Index
 from shared import logs, metrics
+from shared.search_index import store
+from shared.search_index.domain import Doc, Filters, Page, Query
+from shared.search_index.index import Index
 from shared.topology import Names
 
 log = logs.get_logger(__name__)

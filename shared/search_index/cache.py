@@ -21,8 +21,9 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from services.search.index import text
 from shared import metrics
+from shared.search_index.index import text
+from shared.settings import Settings
 from shared.topology import Names
 
 VERSION_TTL_SECONDS = 86_400  # longer than any entry plus any load
@@ -168,3 +169,8 @@ class EventCache:
         for t in types:
             t["available"] = max(int(cached.get(str(t["ticket_type_id"]), t["available"])), 0)
         return event
+
+
+def make_cache(redis: aioredis.Redis, settings: Settings) -> EventCache:
+    return EventCache(redis, Names(settings.prefix), ttl_seconds=settings.event_cache_ttl_seconds,
+                      availability_ttl_seconds=settings.availability_cache_ttl_seconds)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from services.payment.providers.base import PaymentProvider
-from services.payment.providers.vnpay import VnpayProvider
+from shared.payments.providers.base import PaymentProvider
+from shared.payments.providers.vnpay import VnpayProvider
 from shared.settings import Settings
 
 

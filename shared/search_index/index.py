@@ -34,8 +34,8 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from services.search import domain
-from services.search.domain import Doc, Filters, Hit, Page, Query
+from shared.search_index import domain
+from shared.search_index.domain import Doc, Filters, Hit, Page, Query
 from shared.topology import Names
 
 EXACT_BONUS = 1e11  # subtracted from the start time of exact-accent hits: they sort first

@@ -15,8 +15,8 @@ from uuid import UUID
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.search import domain
-from services.search.domain import Doc, Filters, Page, Query
+from shared.search_index import domain
+from shared.search_index.domain import Doc, Filters, Page, Query
 
 # The version is computed in SQL (numeric, exact) so that every path agrees on it to the microsecond.
 _VERSION = "(extract(epoch FROM e.updated_at) * 1000000)::bigint"

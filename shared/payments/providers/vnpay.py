@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
-from services.payment.providers.base import (
+from shared.payments.providers.base import (
     NotANotification,
     Notification,
     Outcome,
