@@ -183,3 +183,26 @@ async def test_bad_input_gets_a_problem_and_holds_nothing(stack: Stack) -> None:
     assert not_admin.status_code == 403
     assert past.status_code == 422
     assert await stack.stock(tt) == (10, 0, 0)
+
+
+async def test_the_sold_out_gate_refuses_at_once_and_opens_when_stock_comes_back(stack: Stack) -> None:
+    event = await stack.create_event(capacity=1)
+    tt = event["ticket_types"][0]["ticket_type_id"]
+    async with stack.client("gate-first") as first, stack.client("gate-second") as second:
+        held = await first.post("/checkout", json=checkout_body(tt))
+        assert held.status_code == 201, held.text
+        refused = await second.post("/checkout", json=checkout_body(tt), headers={"Idempotency-Key": "gate-1"})
+        assert refused.status_code == 409 and refused.json()["reason"] == "sold_out"
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        # Refused by the gateway itself: inventory never saw it, so no rejected order was recorded.
+        assert await stack.db.fetchval("SELECT count(*) FROM inventory.orders WHERE user_id = 'gate-second'") == 0
+
+        assert (await first.post(f"/orders/{held.json()['order_id']}/cancel")).status_code == 200
+
+        async def second_buyer_holds() -> bool:
+            r = await second.post("/checkout", json=checkout_body(tt), headers={"Idempotency-Key": "gate-1"})
+            assert r.status_code in (201, 409), r.text
+            return r.status_code == 201
+
+        await eventually(second_buyer_holds, timeout=10, interval=0.1, what="the gate to open once stock is back")
+    assert await stack.stock(tt) == (1, 1, 0)
