@@ -274,7 +274,8 @@ class Bench:
         ports = {"gateway": st.gateway_port, "inventory": st.inventory_port, "payment": st.payment_port,
                  "mailer": st.mailer_port, "search": st.search_port, "ops": st.ops_port}
         out: dict[str, str] = {}
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s:
+        admin = {"Authorization": f"Bearer {self.stack.token('bench', admin=True)}"}  # the gateway's: admins only
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10), headers=admin) as s:
             for name, port in ports.items():
                 try:
                     async with s.get(f"http://127.0.0.1:{port}/metrics") as r:
