@@ -36,6 +36,8 @@ PAYMENT_SUCCEEDED = "payment.succeeded"
 PAYMENT_REFUNDED = "payment.refunded"
 # Payment operator actions (review accept/reject, refund retry, listings): request/reply to the payment service.
 PAYMENT_OP = "command.payment_op"
+# Dead-letter replays and purges: request/reply to the ops service, which owns the dead letters.
+DLQ_ACTION = "command.dlq_action"
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ PAYMENT_NOTIFICATIONS = WorkQueue("payment", "payment.notifications", (PAYMENT_N
 PAYMENT_ORDERS = WorkQueue("payment", "payment.orders", (ORDER_HELD, ORDER_REFUND_PENDING))
 PAYMENT_COMMANDS = WorkQueue("payment", "payment.commands", (PAYMENT_OP,))
 # Search: catalog changes written through to the index; stock changes refresh availability.
+OPS_COMMANDS = WorkQueue("ops", "ops.commands", (DLQ_ACTION,))
 SEARCH_CATALOG = WorkQueue("search", "search.catalog", (EVENT_CREATED, TICKET_TYPE_ADDED, STOCK_CHANGED))
 
 # Mailer: ticket, expiry and refund email. Its retry ladder is a setting (TICKETING_MAILER_RETRY_DELAYS), so the
@@ -103,10 +106,11 @@ SERVICE_QUEUES: dict[str, tuple[WorkQueue, ...]] = {
     "payment": (PAYMENT_NOTIFICATIONS, PAYMENT_ORDERS, PAYMENT_COMMANDS),
     "mailer": (MAILER_NOTIFICATIONS,),
     "search": (SEARCH_CATALOG,),
+    "ops": (OPS_COMMANDS,),
 }
 
 # Every service that has (or will have) a dead-letter queue: the DLQ keeper drains them all.
-DLQ_SERVICES: tuple[str, ...] = ("inventory", "payment", "mailer", "search")
+DLQ_SERVICES: tuple[str, ...] = ("inventory", "payment", "mailer", "search", "ops")
 
 
 def work_queue_args(names: Names, q: WorkQueue, delivery_limit: int) -> dict[str, Any]:
