@@ -113,8 +113,12 @@ SERVICE_QUEUES: dict[str, tuple[WorkQueue, ...]] = {
 DLQ_SERVICES: tuple[str, ...] = ("inventory", "payment", "mailer", "search", "ops")
 
 
-def work_queue_args(names: Names, q: WorkQueue, delivery_limit: int) -> dict[str, Any]:
+def work_queue_args(names: Names, q: WorkQueue, delivery_limit: int, max_length: int = 0) -> dict[str, Any]:
+    # With a bound, a full queue refuses new publishes (reject-publish): the publisher's confirm fails and the
+    # gateway answers 503 instead of the broker filling its disk. Without one, reject-publish never engages.
+    bound = {"x-max-length": max_length} if max_length > 0 else {}
     return {
+        **bound,
         "x-queue-type": "quorum",
         "x-delivery-limit": delivery_limit,
         # Rejected or over-delivered messages land in the service's DLQ (at-least-once needs reject-publish).
@@ -162,6 +166,7 @@ async def declare_dlq(channel: AbstractChannel, names: Names, service: str) -> N
 async def declare_service(
     channel: AbstractChannel, names: Names, service: str, delivery_limit: int,
     queues: tuple[WorkQueue, ...] | None = None,
+    max_length: int = 0,
 ) -> None:
     """Declare a service's exchange, work queues, bindings, retry ladder and dead-letter queue.
 
@@ -170,7 +175,7 @@ async def declare_service(
     await declare_dlq(channel, names, service)
     for q in SERVICE_QUEUES.get(service, ()) if queues is None else queues:
         queue = await channel.declare_queue(
-            names.queue(q.name), durable=True, arguments=work_queue_args(names, q, delivery_limit)
+            names.queue(q.name), durable=True, arguments=work_queue_args(names, q, delivery_limit, max_length)
         )
         for key in q.bindings:
             await queue.bind(exchange, key)
