@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint bench up doctor fuzz
+.PHONY: install demo test lint bench up doctor fuzz soak faults
 
 $(BIN)/ticketing: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,3 +35,12 @@ doctor: install
 # schemathesis against a running gateway of its own (every operation, admin token); docs/SECURITY.md.
 fuzz: install
 	FUZZ_ALL=1 FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-100} $(BIN)/pytest tests/e2e/test_fuzz.py -s -q
+
+# Issue 13: cycle the whole system (start, traffic, graceful stop or SIGKILL at a random moment) and check the
+# broker after each cycle; SOAK_BROKER=shared runs it against the configured broker instead of a node of its own.
+soak: install
+	$(BIN)/python -m bench.soak --cycles $${SOAK_CYCLES:-200} --broker $${SOAK_BROKER:-own} $${SOAK_ARGS:-}
+
+# Every fault test (tests/e2e/test_faults.py), the slow ones included.
+faults: install
+	$(BIN)/pytest tests/e2e/test_faults.py -q

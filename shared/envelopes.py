@@ -15,6 +15,7 @@ from shared.messages import (
     CancelOrder,
     CheckoutRequested,
     CreateEvent,
+    DlqAction,
     EventCreated,
     HoldExpiryDue,
     Message,
@@ -51,6 +52,7 @@ ROUTING_KEYS: dict[type[Message], str] = {
     PaymentSucceeded: topology.PAYMENT_SUCCEEDED,
     PaymentRefunded: topology.PAYMENT_REFUNDED,
     PaymentOp: topology.PAYMENT_OP,
+    DlqAction: topology.DLQ_ACTION,
 }
 
 
@@ -104,4 +106,6 @@ def message_id(msg: Message) -> str:
             return f"notified:{msg.provider}:{uuid.uuid4().hex}"
         case PaymentOp():
             return f"payment-op:{uuid.uuid4().hex}"
+        case DlqAction():
+            return f"dlq-action:{uuid.uuid4().hex}"
     raise TypeError(f"{type(msg).__name__} has no message id rule: add it to shared.envelopes")

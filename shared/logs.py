@@ -8,10 +8,11 @@ when ``log_json``), so a log shipper sees one format, and every line carries the
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import uuid
 from contextvars import ContextVar
-from typing import IO
+from typing import IO, Any
 
 import structlog
 
@@ -44,6 +45,22 @@ def set_correlation_id(value: str) -> None:
     structlog.contextvars.bind_contextvars(correlation_id=value)
 
 
+_ADDRESS = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9-]+\.[A-Za-z0-9.-]+)")
+
+
+def mask_addresses(text: str) -> str:
+    """``alice@example.com`` -> ``a***@example.com``: logs name a buyer without spelling their address."""
+    return _ADDRESS.sub(r"\1***@\2", text)
+
+
+def _mask_email_addresses(_: Any, __: str, event: structlog.typing.EventDict) -> structlog.typing.EventDict:
+    """Every string a log line carries, ours or a library's (an SMTP error names its recipient)."""
+    for key, value in event.items():
+        if isinstance(value, str) and "@" in value:
+            event[key] = mask_addresses(value)
+    return event
+
+
 def _renderer(json: bool) -> list[structlog.typing.Processor]:
     if json:
         # Locals are left out on purpose: a frame's locals can hold a DSN, a token or a request body.
@@ -69,6 +86,7 @@ def configure(
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _mask_email_addresses,
     ]
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],

@@ -345,4 +345,41 @@ class PaymentOpAnswered(Message):
     items: list[dict[str, Any]] | None = None  # the rows a listing answers with
 
 
+# --- dead-letter operations -----------------------------------------------------------------------------
+
+
+class DlqActionKind(enum.StrEnum):
+    REPLAY = "replay"
+    PURGE = "purge"
+
+
+class DlqAction(Message):
+    """An operator's command to the ops service (command.dlq_action, request/reply): replay or purge the dead
+    letters of one service selected by ids, by group, or all of them."""
+
+    action: DlqActionKind
+    service: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_-]*$")
+    ids: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] = Field(default_factory=list, max_length=10_000)
+    group: str | None = Field(None, max_length=64)
+    everything: bool = False
+    dry_run: bool = False
+    rate: float | None = Field(None, gt=0, le=10_000)  # replay: messages per second (None: the setting)
+    actor: str = Field(min_length=1, max_length=200)
+
+
+class DlqActionOutcome(enum.StrEnum):
+    DONE = "done"
+    UNKNOWN_SERVICE = "unknown_service"
+    BUSY = "busy"  # a replay of this service is already running
+    INTERRUPTED = "interrupted"  # the replay stopped part way (``result.error`` says why); the rest waits
+
+
+class DlqActionAnswered(Message):
+    """The ops service's answer to DlqAction: the action's result (matched, affected, audit id, a sample)."""
+
+    outcome: DlqActionOutcome
+    detail: str = ""
+    result: dict[str, Any] = Field(default_factory=dict)
+
+
 CreateEvent.model_rebuild()

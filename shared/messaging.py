@@ -165,7 +165,8 @@ class Bus:
             channel = await self._admin.channel()
             await topology.declare_exchange(channel, self.names)
             for service in declare_services:
-                await topology.declare_service(channel, self.names, service, s.delivery_limit)
+                await topology.declare_service(channel, self.names, service, s.delivery_limit,
+                                               max_length=s.work_queue_max_length)
             if declare is not None:
                 await declare(channel)
             await channel.close()
@@ -223,8 +224,10 @@ class Bus:
         correlation_id: str | None = None,
         reply_to: str | None = None,
         persist: bool = True,
+        mandatory: bool | None = None,
     ) -> None:
-        """Publish and wait for the broker's confirm (raises on nack, return or timeout)."""
+        """Publish and wait for the broker's confirm (raises on nack, return or timeout). ``mandatory``: an
+        unroutable message is returned and raises (default: for direct-to-queue publishes)."""
         hdrs = dict(headers or {})
         hdrs.setdefault(logs.CORRELATION_HEADER, logs.correlation_id.get() or correlation_id or message_id)
         cid = correlation_id or str(hdrs[logs.CORRELATION_HEADER])
@@ -233,7 +236,7 @@ class Bus:
             exchange=self.names.events_exchange if exchange is None else exchange,
             routing_key=routing_key,
             persist=persist,
-            mandatory=exchange == "",  # direct-to-queue publishes must reach their queue
+            mandatory=exchange == "" if mandatory is None else mandatory,
             timeout=self.settings.publish_timeout_seconds,
             headers=hdrs,
             message_id=message_id,

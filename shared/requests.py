@@ -45,6 +45,7 @@ class Requester:
                 command.model_dump_json().encode(), envelopes.routing_key(command),
                 message_id=envelopes.message_id(command),
                 correlation_id=request_id, reply_to=self.reply_queue,
+                mandatory=True,  # a command no queue takes must fail here (503), not vanish
                 headers={"x-type": type(command).__name__},
             )
             body = await asyncio.wait_for(future, timeout=timeout)

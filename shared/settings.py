@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     # Messaging
     prefetch: int = 256
     delivery_limit: int = 5
+    work_queue_max_length: int = Field(
+        100_000, ge=0, description="Most messages a work queue holds; beyond, publishes are refused (0 = no bound)"
+    )
     publish_timeout_seconds: float = 10.0
     outbox_poll_seconds: float = 0.5
 
@@ -172,6 +175,16 @@ class Settings(BaseSettings):
                 )
             return folded
         return value
+
+    @model_validator(mode="after")
+    def _a_claim_outlasts_a_send(self) -> Settings:
+        # A claim that ends while its send may still run lets another worker send the same email again.
+        if self.mailer_claim_lease_seconds <= self.smtp_timeout_seconds:
+            raise ValueError(
+                f"TICKETING_MAILER_CLAIM_LEASE_SECONDS ({self.mailer_claim_lease_seconds}) must exceed "
+                f"TICKETING_SMTP_TIMEOUT_SECONDS ({self.smtp_timeout_seconds}): a send must end before its claim"
+            )
+        return self
 
     @model_validator(mode="after")
     def _only_local_environments_run_unsafe(self) -> Settings:

@@ -36,6 +36,8 @@ PAYMENT_SUCCEEDED = "payment.succeeded"
 PAYMENT_REFUNDED = "payment.refunded"
 # Payment operator actions (review accept/reject, refund retry, listings): request/reply to the payment service.
 PAYMENT_OP = "command.payment_op"
+# Dead-letter replays and purges: request/reply to the ops service, which owns the dead letters.
+DLQ_ACTION = "command.dlq_action"
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ PAYMENT_NOTIFICATIONS = WorkQueue("payment", "payment.notifications", (PAYMENT_N
 PAYMENT_ORDERS = WorkQueue("payment", "payment.orders", (ORDER_HELD, ORDER_REFUND_PENDING))
 PAYMENT_COMMANDS = WorkQueue("payment", "payment.commands", (PAYMENT_OP,))
 # Search: catalog changes written through to the index; stock changes refresh availability.
+OPS_COMMANDS = WorkQueue("ops", "ops.commands", (DLQ_ACTION,))
 SEARCH_CATALOG = WorkQueue("search", "search.catalog", (EVENT_CREATED, TICKET_TYPE_ADDED, STOCK_CHANGED))
 
 # Mailer: ticket, expiry and refund email. Its retry ladder is a setting (TICKETING_MAILER_RETRY_DELAYS), so the
@@ -103,14 +106,19 @@ SERVICE_QUEUES: dict[str, tuple[WorkQueue, ...]] = {
     "payment": (PAYMENT_NOTIFICATIONS, PAYMENT_ORDERS, PAYMENT_COMMANDS),
     "mailer": (MAILER_NOTIFICATIONS,),
     "search": (SEARCH_CATALOG,),
+    "ops": (OPS_COMMANDS,),
 }
 
 # Every service that has (or will have) a dead-letter queue: the DLQ keeper drains them all.
-DLQ_SERVICES: tuple[str, ...] = ("inventory", "payment", "mailer", "search")
+DLQ_SERVICES: tuple[str, ...] = ("inventory", "payment", "mailer", "search", "ops")
 
 
-def work_queue_args(names: Names, q: WorkQueue, delivery_limit: int) -> dict[str, Any]:
+def work_queue_args(names: Names, q: WorkQueue, delivery_limit: int, max_length: int = 0) -> dict[str, Any]:
+    # With a bound, a full queue refuses new publishes (reject-publish): the publisher's confirm fails and the
+    # gateway answers 503 instead of the broker filling its disk. Without one, reject-publish never engages.
+    bound = {"x-max-length": max_length} if max_length > 0 else {}
     return {
+        **bound,
         "x-queue-type": "quorum",
         "x-delivery-limit": delivery_limit,
         # Rejected or over-delivered messages land in the service's DLQ (at-least-once needs reject-publish).
@@ -158,6 +166,7 @@ async def declare_dlq(channel: AbstractChannel, names: Names, service: str) -> N
 async def declare_service(
     channel: AbstractChannel, names: Names, service: str, delivery_limit: int,
     queues: tuple[WorkQueue, ...] | None = None,
+    max_length: int = 0,
 ) -> None:
     """Declare a service's exchange, work queues, bindings, retry ladder and dead-letter queue.
 
@@ -166,7 +175,7 @@ async def declare_service(
     await declare_dlq(channel, names, service)
     for q in SERVICE_QUEUES.get(service, ()) if queues is None else queues:
         queue = await channel.declare_queue(
-            names.queue(q.name), durable=True, arguments=work_queue_args(names, q, delivery_limit)
+            names.queue(q.name), durable=True, arguments=work_queue_args(names, q, delivery_limit, max_length)
         )
         for key in q.bindings:
             await queue.bind(exchange, key)

@@ -143,6 +143,7 @@ def run_environment(base: Settings) -> dict[str, str]:
         "TICKETING_SMTP_TLS": "none",
         "TICKETING_MAILER_RETRY_DELAYS": "[1,2,3]",
         "TICKETING_MAILER_CLAIM_LEASE_SECONDS": "10",
+        "TICKETING_SMTP_TIMEOUT_SECONDS": "5",  # a send ends before its claim (a settings rule)
         "TICKETING_OPS_PORT": str(free_port()),
         "TICKETING_DLQ_REPLAY_RATE": "200",
         "TICKETING_SEARCH_CHECK_INTERVAL_SECONDS": "0.5",

@@ -5,13 +5,16 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, model_validator
 
 from services.gateway.auth import AdminUser
 from services.gateway.edge import EdgeRoute
 from services.gateway.problems import Problem
-from services.ops import dlq
+from shared import dead_letters
+from shared.messages import DlqAction, DlqActionAnswered, DlqActionKind, DlqActionOutcome
 
+ACTION_WAIT_SECONDS = 30.0  # longer replays answer 202 and go on in the ops service
 router = APIRouter(prefix="/admin/dlq", tags=["dead letters"], route_class=EdgeRoute)
 BIGINT = 2**63 - 1
 DeadLetterId = Annotated[int, Field(ge=1, le=BIGINT)]
@@ -31,8 +34,6 @@ class SelectionIn(BaseModel):
             raise ValueError("select exactly one of: ids, group, all")
         return self
 
-    def selector(self) -> dlq.Selector:
-        return dlq.Selector(ids=tuple(self.ids), group=self.group, everything=self.all)
 
 
 class ReplayIn(SelectionIn):
@@ -46,7 +47,7 @@ class PurgeIn(SelectionIn):
 
 
 def _service(service: str) -> str:
-    if service not in dlq.dlq_services():
+    if service not in dead_letters.dlq_services():
         raise Problem(404, "Not found", f"no dead-letter queue for service {service!r}", "not-found")
     return service
 
@@ -55,22 +56,22 @@ def _service(service: str) -> str:
 async def list_queues(request: Request, user: AdminUser) -> list[dict[str, Any]]:
     """Every service's DLQ: dead letters waiting, messages not yet stored, age of the oldest."""
     state = request.app.state
-    depths = await dlq.broker_depths(state.bus.admin_channel, state.names, dlq.dlq_services())
+    depths = await dead_letters.broker_depths(state.bus.admin_channel, state.names, dead_letters.dlq_services())
     async with state.engine.connect() as conn:
-        return await dlq.overview(conn, depths, state.names)
+        return await dead_letters.overview(conn, depths, state.names)
 
 
 @router.get("/audit")
 async def audit(request: Request, user: AdminUser, limit: int = Query(50, ge=1, le=1000)) -> list[dict[str, Any]]:
     async with request.app.state.engine.connect() as conn:
-        return await dlq.audit_log(conn, limit)
+        return await dead_letters.audit_log(conn, limit)
 
 
 @router.get("/messages/{dead_letter_id}")
 async def show(request: Request, user: AdminUser,
                dead_letter_id: Annotated[int, Path(ge=1, le=BIGINT)]) -> dict[str, Any]:
     async with request.app.state.engine.connect() as conn:
-        row = await dlq.get(conn, dead_letter_id)
+        row = await dead_letters.get(conn, dead_letter_id)
     if row is None:
         raise Problem(404, "Not found", f"no dead letter {dead_letter_id}", "not-found")
     return row
@@ -79,7 +80,7 @@ async def show(request: Request, user: AdminUser,
 @router.get("/{service}/groups")
 async def groups(request: Request, user: AdminUser, service: ServiceName) -> list[dict[str, Any]]:
     async with request.app.state.engine.connect() as conn:
-        return await dlq.groups(conn, _service(service))
+        return await dead_letters.groups(conn, _service(service))
 
 
 @router.get("/{service}/messages")
@@ -89,37 +90,48 @@ async def messages(
     status: str = Query("dead", pattern="^(dead|replayed|purged)$"), limit: int = Query(100, ge=1, le=1000),
 ) -> list[dict[str, Any]]:
     async with request.app.state.engine.connect() as conn:
-        return await dlq.messages(conn, _service(service), group, status, limit)
+        return await dead_letters.messages(conn, _service(service), group, status, limit)
+
+
+async def _dlq_action(request: Request, cmd: DlqAction) -> Any:
+    """Hand the action to the ops service, which owns the dead letters, and wait a bounded time."""
+    state = request.app.state
+    try:
+        answered = await state.requester.request(cmd, DlqActionAnswered, timeout=ACTION_WAIT_SECONDS)
+    except Exception as exc:  # the broker refused or is unreachable: nothing was accepted
+        raise Problem(503, "Service unavailable", f"could not queue the request: {type(exc).__name__}",
+                      "unavailable") from exc
+    if answered is None:  # durable and under way: its progress and result show in the audit log
+        return JSONResponse({"status": "running", "detail": f"the {cmd.action.value} goes on in the ops service; "
+                             "GET /admin/dlq/audit shows its result"}, status_code=202)
+    match answered.outcome:
+        case DlqActionOutcome.UNKNOWN_SERVICE:
+            raise Problem(404, "Not found", answered.detail, "not-found")
+        case DlqActionOutcome.BUSY:
+            raise Problem(409, "Replay in progress", answered.detail, "replay-in-progress")
+        case DlqActionOutcome.INTERRUPTED:
+            raise Problem(502, "Replay interrupted", answered.detail, "replay-interrupted",
+                          replayed=answered.result.get("affected"), audit_id=answered.result.get("audit_id"))
+    return answered.result
 
 
 @router.post("/{service}/replay")
-async def replay(request: Request, user: AdminUser, service: ServiceName, body: ReplayIn) -> dict[str, Any]:
-    """Republish to the original queues with confirms, rate-limited; dry_run only counts. Audited."""
-    state = request.app.state
-    bus = state.bus
-
-    async def publish(data: bytes, queue: str, message_id: str, headers: dict[str, Any],
-                      correlation_id: str | None) -> None:
-        await bus.publish_raw(data, queue, exchange="", message_id=message_id, headers=headers,
-                              correlation_id=correlation_id)
-
-    rate = body.rate if body.rate is not None else state.settings.dlq_replay_rate
-    try:
-        result = await dlq.replay(state.engine, publish, _service(service), body.selector(), f"user:{user.id}",
-                                  dry_run=body.dry_run, rate=rate)
-    except dlq.ReplayInProgress as exc:
-        raise Problem(409, "Replay in progress", str(exc), "replay-in-progress") from exc
-    if result.error:
-        raise Problem(502, "Replay interrupted", result.error, "replay-interrupted", replayed=result.affected,
-                      audit_id=result.audit_id)
-    return result.__dict__
+async def replay(request: Request, user: AdminUser, service: ServiceName, body: ReplayIn) -> Any:
+    """Republish to the original queues with confirms, rate-limited; dry_run only counts. Audited. Done by
+    the ops service; 202 when it takes longer than the wait (the audit log shows the result)."""
+    return await _dlq_action(request, DlqAction(
+        action=DlqActionKind.REPLAY, service=_service(service), ids=body.ids, group=body.group,
+        everything=body.all, dry_run=body.dry_run, rate=body.rate, actor=f"user:{user.id}",
+    ))
 
 
 @router.post("/{service}/purge")
-async def purge(request: Request, user: AdminUser, service: ServiceName, body: PurgeIn) -> dict[str, Any]:
+async def purge(request: Request, user: AdminUser, service: ServiceName, body: PurgeIn) -> Any:
+    """Mark dead letters purged (kept as evidence, never replayed); needs ``confirm`` = the service name."""
     _service(service)
     if not body.dry_run and body.confirm != service:
         raise Problem(422, "Confirmation required", f"set confirm to {service!r} to purge", "confirmation-required")
-    result = await dlq.purge(request.app.state.engine, service, body.selector(), f"user:{user.id}",
-                             dry_run=body.dry_run)
-    return result.__dict__
+    return await _dlq_action(request, DlqAction(
+        action=DlqActionKind.PURGE, service=service, ids=body.ids, group=body.group, everything=body.all,
+        dry_run=body.dry_run, actor=f"user:{user.id}",
+    ))

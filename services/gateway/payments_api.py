@@ -23,7 +23,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import Counter
 from sqlalchemy import text
 
-from shared import logs, topology
+from shared import logs
 from shared.messages import NotificationAnswered, OrderStatus, OrderView, PaymentNotified
 from shared.payments import answers, providers
 from shared.payments.providers.base import NotANotification, Outcome, PaymentAttempt, PaymentProvider
@@ -108,19 +108,6 @@ async def _recorded_outcome(request: Request, txn_ref: str) -> Outcome | None:
     return None if outcome is None else Outcome(outcome)
 
 
-async def _ensure_payment_queue(request: Request) -> None:
-    """Declare the payment service's queues (idempotent), so a confirmed publish is never unroutable."""
-    state = request.app.state
-    if getattr(state, "payment_queue_declared", False):
-        return
-    channel = await state.bus.admin_channel()
-    try:
-        await topology.declare_service(channel, state.names, "payment", state.settings.delivery_limit)
-    finally:
-        await channel.close()
-    state.payment_queue_declared = True
-
-
 def _answer(code: str) -> JSONResponse:
     IPN_ANSWERS.labels(code=code).inc()
     return JSONResponse(rsp(code))
@@ -142,7 +129,6 @@ async def vnpay_ipn(request: Request) -> JSONResponse:
         # A success must reach the payment service even over a recorded failure: it replaces it there.
         if recorded is not None and not answers.supersedes(n.outcome, recorded):
             return _answer(answers.ALREADY_CONFIRMED)
-        await _ensure_payment_queue(request)
         msg = PaymentNotified(provider=provider.name, params=params, received_at=datetime.now(UTC))
         result = await request.app.state.requester.request(msg, NotificationAnswered, timeout=IPN_ANSWER_WAIT_SECONDS)
     except NotANotification as exc:  # signed by us, e.g. a payment URL replayed: not VNPAY's, changes nothing

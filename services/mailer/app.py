@@ -28,7 +28,7 @@ def declare(settings: Settings, wq: topology.WorkQueue) -> Declare:
 
     async def _declare(channel: aio_pika.abc.AbstractChannel) -> None:
         await topology.declare_service(channel, topology.Names(settings.prefix), "mailer", settings.delivery_limit,
-                                       queues=(wq,))
+                                       queues=(wq,), max_length=settings.work_queue_max_length)
 
     return _declare
 

@@ -69,14 +69,14 @@ class Mailer:
             metrics.EMAILS_FAILED.labels(kind=kind, classification=classification.value).inc()
             await self.store.mark_failed(spec, f"{type(exc).__name__}: {exc}")
             log.warning("email_failed", kind=kind, order_id=spec.order_id, classification=classification.value,
-                        error=domain.mask_email(repr(exc))[:300])
+                        error=repr(exc)[:300])  # addresses masked by the log pipeline
             if classification is Classification.PERMANENT:
                 raise SmtpRejected(f"SMTP refused the {kind} email: {type(exc).__name__}: {exc}") from exc
             raise
         await self._mark_sent(spec, reply)
         metrics.EMAILS_SENT.labels(kind=kind).inc()
         metrics.EMAIL_SEND_SECONDS.observe(time.perf_counter() - started)
-        log.info("email_sent", kind=kind, order_id=spec.order_id, recipient=domain.mask_email(spec.recipient))
+        log.info("email_sent", kind=kind, order_id=spec.order_id, recipient=spec.recipient)  # the pipeline masks it
 
     async def _mark_sent(self, spec: EmailSpec, reply: str) -> None:
         for pause in (*MARK_SENT_BACKOFF, None):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import parseaddr
@@ -44,6 +45,14 @@ class SmtpSender:
 
     async def send(self, message: EmailMessage, recipient: str) -> str:
         """Deliver one message; return the server's answer to DATA. Raises aiosmtplib errors as they are."""
+        c = self.config
+        # One deadline for the whole conversation (aiosmtplib's timeout is per command): the claim lease,
+        # which must outlast a send (a settings rule), then really does, and no second worker sends the same
+        # email while the first is still talking to the server.
+        async with asyncio.timeout(c.timeout):
+            return await self._send(message, recipient)
+
+    async def _send(self, message: EmailMessage, recipient: str) -> str:
         c = self.config
         responses, data_reply = await aiosmtplib.send(
             message,

@@ -16,6 +16,7 @@ from rich.progress import MofNCompleteColumn, Progress
 from rich.table import Table
 
 from services.ops import dlq
+from shared import dead_letters
 from shared.db import make_engine
 from shared.messaging import Bus
 from shared.settings import get_settings
@@ -45,16 +46,16 @@ async def _with_engine(action: Callable[[Any], Awaitable[T]]) -> T:
         await engine.dispose()
 
 
-def _selector(ids: tuple[int, ...], group: str | None, everything: bool) -> dlq.Selector:
+def _selector(ids: tuple[int, ...], group: str | None, everything: bool) -> dead_letters.Selector:
     try:
-        return dlq.Selector(ids=ids, group=group, everything=everything)
+        return dead_letters.Selector(ids=ids, group=group, everything=everything)
     except ValueError as exc:
         raise click.UsageError(f"{exc} (--id N ..., --group KEY or --all)") from exc
 
 
 def _check_service(service: str) -> None:
-    if service not in dlq.dlq_services():
-        raise click.BadParameter(f"unknown service {service!r}; one of {', '.join(dlq.dlq_services())}")
+    if service not in dead_letters.dlq_services():
+        raise click.BadParameter(f"unknown service {service!r}; one of {', '.join(dead_letters.dlq_services())}")
 
 
 @click.group("dlq")
@@ -73,13 +74,13 @@ def ls_cmd(as_json: bool) -> None:
         bus = Bus(settings, "ops-cli")
         await bus.start(once=True)
         try:
-            depths = await dlq.broker_depths(bus.admin_channel, names, dlq.dlq_services())
+            depths = await dead_letters.broker_depths(bus.admin_channel, names, dead_letters.dlq_services())
         finally:
             await bus.stop()
 
         async def q(engine: Any) -> list[dict[str, Any]]:
             async with engine.connect() as conn:
-                return await dlq.overview(conn, depths, names)
+                return await dead_letters.overview(conn, depths, names)
 
         return await _with_engine(q)
 
@@ -103,7 +104,7 @@ def groups_cmd(service: str | None, as_json: bool) -> None:
 
     async def q(engine: Any) -> list[dict[str, Any]]:
         async with engine.connect() as conn:
-            return await dlq.groups(conn, service)
+            return await dead_letters.groups(conn, service)
 
     rows = _run(_with_engine, q)
     if as_json:
@@ -127,7 +128,7 @@ def messages_cmd(service: str | None, group: str | None, status: str, limit: int
 
     async def q(engine: Any) -> list[dict[str, Any]]:
         async with engine.connect() as conn:
-            return await dlq.messages(conn, service, group, status, limit)
+            return await dead_letters.messages(conn, service, group, status, limit)
 
     rows = _run(_with_engine, q)
     if as_json:
@@ -147,7 +148,7 @@ def show_cmd(dead_letter_id: int) -> None:
 
     async def q(engine: Any) -> dict[str, Any] | None:
         async with engine.connect() as conn:
-            return await dlq.get(conn, dead_letter_id)
+            return await dead_letters.get(conn, dead_letter_id)
 
     row = _run(_with_engine, q)
     if row is None:
@@ -253,7 +254,7 @@ def audit_cmd(limit: int, as_json: bool) -> None:
 
     async def q(engine: Any) -> list[dict[str, Any]]:
         async with engine.connect() as conn:
-            return await dlq.audit_log(conn, limit)
+            return await dead_letters.audit_log(conn, limit)
 
     rows = _run(_with_engine, q)
     if as_json:

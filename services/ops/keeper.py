@@ -15,7 +15,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustC
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.ops import dlq
-from shared import logs, metrics, topology
+from shared import dead_letters, logs, metrics, topology
 from shared.messaging import backoff
 from shared.settings import Settings
 
@@ -65,7 +65,7 @@ class Keeper:
                                                         timeout=self.settings.broker_connect_timeout_seconds)
         channel = await self.connection.channel()
         await channel.set_qos(prefetch_count=64)
-        for service in dlq.dlq_services():
+        for service in dead_letters.dlq_services():
             await topology.declare_dlq(channel, self.names, service)
             queue = await channel.get_queue(self.names.dlq(service))
             await queue.consume(partial(self._on_message, service, queue.name))
@@ -76,8 +76,8 @@ class Keeper:
         while True:
             try:
                 async with self.engine.connect() as conn:
-                    stats = await dlq.queue_stats(conn)
-                for service in dlq.dlq_services():
+                    stats = await dead_letters.queue_stats(conn)
+                for service in dead_letters.dlq_services():
                     s = stats.get(service, {})
                     metrics.DEAD_LETTERS_WAITING.labels(service=service).set(int(s.get("depth", 0)))
                     metrics.DEAD_LETTER_OLDEST_AGE.labels(service=service).set(float(s.get("oldest_age_seconds") or 0))

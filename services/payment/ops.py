@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.payment import ops_store, store
+from services.payment.domain import AttemptStatus
 from services.payment.handlers import Payments
 from services.payment.metrics import OPERATOR_ACTIONS, REFUNDS
 from shared import logs, outbox
@@ -67,7 +68,7 @@ class PaymentOps:
 
     async def accept(self, actor: str, txn_ref: str) -> PaymentOpAnswered:
         async with self.payments.engine.begin() as conn:
-            d = await ops_store.decide(conn, txn_ref, "ACCEPTED")
+            d = await ops_store.decide(conn, txn_ref, AttemptStatus.ACCEPTED)
             if d is None:
                 return await self._not_in_review(conn, actor, "accept", txn_ref)
             # Same event and message id as an IPN success: inventory cannot tell (and need not) that a human
@@ -100,7 +101,7 @@ class PaymentOps:
 
     async def reject(self, actor: str, txn_ref: str) -> PaymentOpAnswered:
         async with self.payments.engine.begin() as conn:
-            d = await ops_store.decide(conn, txn_ref, "REJECTED")
+            d = await ops_store.decide(conn, txn_ref, AttemptStatus.REJECTED)
             if d is None:
                 return await self._not_in_review(conn, actor, "reject", txn_ref)
             # Recorded before the provider is called: a crash in between leaves a REQUESTED row that the failed

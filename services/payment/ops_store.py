@@ -15,6 +15,8 @@ from uuid import UUID
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.payment.domain import AttemptStatus, sources_of
+
 # A REQUESTED review refund this old lost its worker (crash between the claim and the provider's answer):
 # list it as failed and let an operator retry it.
 STALE_REQUEST_SECONDS = 120
@@ -61,16 +63,16 @@ class Decided:
     created_at: datetime  # the attempt's vnp_CreateDate (the refund's vnp_TransactionDate)
 
 
-async def decide(conn: AsyncConnection, txn_ref: str, status: str) -> Decided | None:
+async def decide(conn: AsyncConnection, txn_ref: str, status: AttemptStatus) -> Decided | None:
     """REVIEW -> ``status`` (ACCEPTED | REJECTED); None when the attempt is not (or no longer) in review."""
     row = (
         await conn.execute(
             text(
                 "UPDATE payment.attempts a SET status = :s, updated_at = now() FROM payment.transactions t "
-                "WHERE a.txn_ref = :r AND a.status = 'REVIEW' AND t.provider = a.provider AND t.txn_ref = a.txn_ref "
+                "WHERE a.txn_ref = :r AND a.status = ANY(:from) AND t.provider = a.provider AND t.txn_ref = a.txn_ref "
                 "RETURNING a.txn_ref, a.provider, a.order_id, t.amount, t.provider_txn_no, t.paid_at, a.created_at"
             ),
-            {"r": txn_ref, "s": status},
+            {"r": txn_ref, "s": status.value, "from": sources_of(status)},
         )
     ).first()
     return Decided(row.txn_ref, row.provider, row.order_id, row.amount, row.provider_txn_no, row.paid_at,

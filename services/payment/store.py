@@ -11,6 +11,7 @@ from uuid import UUID
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.payment.domain import AttemptStatus, sources_of
 from shared.payments.answers import OrderFacts
 from shared.payments.providers.base import Notification, Outcome
 
@@ -94,14 +95,14 @@ async def supersede_transaction(conn: AsyncConnection, n: Notification, source: 
         return False
     await conn.execute(
         text("UPDATE payment.attempts SET status = :s, outcome_confirmed = true, updated_at = now() "
-             "WHERE txn_ref = :r AND status IN ('STARTED', 'FAILED')"),
-        {"r": n.txn_ref, "s": n.outcome.value},
+             "WHERE txn_ref = :r AND status = ANY(:from)"),
+        {"r": n.txn_ref, "s": n.outcome.value, "from": sources_of(AttemptStatus(n.outcome.value))},
     )
     # The attempt registered after the failure will never be paid: the money came through this one.
     await conn.execute(
         text("UPDATE payment.attempts SET status = 'ABANDONED', updated_at = now() "
-             "WHERE order_id = :o AND attempt > :a AND status = 'STARTED'"),
-        {"o": n.order_id, "a": n.attempt},
+             "WHERE order_id = :o AND attempt > :a AND status = ANY(:from)"),
+        {"o": n.order_id, "a": n.attempt, "from": sources_of(AttemptStatus.ABANDONED)},
     )
     return True
 
@@ -117,10 +118,11 @@ def _without_hash(params: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in params.items() if k not in ("vnp_SecureHash", "vnp_SecureHashType")}
 
 
-async def settle_attempt(conn: AsyncConnection, txn_ref: str, status: str) -> None:
+async def settle_attempt(conn: AsyncConnection, txn_ref: str, status: AttemptStatus) -> None:
     await conn.execute(
-        text("UPDATE payment.attempts SET status = :s, updated_at = now() WHERE txn_ref = :r AND status = 'STARTED'"),
-        {"r": txn_ref, "s": status},
+        text("UPDATE payment.attempts SET status = :s, updated_at = now() "
+             "WHERE txn_ref = :r AND status = 'STARTED' AND status = ANY(:from)"),
+        {"r": txn_ref, "s": status, "from": sources_of(status)},
     )
 
 
@@ -162,7 +164,7 @@ async def claim_attempts_to_reconcile(
 
 
 async def abandon_attempt(conn: AsyncConnection, txn_ref: str) -> None:
-    await settle_attempt(conn, txn_ref, "ABANDONED")
+    await settle_attempt(conn, txn_ref, AttemptStatus.ABANDONED)
 
 
 # --- refunds -----------------------------------------------------------------------------------------

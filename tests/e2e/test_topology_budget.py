@@ -23,6 +23,6 @@ async def test_one_deployment_declares_quorum_queues_only_for_work_queues_and_dl
     mine = [(name, kind) for name, _, kind in queues if name.startswith(stack.settings.prefix)]
     quorum = sorted(name for name, kind in mine if kind == "quorum")
     expected_quorum = len(DLQ_SERVICES) + sum(len(qs) for qs in SERVICE_QUEUES.values())
-    assert len(quorum) == expected_quorum == 13, quorum
+    assert len(quorum) == expected_quorum == 15, quorum
     assert all(".retry" not in n and "hold-delay" not in n for n in quorum)
     assert any("hold-delay" in name and kind == "classic" for name, kind in mine)

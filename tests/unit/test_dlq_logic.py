@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from services.ops import dlq
+from shared import dead_letters
 
 
 def delivery(headers: dict[str, Any], body: bytes = b"{}", message_id: str = "m-1") -> Any:
@@ -62,12 +63,12 @@ def test_groups_ignore_ids_and_numbers_but_not_the_failure() -> None:
 
 
 def test_a_selector_names_exactly_one_thing() -> None:
-    assert dlq.Selector(ids=(1, 2)).where()[1] == {"ids": [1, 2]}
-    assert dlq.Selector(group="abc").where()[1] == {"grp": "abc"}
-    assert dlq.Selector(everything=True).where() == ("TRUE", {})
+    assert dead_letters.Selector(ids=(1, 2)).where()[1] == {"ids": [1, 2]}
+    assert dead_letters.Selector(group="abc").where()[1] == {"grp": "abc"}
+    assert dead_letters.Selector(everything=True).where() == ("TRUE", {})
     for bad in ({}, {"ids": (1,), "group": "g"}, {"group": "g", "everything": True}):
         with pytest.raises(ValueError, match="exactly one"):
-            dlq.Selector(**bad)
+            dead_letters.Selector(**bad)
 
 
 def test_replay_headers_drop_the_death_and_keep_the_routing() -> None:

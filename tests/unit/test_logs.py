@@ -121,3 +121,14 @@ def test_console_logs_show_the_traceback_as_text() -> None:
     text = buf.getvalue()
     assert "handler_crashed" in text
     assert "Traceback (most recent call last)" in text and "ValueError: the card was declined twice" in text
+
+
+def test_email_addresses_are_masked_in_every_line_ours_or_a_librarys() -> None:
+    stream = io.StringIO()
+    logs.configure("test", "INFO", json=True, stream=stream)
+    logs.get_logger("ours").info("email_sent", recipient="alice.nguyen@example.com")
+    logging.getLogger("aiosmtplib").warning("refused: SMTPRecipientsRefused([bob@mail.vn: 550])")
+    text = stream.getvalue()
+    assert "alice.nguyen@" not in text and "a***@example.com" in text
+    assert "bob@" not in text and "b***@mail.vn" in text
+    assert logs.mask_addresses("no address here") == "no address here"

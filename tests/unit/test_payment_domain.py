@@ -57,3 +57,16 @@ def test_late_payment_takes_the_stock_again_only_if_it_fits() -> None:
     assert not stock_still_free([line(free, 2)], {free.ticket_type_id: free}, {("u", free.ticket_type_id): 3}, "u")
     assert not stock_still_free([line(free, 1), line(tight, 2)],
                                 {free.ticket_type_id: free, tight.ticket_type_id: tight}, {}, "u")
+
+
+def test_the_payment_attempt_state_machine_guards_every_move() -> None:
+    s = domain.AttemptStatus
+    assert domain.can_move(s.STARTED, s.SUCCEEDED) and domain.can_move(s.FAILED, s.SUCCEEDED)
+    assert domain.can_move(s.REVIEW, s.ACCEPTED) and domain.can_move(s.REVIEW, s.REJECTED)
+    for done in (s.SUCCEEDED, s.ABANDONED, s.ACCEPTED, s.REJECTED):  # final: nothing follows
+        assert not any(domain.can_move(done, new) for new in s)
+    assert not domain.can_move(s.SUCCEEDED, s.FAILED)  # a later failure never undoes a success
+    assert not domain.can_move(s.STARTED, s.ACCEPTED)  # only a review is accepted
+    # The guards the store writes with come from the same table.
+    assert domain.sources_of(s.SUCCEEDED) == ["FAILED", "STARTED"]
+    assert domain.sources_of(s.ACCEPTED) == ["REVIEW"] and domain.sources_of(s.ABANDONED) == ["STARTED"]
