@@ -54,6 +54,7 @@ from shared.db import create_database_if_missing, drop_database
 from shared.migrate import upgrade
 from shared.settings import Settings, get_settings
 from tests.harness import Stack, run_environment
+from ticketing.loadgen import client_ceiling
 from ticketing.supervisor import Supervisor
 
 console = Console(width=200)
@@ -124,23 +125,6 @@ async def closed_loop(session: aiohttp.ClientSession, concurrency: int, attempts
     seconds = time.perf_counter() - started
     latencies.sort()
     return Load(seconds, latencies, codes)
-
-
-async def client_ceiling(session: aiohttp.ClientSession, concurrency: int, seconds: float = 1.5) -> float:
-    """Requests/s this client reaches at ``concurrency`` against the gateway's trivial ``/healthz``."""
-    done = 0
-    deadline = time.perf_counter() + seconds
-
-    async def worker() -> None:
-        nonlocal done
-        while time.perf_counter() < deadline:
-            async with session.get("/healthz") as r:
-                await r.read()
-            done += 1
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return done / (time.perf_counter() - started)
 
 
 def histogram_counts(metrics_text: str, name: str) -> dict[float, float]:

@@ -27,7 +27,7 @@ MESSAGES_DEAD_LETTERED = Counter(
 MESSAGES_RETRIED = Counter("ticketing_messages_retried_total", "Messages sent to a retry queue", ["queue"])
 OUTBOX_PUBLISHED = Counter("ticketing_outbox_published_total", "Outbox messages relayed", ["schema"])
 
-# --- Mailer and dead-letter operations (issue 4) ---------------------------------------------------------
+# --- Mailer and dead-letter operations ---------------------------------------------------------
 EMAILS_SENT = Counter("ticketing_emails_sent_total", "Emails accepted by the SMTP server", ["kind"])
 EMAILS_FAILED = Counter(
     "ticketing_emails_failed_total", "Email send attempts that failed", ["kind", "classification"]
@@ -67,7 +67,7 @@ INDEX_REBUILD_SECONDS = Histogram(
     buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300),
 )
 
-# --- Outbox backlog (issue 12, first contact: the "outbox backlog" alert in deploy/prometheus) ------------
+# --- Outbox backlog (first contact: the "outbox backlog" alert in deploy/prometheus) ------------
 # Rows are deleted once relayed, so what is left in <schema>.outbox is the backlog; its oldest row's age is
 # the better alert signal (a backlog that drains is fine, one that stops draining is not).
 OUTBOX_BACKLOG = Gauge(

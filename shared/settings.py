@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     # before the publish. Refused outside development and test (see the validator below).
     fault_exit_before_publish: bool = False
 
-    # --- Payments: VNPAY 2.1.0 and the offline payment simulator (issue 3) ------------------------
+    # --- Payments: VNPAY 2.1.0 and the offline payment simulator ------------------------
     # Empty URLs mean "the local payment simulator" (development and test only; refused in production).
     vnpay_tmn_code: str = "TICKETDV"  # VNPAY terminal id (8 characters)
     vnpay_hash_secret: SecretStr = SecretStr("dev-only-vnpay-hash-secret-0123456789")
@@ -106,7 +106,7 @@ class Settings(BaseSettings):
     paysim_ipn_retry_seconds: float = 300.0  # VNPAY retries an IPN every 5 min; shorten in dev
     paysim_ipn_max_calls: int = 10
 
-    # --- Mailer (issue 4) -----------------------------------------------------------------------------
+    # --- Mailer -----------------------------------------------------------------------------
     # No SMTP host: the mailer starts an embedded SMTP sink (aiosmtpd) that stores each message in
     # mail_sink_dir (a Maildir), so `ticketing mail ls` shows what was sent. Refused in production.
     smtp_host: str = ""
@@ -123,11 +123,11 @@ class Settings(BaseSettings):
         default=120.0, description="How long an in-flight send blocks a duplicate (longer than an SMTP timeout)"
     )
     mailer_prefetch: int = 16
-    # --- Dead-letter operations (issue 4) ---------------------------------------------------------------
+    # --- Dead-letter operations ---------------------------------------------------------------
     ops_port: int = 8106
     dlq_replay_rate: float = Field(default=50.0, description="Default replay rate, messages per second")
 
-    # --- Edge hardening (issue 8; docs/SECURITY.md has the threat model and why these values) -----
+    # --- Edge hardening (docs/SECURITY.md has the threat model and why these values) -----
     # Request bodies are counted while they stream in, Content-Length or chunked; above the cap: 413.
     max_body_bytes: int = Field(65_536, description="Largest request body on public routes")
     max_admin_body_bytes: int = Field(1_048_576, description="Largest body on /admin/ routes (authenticated first)")
@@ -156,7 +156,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = False
 
-    # --- The messaging foundation (issue 13): every wait on the broker has a deadline --------------------
+    # --- The messaging foundation: every wait on the broker has a deadline --------------------
     broker_connect_timeout_seconds: float = Field(5.0, description="One connect attempt, handshake included")
     broker_operation_timeout_seconds: float = Field(10.0, description="One declare, bind or consumer start")
     broker_retry_initial_seconds: float = Field(0.5, description="First pause before connecting again")

@@ -30,7 +30,7 @@ TICKET_TYPE_ADDED = "catalog.ticket_type_added"
 CREATE_EVENT = "command.create_event"
 ADD_TICKET_TYPE = "command.add_ticket_type"
 CANCEL_ORDER = "command.cancel_order"
-# Payments (issue 3): a verified provider notification, and the payment service's results for inventory.
+# Payments: a verified provider notification, and the payment service's results for inventory.
 PAYMENT_NOTIFIED = "payment.notified"
 PAYMENT_SUCCEEDED = "payment.succeeded"
 PAYMENT_REFUNDED = "payment.refunded"
@@ -55,7 +55,7 @@ class Names:
         return f"{self.prefix}{service}.dlq"
 
     def retry_queue(self, work_queue: str, seconds: int) -> str:
-        # "-classic": these were quorum queues before issue 13; a new name, not a declaration conflict.
+        # "-classic": these were quorum queues once; a new name, not a declaration conflict.
         return f"{work_queue}.retry-classic.{seconds}s"
 
     def hold_delay_queue(self, hold_seconds: int) -> str:
@@ -130,7 +130,7 @@ def work_queue_args(names: Names, q: WorkQueue, delivery_limit: int, max_length:
     }
 
 
-# Retry steps and hold delays are durable *classic* queues (issue 13): a quorum queue costs the broker a Raft
+# Retry steps and hold delays are durable *classic* queues: a quorum queue costs the broker a Raft
 # log and a few file descriptors each, and RabbitMQ 3.10 wedged at ~300 of them. What they hold is persistent
 # and survives a restart; what a classic queue gives up is at-least-once dead-lettering (a node crash in the
 # instant a TTL fires could drop that one message). For a retry, the message then is lost as if its handler

@@ -10,7 +10,6 @@ from contextlib import ExitStack
 import aio_pika
 import asyncpg
 import pytest
-import redis.asyncio as aioredis
 from sqlalchemy.engine import make_url
 
 from shared.db import create_database_if_missing, drop_database
@@ -95,8 +94,5 @@ async def stack(server_settings: Settings, request: pytest.FixtureRequest) -> As
         await s.cleanup_broker(HOLD_DURATIONS)
         await amqp.close()
         await db.close()
-        r = aioredis.from_url(settings.redis_url)
-        async for key in r.scan_iter(match=f"{settings.prefix}*", count=1000):
-            await r.delete(key)
-        await r.aclose()
+        await s.cleanup_redis()
         await drop_database(settings.database_url)

@@ -221,11 +221,14 @@ class Stack:
         finally:
             await channel.close()
 
-    async def wait_ready(self, timeout: float = 60.0) -> None:
+    async def wait_ready(self, timeout: float = 60.0, services: tuple[str, ...] | None = None) -> None:
+        """Until every service (or those named) answers /readyz 200; fails naming who is not ready and why."""
         ports = {"gateway": self.settings.gateway_port, "inventory": self.settings.inventory_port,
                  "payment": self.settings.payment_port, "paysim": self.settings.paysim_port,
                  "mailer": self.settings.mailer_port, "ops": self.settings.ops_port,
                  "search": self.settings.search_port}
+        if services is not None:
+            ports = {name: port for name, port in ports.items() if name in services}
 
         async def not_ready() -> dict[str, str]:
             """Each service that is not ready yet, with why (empty when all are)."""
@@ -251,6 +254,15 @@ class Stack:
             await eventually(ready, timeout=timeout, interval=0.2, what="services ready")
         except AssertionError as exc:
             raise AssertionError(f"{exc}; not ready: {await not_ready()}") from None
+
+    async def cleanup_redis(self) -> None:
+        """Delete this run's keys (its prefix): the shared Redis is never flushed."""
+        r = aioredis.from_url(self.settings.redis_url)
+        try:
+            async for key in r.scan_iter(match=f"{self.settings.prefix}*", count=1000):
+                await r.delete(key)
+        finally:
+            await r.aclose()
 
     async def cleanup_broker(self, hold_seconds: tuple[int, ...]) -> None:
         """Delete every queue and exchange of the run's prefix: listed where the broker runs here, plus every

@@ -4,8 +4,9 @@ Used by the test harness, `.ci/run` (``python -m ticketing.broker_node``), the s
 
 Why a node of our own: ``rabbitmq-server`` as packaged switches user with ``su`` and so runs with the soft
 limit of 1,024 open files; RabbitMQ 3.10 then stops answering AMQP for ever once about 300 quorum queues exist
-(issue 13). So a node we start runs the inner ``/usr/lib/rabbitmq/bin/rabbitmq-server`` with ``ulimit -n``
-raised to the hard limit, and we read back the limit the Erlang VM really got from ``/proc/<pid>/limits``.
+(docs/decisions.md, section 6). So a node we start runs the inner ``/usr/lib/rabbitmq/bin/rabbitmq-server``
+with ``ulimit -n`` raised to the hard limit, and we read back the limit the Erlang VM really got from
+``/proc/<pid>/limits``.
 Its name, ports, data, logs, config and Erlang cookie all live under one directory outside root's home, so it
 can run next to the machine's broker and be removed without a trace.
 """

@@ -22,6 +22,7 @@ from sqlalchemy import text
 from services.gateway.auth import issue_token
 from shared.db import make_engine
 from shared.settings import Settings, get_settings
+from ticketing.loadgen import client_ceiling
 
 console = Console()
 DEMO_PREFIX = "demo."
@@ -148,7 +149,7 @@ async def _flash_sale(client: httpx.AsyncClient, settings: Settings, tt: str, bu
     connector = aiohttp.TCPConnector(limit=LOAD_CONCURRENCY)
     async with aiohttp.ClientSession(str(client.base_url).rstrip("/"), connector=connector,
                                      timeout=aiohttp.ClientTimeout(total=60)) as session:
-        result.client_ceiling = await _client_ceiling(session, LOAD_CONCURRENCY)
+        result.client_ceiling = await client_ceiling(session, LOAD_CONCURRENCY, seconds=1.0)
 
         async def buy(token: str, task: Any) -> None:
             started = time.perf_counter()
@@ -171,23 +172,6 @@ async def _flash_sale(client: httpx.AsyncClient, settings: Settings, tt: str, bu
             await asyncio.gather(*(buy(t, task) for t in tokens))
             result.seconds = time.perf_counter() - started
     return result
-
-
-async def _client_ceiling(session: Any, concurrency: int, seconds: float = 1.0) -> float:
-    """Requests/s the load client reaches against the gateway's trivial /healthz at ``concurrency``."""
-    done = 0
-    deadline = time.perf_counter() + seconds
-
-    async def worker() -> None:
-        nonlocal done
-        while time.perf_counter() < deadline:
-            async with session.get("/healthz") as r:
-                await r.read()
-            done += 1
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return done / (time.perf_counter() - started)
 
 
 async def _cancel_some(client: httpx.AsyncClient, settings: Settings, held: list[dict[str, Any]]) -> int:

@@ -1,5 +1,5 @@
 """`ticketing doctor`: can every dependency be reached (a real handshake, with a deadline), and how close is the
-broker to the file-descriptor budget that wedged it in issue 13?
+broker to the file-descriptor budget that once wedged it?
 
 RabbitMQ 3.10 stops answering AMQP for ever once its quorum queues need more descriptors than it has: with the
 1,024 a ``su``-started node gets, at about 300 quorum queues (about 3.4 descriptors each). The doctor warns at

@@ -73,31 +73,6 @@ class FaultStack:
             self.watcher.join(timeout=5)
 
 
-async def wait_ready(stack: Stack, services: tuple[str, ...] = SALE_SERVICES, timeout: float = 90.0) -> None:
-    ports = {name: getattr(stack.settings, f"{name}_port") for name in services}
-
-    async def not_ready() -> dict[str, str]:
-        waiting: dict[str, str] = {}
-        async with httpx.AsyncClient(timeout=2) as c:
-            for name, port in ports.items():
-                try:
-                    r = await c.get(f"http://127.0.0.1:{port}/readyz")
-                except httpx.HTTPError as exc:
-                    waiting[name] = type(exc).__name__
-                    continue
-                if r.status_code != 200:
-                    waiting[name] = f"{r.status_code} {r.text[:200]}"
-        return waiting
-
-    async def ready() -> bool:
-        return not await not_ready()
-
-    try:
-        await eventually(ready, timeout=timeout, interval=0.2, what="services ready")
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}; not ready: {await not_ready()}") from None
-
-
 @contextlib.asynccontextmanager
 async def own_stack(base: Settings, monkeypatch: pytest.MonkeyPatch, own_broker: bool = False,
                     services: tuple[str, ...] = SALE_SERVICES) -> AsyncIterator[FaultStack]:
@@ -130,7 +105,7 @@ async def own_stack(base: Settings, monkeypatch: pytest.MonkeyPatch, own_broker:
                   amqp=amqp, supervisor=supervisor, smtp=smtp)
     fs = FaultStack(stack=stack, node=node)
     try:
-        await wait_ready(stack, services)
+        await stack.wait_ready(90.0, services)
         fs.watch()
         yield fs
     finally:
@@ -144,10 +119,7 @@ async def own_stack(base: Settings, monkeypatch: pytest.MonkeyPatch, own_broker:
         else:
             await asyncio.to_thread(node.stop)
         await db.close()
-        r = aioredis.from_url(settings.redis_url)
-        async for key in r.scan_iter(match=f"{settings.prefix}*", count=1000):
-            await r.delete(key)
-        await r.aclose()
+        await stack.cleanup_redis()
         await drop_database(settings.database_url)
 
 
