@@ -97,7 +97,8 @@ class Bus:
         self.names = Names(settings.prefix)
         self.broker = RabbitBroker(
             settings.rabbitmq_url,
-            default_channel=Channel(prefetch_count=settings.prefetch),
+            # Returned (unroutable mandatory) publishes raise, so a command no queue takes fails loudly.
+            default_channel=Channel(prefetch_count=settings.prefetch, on_return_raises=True),
             graceful_timeout=15.0,
             app_id=f"ticketing-{service}",
             logger=None,
