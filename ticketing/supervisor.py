@@ -2,9 +2,11 @@
 
 ``scale`` runs several processes of a service (``ticketing up --scale inventory=2,gateway=2``). The consumer
 services are competing consumers of their quorum queues, so a replica needs nothing but a port of its own for
-its health/metrics server: replica k listens on ``TICKETING_<SERVICE>_PORT + k - 1`` (the first replica is
-exactly what one process is today). Gateway replicas share the one API port through ``SO_REUSEPORT`` (the kernel
-spreads connections over them), so one machine needs no load balancer in front.
+its health/metrics server: replica k listens on ``TICKETING_<SERVICE>_PORT + 100 * (k - 1)``. The first
+replica is exactly what one process is today; the stride is 100 because the default ports are consecutive
+(8101-8106), so ``+ k - 1`` would put inventory-2 on the payment service's port. Gateway replicas share the
+one API port through ``SO_REUSEPORT`` (the kernel spreads connections over them), so one machine needs no
+load balancer in front.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 SERVICES: tuple[str, ...] = ("inventory", "payment", "mailer", "ops", "search", "gateway")
 # Services that serve one public port together (SO_REUSEPORT) instead of one port each.
 SHARED_PORT_SERVICES = frozenset({"gateway"})
+REPLICA_PORT_STRIDE = 100
 
 
 def _payment_simulator() -> tuple[str, ...]:
@@ -69,6 +72,16 @@ def base_port(service: str, env: Mapping[str, str]) -> int:
     return int(default)
 
 
+def replica_port(base: int, k: int) -> int:
+    """The health/metrics port of replica k; port 0 turns a consumer's HTTP side off, and its replicas' too."""
+    if not base:
+        return 0
+    port = base + REPLICA_PORT_STRIDE * (k - 1)
+    if port > 65_535:
+        raise ValueError(f"replica {k} would listen on port {port}: choose a lower base port")
+    return port
+
+
 @dataclass
 class Supervisor:
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
@@ -101,9 +114,7 @@ class Supervisor:
         if self.scale.get(service, 1) > 1 and service in SHARED_PORT_SERVICES:
             env["TICKETING_GATEWAY_REUSE_PORT"] = "true"
         elif k > 1:
-            port = base_port(service, self.env)
-            # Port 0 turns a consumer's HTTP side off: its replicas keep it off.
-            env[port_variable(service)] = str(port + k - 1 if port else 0)
+            env[port_variable(service)] = str(replica_port(base_port(service, self.env), k))
         return env
 
     def _spawn(self, name: str) -> None:

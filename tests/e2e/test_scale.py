@@ -37,7 +37,7 @@ from shared.settings import Settings
 from shared.topology import Names, all_queue_names
 from tests.harness import eventually, run_environment
 from ticketing import broker_node
-from ticketing.supervisor import Supervisor
+from ticketing.supervisor import REPLICA_PORT_STRIDE, Supervisor, replica_port
 
 pytestmark = pytest.mark.slow
 SCALE = {"inventory": 2, "gateway": 2}
@@ -45,15 +45,15 @@ HOLD_SECONDS = 900
 
 
 def free_port_pair() -> int:
-    """A port p with p and p + 1 both free: inventory-2 listens on TICKETING_INVENTORY_PORT + 1."""
+    """A port p with p and p + REPLICA_PORT_STRIDE both free: inventory-2 listens on the second."""
     for _ in range(100):
         with socket.socket() as a:
             a.bind(("127.0.0.1", 0))
             port = int(a.getsockname()[1])
             with socket.socket() as b:
                 try:
-                    b.bind(("127.0.0.1", port + 1))
-                except OSError:
+                    b.bind(("127.0.0.1", port + REPLICA_PORT_STRIDE))
+                except (OSError, OverflowError):
                     continue
                 return port
     raise RuntimeError("no two adjacent free ports")
@@ -89,7 +89,7 @@ class Scaled:
     @property
     def inventory_ports(self) -> dict[str, int]:
         base = self.settings.inventory_port
-        return {name: base + k for k, name in enumerate(self.supervisor.replicas("inventory"))}
+        return {name: replica_port(base, k) for k, name in enumerate(self.supervisor.replicas("inventory"), 1)}
 
     @property
     def gateway_pids(self) -> dict[int, str]:
