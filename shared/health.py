@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 
 import uvicorn
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from shared import metrics as shared_metrics
 
 ReadinessCheck = Callable[[], Awaitable[None]]
 
@@ -71,6 +74,9 @@ async def serve_service_health(
     service: str, host: str, port: int, checks: dict[str, ReadinessCheck]
 ) -> uvicorn.Server | None:
     """A consumer service's own /healthz, /readyz and /metrics on ``port`` (0 = none)."""
+    # Several replicas may run (`ticketing up --scale`): /metrics says which one this is.
+    shared_metrics.PROCESS.info({"service": service, "replica": os.environ.get("TICKETING_REPLICA", service),
+                          "pid": str(os.getpid())})
     if not port:
         return None
     app = FastAPI(title=f"ticketing {service}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, Info
 
 HOLDS_PLACED = Counter("ticketing_holds_placed_total", "Orders whose tickets were held")
 HOLDS_REJECTED = Counter("ticketing_holds_rejected_total", "Checkouts rejected", ["reason"])
@@ -76,3 +76,6 @@ OUTBOX_BACKLOG = Gauge(
 OUTBOX_OLDEST_AGE = Gauge(
     "ticketing_outbox_oldest_age_seconds", "Age of the oldest outbox row not yet relayed (0 when empty)", ["schema"]
 )
+
+# Which process answered (several replicas of a service may run; `ticketing up --scale`): pid and replica name.
+PROCESS = Info("ticketing_process", "This process: service, replica name, pid")

@@ -43,6 +43,10 @@ class Settings(BaseSettings):
 
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000
+    # Several gateway processes on one port (`ticketing up --scale gateway=N` sets it): SO_REUSEPORT lets the
+    # kernel spread connections over them. Off by default, so a second stack started by mistake on a port in
+    # use fails to bind instead of silently sharing it.
+    gateway_reuse_port: bool = False
     # Where the other services serve /healthz, /readyz and /metrics (and the payment simulator its pages).
     service_host: str = "127.0.0.1"
     # Health/metrics ports of the consumer services (0 disables the HTTP side of a service).

@@ -41,17 +41,26 @@ def migrate_cmd() -> None:
 
 @main.command()
 @click.option("--no-migrate", is_flag=True, help="Skip the migrations (they are applied by default).")
-def up(no_migrate: bool) -> None:
+@click.option("--scale", "scale_spec", default="", metavar="SERVICE=N,...",
+              help="Processes per service, e.g. inventory=2,gateway=2 (competing consumers; the gateways share "
+                   "the API port).")
+def up(no_migrate: bool, scale_spec: str) -> None:
     """Start every service as its own process; runs until Ctrl-C."""
-    from ticketing.supervisor import Supervisor
+    from ticketing.supervisor import Supervisor, parse_scale
 
+    try:
+        scale = parse_scale(scale_spec)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--scale") from None
     if not no_migrate:
         prepare_database()
     settings = get_settings()
-    sup = Supervisor()
+    sup = Supervisor(scale=scale)
     sup.start()
     click.echo(f"ticketing is up: http://{settings.gateway_host}:{settings.gateway_port}/docs (Ctrl-C stops)",
                err=True)
+    if scale:
+        click.echo("processes: " + ", ".join(name for s in sup.services for name in sup.replicas(s)), err=True)
     stop = [False]
 
     def _stop(*_: object) -> None:
