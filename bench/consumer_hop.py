@@ -42,10 +42,12 @@ async def one_round(url: str, variant: str, n: int) -> tuple[float, int]:
         return bytes(message.body)
 
     if variant == "injected RabbitMessage":
+
         @broker.subscriber(queue, ack_policy=AckPolicy.ACK_FIRST, no_reply=True, decoder=raw_body)
         async def injected(message: RabbitMessage) -> None:
             seen()
     else:
+
         @broker.subscriber(queue, ack_policy=AckPolicy.ACK_FIRST, no_reply=True, decoder=raw_message)
         async def decoded(raw: Any) -> None:
             seen()
@@ -81,8 +83,12 @@ async def main() -> None:
     base = statistics.median(results[variants[0]])
     for v in variants:
         r = sorted(results[v])
-        table.add_row(v, f"{r[0]:.3f} / {statistics.median(r):.3f} / {r[-1]:.3f}",
-                      f"{statistics.median(r) / base:.2f}x", str(threads[v]))
+        table.add_row(
+            v,
+            f"{r[0]:.3f} / {statistics.median(r):.3f} / {r[-1]:.3f}",
+            f"{statistics.median(r) / base:.2f}x",
+            str(threads[v]),
+        )
     Console().print(table)
 
 

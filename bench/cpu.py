@@ -114,17 +114,16 @@ class CpuMeter:
 
     async def snapshot(self) -> Snapshot:
         ours, aux = await self._postgres_pids()
-        per_pid: dict[str, dict[int, float]] = {
-            name: {pid: _cpu_seconds(pid)} for name, pid in self.services.items()
-        }
+        per_pid: dict[str, dict[int, float]] = {name: {pid: _cpu_seconds(pid)} for name, pid in self.services.items()}
         per_pid["postgres"] = {pid: _cpu_seconds(pid, with_children=False) for pid in ours}
         per_pid["pg-aux"] = {pid: _cpu_seconds(pid, with_children=False) for pid in aux}
         for group, names in SHARED_SERVERS.items():
             per_pid[group] = {pid: _cpu_seconds(pid, with_children=False) for pid in _pids_named(names)}
         per_pid["client"] = {self.client_pid: _cpu_seconds(self.client_pid, with_children=False)}
         t = psutil.cpu_times()
-        busy = t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0) + \
-            getattr(t, "steal", 0.0)
+        busy = (
+            t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0) + getattr(t, "steal", 0.0)
+        )
         return Snapshot(time.perf_counter(), per_pid, float(busy))
 
     async def finish(self, start: Snapshot) -> CpuWindow:
@@ -140,5 +139,19 @@ class CpuMeter:
         return CpuWindow(end.at - start.at, groups, max(0.0, end.machine_busy - start.machine_busy))
 
 
-SERVICE_ORDER = ("gateway", "inventory", "payment", "mailer", "search", "ops", "paysim", "rabbitmq", "postgres",
-                 "pg-aux", "redis", "stack total", "client", "others (not ours)")
+SERVICE_ORDER = (
+    "gateway",
+    "inventory",
+    "payment",
+    "mailer",
+    "search",
+    "ops",
+    "paysim",
+    "rabbitmq",
+    "postgres",
+    "pg-aux",
+    "redis",
+    "stack total",
+    "client",
+    "others (not ours)",
+)

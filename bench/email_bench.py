@@ -65,8 +65,9 @@ async def in_process(n: int, concurrency: int, sink: ScriptedSmtpServer, port: i
     for spec in specs:
         render(spec, "bench@example.com")
     render_rate = n / (time.perf_counter() - started)
-    config = SmtpConfig(host="127.0.0.1", port=port, tls="none", username="", password="", timeout=30,
-                        sender="bench@example.com")
+    config = SmtpConfig(
+        host="127.0.0.1", port=port, tls="none", username="", password="", timeout=30, sender="bench@example.com"
+    )
     sender = SmtpSender(config)
 
     async def deliver(i: int) -> None:
@@ -87,11 +88,16 @@ async def through_service(n: int, retry_samples: int) -> list[tuple[str, str]]:
     base = Settings()
     env = run_environment(base)
     env.update({"TICKETING_INVENTORY_PORT": "0", "TICKETING_MAILER_PORT": "0", "TICKETING_LOG_LEVEL": "ERROR"})
-    settings = Settings.model_validate({
-        **{k.removeprefix("TICKETING_").lower(): v for k, v in env.items()
-           if k.startswith("TICKETING_") and k != "TICKETING_MAILER_RETRY_DELAYS"},
-        "mailer_retry_delays": (1, 2, 3),
-    })
+    settings = Settings.model_validate(
+        {
+            **{
+                k.removeprefix("TICKETING_").lower(): v
+                for k, v in env.items()
+                if k.startswith("TICKETING_") and k != "TICKETING_MAILER_RETRY_DELAYS"
+            },
+            "mailer_retry_delays": (1, 2, 3),
+        }
+    )
     sink = ScriptedSmtpServer(settings.smtp_port)
     sink.start()
     await create_database_if_missing(settings.database_url)
@@ -121,10 +127,15 @@ async def through_service(n: int, retry_samples: int) -> list[tuple[str, str]]:
             sent_at: dict[str, float] = {}
             for o in orders:
                 sent_at[o.user_email] = time.perf_counter()
-                await exchange.publish(aio_pika.Message(o.model_dump_json().encode(), message_id=f"paid:{o.order_id}",
-                                                        content_type="application/json",
-                                                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-                                       routing_key="order.paid")
+                await exchange.publish(
+                    aio_pika.Message(
+                        o.model_dump_json().encode(),
+                        message_id=f"paid:{o.order_id}",
+                        content_type="application/json",
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    ),
+                    routing_key="order.paid",
+                )
             done: dict[str, float] = {}
 
             async def all_delivered() -> bool:
@@ -144,12 +155,16 @@ async def through_service(n: int, retry_samples: int) -> list[tuple[str, str]]:
         retried = await send_batch(retry_samples, "retry", "451 4.3.0 try again later")
         added = statistics.median(retried) - statistics.median(plain)
         return [
-            (f"through the mailer service ({n} order.paid, prefetch {settings.mailer_prefetch})",
-             f"{rate:,.0f} emails/s; latency p50 {pct(lat, 50) * 1000:.0f} ms, p95 {pct(lat, 95) * 1000:.0f} ms "
-             "(includes the backlog)"),
+            (
+                f"through the mailer service ({n} order.paid, prefetch {settings.mailer_prefetch})",
+                f"{rate:,.0f} emails/s; latency p50 {pct(lat, 50) * 1000:.0f} ms, p95 {pct(lat, 95) * 1000:.0f} ms "
+                "(includes the backlog)",
+            ),
             (f"latency, no failure ({retry_samples} emails)", f"p50 {statistics.median(plain) * 1000:.0f} ms"),
-            ("latency, first attempt 451 (1 s retry step)",
-             f"p50 {statistics.median(retried) * 1000:.0f} ms, max {max(retried) * 1000:.0f} ms"),
+            (
+                "latency, first attempt 451 (1 s retry step)",
+                f"p50 {statistics.median(retried) * 1000:.0f} ms, max {max(retried) * 1000:.0f} ms",
+            ),
             ("added latency of one retry step", f"{added * 1000:.0f} ms (TTL 1000 ms + {added * 1000 - 1000:.0f} ms)"),
         ]
     finally:
@@ -185,8 +200,11 @@ async def main() -> None:
     finally:
         sink.stop()
     rows += await through_service(args.emails, args.retry_samples)
-    table = Table("measure", "result", title=f"Email benchmark ({platform.node()}, {os.cpu_count()} cores, "
-                  f"Python {platform.python_version()})")
+    table = Table(
+        "measure",
+        "result",
+        title=f"Email benchmark ({platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()})",
+    )
     for row in rows:
         table.add_row(*row)
     console.print(table)

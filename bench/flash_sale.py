@@ -100,8 +100,12 @@ class Load:
     codes: dict[int, int]
 
 
-async def closed_loop(session: aiohttp.ClientSession, concurrency: int, attempts: int,
-                      request: Callable[[int], tuple[str, dict[str, Any], dict[str, str]]]) -> Load:
+async def closed_loop(
+    session: aiohttp.ClientSession,
+    concurrency: int,
+    attempts: int,
+    request: Callable[[int], tuple[str, dict[str, Any], dict[str, str]]],
+) -> Load:
     """``concurrency`` workers, each sending its next request as soon as the previous one is answered."""
     latencies: list[float] = []
     codes: dict[int, int] = {}
@@ -199,19 +203,24 @@ class Bench:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Stack]:
-        env = {**run_environment(Settings()), "TICKETING_CHECKOUT_WAIT_SECONDS": "30",
-               "TICKETING_SMTP_HOST": ""}  # the mailer's embedded sink takes the expiry notices
+        env = {
+            **run_environment(Settings()),
+            "TICKETING_CHECKOUT_WAIT_SECONDS": "30",
+            "TICKETING_SMTP_HOST": "",
+        }  # the mailer's embedded sink takes the expiry notices
         # Production timers, not the tests' short ones: the benchmark measures what a deployment does.
         defaults = Settings()
-        env.update({
-            "TICKETING_SWEEPER_INTERVAL_SECONDS": str(defaults.sweeper_interval_seconds),
-            "TICKETING_CHECKOUT_RATE_LIMIT": str(self.args.rate_limit),
-            "TICKETING_PAYMENT_RECONCILE_INTERVAL_SECONDS": str(defaults.payment_reconcile_interval_seconds),
-            "TICKETING_PAYMENT_RECONCILE_LEAD_SECONDS": str(defaults.payment_reconcile_lead_seconds),
-            "TICKETING_PAYMENT_RECONCILE_WINDOW_SECONDS": str(defaults.payment_reconcile_window_seconds),
-            "TICKETING_SEARCH_CHECK_INTERVAL_SECONDS": str(defaults.search_check_interval_seconds),
-            "TICKETING_LOG_LEVEL": "WARNING",
-        })
+        env.update(
+            {
+                "TICKETING_SWEEPER_INTERVAL_SECONDS": str(defaults.sweeper_interval_seconds),
+                "TICKETING_CHECKOUT_RATE_LIMIT": str(self.args.rate_limit),
+                "TICKETING_PAYMENT_RECONCILE_INTERVAL_SECONDS": str(defaults.payment_reconcile_interval_seconds),
+                "TICKETING_PAYMENT_RECONCILE_LEAD_SECONDS": str(defaults.payment_reconcile_lead_seconds),
+                "TICKETING_PAYMENT_RECONCILE_WINDOW_SECONDS": str(defaults.payment_reconcile_window_seconds),
+                "TICKETING_SEARCH_CHECK_INTERVAL_SECONDS": str(defaults.search_check_interval_seconds),
+                "TICKETING_LOG_LEVEL": "WARNING",
+            }
+        )
         env.update(dict(kv.split("=", 1) for kv in self.args.env))
         os.environ.update({k: v for k, v in env.items() if k.startswith("TICKETING_")})
         get_settings.cache_clear()
@@ -228,12 +237,17 @@ class Bench:
             dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
             db = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
             amqp = await aio_pika.connect_robust(settings.rabbitmq_url)
-            self.stack = Stack(env=env, settings=settings, base_url=f"http://127.0.0.1:{settings.gateway_port}",
-                               db=db, amqp=amqp, supervisor=sup)
+            self.stack = Stack(
+                env=env,
+                settings=settings,
+                base_url=f"http://127.0.0.1:{settings.gateway_port}",
+                db=db,
+                amqp=amqp,
+                supervisor=sup,
+            )
             console.print(f"  prefix {settings.prefix}, database {url.database}")
             await self.stack.wait_ready()
-            self.meter = CpuMeter({name: p.pid for name, p in sup.procs.items()}, db, str(url.database),
-                                  os.getpid())
+            self.meter = CpuMeter({name: p.pid for name, p in sup.procs.items()}, db, str(url.database), os.getpid())
             yield self.stack
         finally:
             if sup is not None:
@@ -255,8 +269,14 @@ class Bench:
         """Every service's /metrics (the gateway serves its own on the API port)."""
         assert self.stack is not None
         st = self.stack.settings
-        ports = {"gateway": st.gateway_port, "inventory": st.inventory_port, "payment": st.payment_port,
-                 "mailer": st.mailer_port, "search": st.search_port, "ops": st.ops_port}
+        ports = {
+            "gateway": st.gateway_port,
+            "inventory": st.inventory_port,
+            "payment": st.payment_port,
+            "mailer": st.mailer_port,
+            "search": st.search_port,
+            "ops": st.ops_port,
+        }
         out: dict[str, str] = {}
         admin = {"Authorization": f"Bearer {self.stack.token('bench', admin=True)}"}  # the gateway's: admins only
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10), headers=admin) as s:
@@ -290,31 +310,42 @@ class Bench:
                 if v - b.get(schema, 0.0) > 0:
                     outbox[schema] = (v - b.get(schema, 0.0)) / n
         inv_a, inv_b = after.get("inventory", ""), before.get("inventory", "")
-        count = sum(sample_values(inv_a, "ticketing_hold_batch_size_count", "").values()) - \
-            sum(sample_values(inv_b, "ticketing_hold_batch_size_count", "").values())
-        total = sum(sample_values(inv_a, "ticketing_hold_batch_size_sum", "").values()) - \
-            sum(sample_values(inv_b, "ticketing_hold_batch_size_sum", "").values())
-        return {"consumed_per_decision": consumed, "outbox_per_decision": outbox,
-                "hold_batches": count, "hold_batch_mean": total / count if count else None}
+        count = sum(sample_values(inv_a, "ticketing_hold_batch_size_count", "").values()) - sum(
+            sample_values(inv_b, "ticketing_hold_batch_size_count", "").values()
+        )
+        total = sum(sample_values(inv_a, "ticketing_hold_batch_size_sum", "").values()) - sum(
+            sample_values(inv_b, "ticketing_hold_batch_size_sum", "").values()
+        )
+        return {
+            "consumed_per_decision": consumed,
+            "outbox_per_decision": outbox,
+            "hold_batches": count,
+            "hold_batch_mean": total / count if count else None,
+        }
 
     def session(self, concurrency: int) -> aiohttp.ClientSession:
         assert self.stack is not None
-        return aiohttp.ClientSession(self.stack.base_url, connector=aiohttp.TCPConnector(limit=concurrency),
-                                     timeout=aiohttp.ClientTimeout(total=120))
+        return aiohttp.ClientSession(
+            self.stack.base_url,
+            connector=aiohttp.TCPConnector(limit=concurrency),
+            timeout=aiohttp.ClientTimeout(total=120),
+        )
 
     async def ticket_type(self, capacity: int, title: str, hold_seconds: int = LONG_HOLD_SECONDS) -> str:
         assert self.stack is not None
         self.hold_seconds_used.add(hold_seconds)
-        event = await self.stack.create_event(capacity=capacity, per_user_limit=10, hold_seconds=hold_seconds,
-                                              title=title)
+        event = await self.stack.create_event(
+            capacity=capacity, per_user_limit=10, hold_seconds=hold_seconds, title=title
+        )
         return str(event["ticket_types"][0]["ticket_type_id"])
 
     def tokens(self, n: int, tag: str) -> list[dict[str, str]]:
         assert self.stack is not None
         return [{"Authorization": f"Bearer {self.stack.token(f'bench-{tag}-{i}')}"} for i in range(n)]
 
-    async def measured(self, session: aiohttp.ClientSession, concurrency: int,
-                       run: Callable[[], Awaitable[Load]]) -> tuple[Load, CpuWindow, float]:
+    async def measured(
+        self, session: aiohttp.ClientSession, concurrency: int, run: Callable[[], Awaitable[Load]]
+    ) -> tuple[Load, CpuWindow, float]:
         assert self.meter is not None
         ceiling = await client_ceiling(session, concurrency)
         await asyncio.sleep(0.5)  # let the gateway's /healthz burst settle out of the CPU window
@@ -327,27 +358,56 @@ class Bench:
         self.last_scrapes = (before, await self.scrape())
         return load, window, ceiling
 
-    def result(self, shape: str, label: str, rnd: int, attempts: int, concurrency: int, load: Load,
-               window: CpuWindow, ceiling: float, figure: str, counted: int, tickets: int, stock: tuple[int, int, int],
-               extra: dict[str, Any] | None = None) -> ShapeResult:
+    def result(
+        self,
+        shape: str,
+        label: str,
+        rnd: int,
+        attempts: int,
+        concurrency: int,
+        load: Load,
+        window: CpuWindow,
+        ceiling: float,
+        figure: str,
+        counted: int,
+        tickets: int,
+        stock: tuple[int, int, int],
+        extra: dict[str, Any] | None = None,
+    ) -> ShapeResult:
         capacity, held, sold = stock
         decided = sum(n for c, n in load.codes.items() if c in (201, 409, 422))
         oversold = max(0, held + sold - capacity) + max(0, load.codes.get(201, 0) - tickets)
         lat = load.latencies
         return ShapeResult(
-            shape=shape, label=label, round=rnd, attempts=attempts, concurrency=concurrency, seconds=load.seconds,
-            figure=figure, rate=counted / load.seconds, p50_ms=pct(lat, .5) * 1000, p95_ms=pct(lat, .95) * 1000,
-            p99_ms=pct(lat, .99) * 1000, codes={str(k): v for k, v in sorted(load.codes.items())}, tickets=tickets,
-            held=held, oversold=oversold, errors=attempts - decided, decisions=counted, ceiling_rps=ceiling,
-            cpu_ms_per_decision=window.per_decision_ms(counted), cpu_core_share=window.utilisation(),
+            shape=shape,
+            label=label,
+            round=rnd,
+            attempts=attempts,
+            concurrency=concurrency,
+            seconds=load.seconds,
+            figure=figure,
+            rate=counted / load.seconds,
+            p50_ms=pct(lat, 0.5) * 1000,
+            p95_ms=pct(lat, 0.95) * 1000,
+            p99_ms=pct(lat, 0.99) * 1000,
+            codes={str(k): v for k, v in sorted(load.codes.items())},
+            tickets=tickets,
+            held=held,
+            oversold=oversold,
+            errors=attempts - decided,
+            decisions=counted,
+            ceiling_rps=ceiling,
+            cpu_ms_per_decision=window.per_decision_ms(counted),
+            cpu_core_share=window.utilisation(),
             cpu_window_s=window.seconds,
             extra=extra if extra is not None else self.message_counts(*self.last_scrapes, counted),
         )
 
     # --- shapes -------------------------------------------------------------------------------------
 
-    async def contended(self, shape: str, rnd: int, attempts: int, tickets: int, concurrency: int,
-                        figure: str) -> ShapeResult:
+    async def contended(
+        self, shape: str, rnd: int, attempts: int, tickets: int, concurrency: int, figure: str
+    ) -> ShapeResult:
         assert self.stack is not None
         self.current_label = f"{shape} c={concurrency}"
         tt = await self.ticket_type(tickets, f"bench {shape} r{rnd}")
@@ -355,18 +415,31 @@ class Bench:
         body = {"items": [{"ticket_type_id": tt, "quantity": 1}]}
         async with self.session(concurrency) as s:
             load, window, ceiling = await self.measured(
-                s, concurrency,
-                lambda: closed_loop(s, concurrency, attempts, lambda i: ("/checkout", body, tokens[i % len(tokens)])))
+                s,
+                concurrency,
+                lambda: closed_loop(s, concurrency, attempts, lambda i: ("/checkout", body, tokens[i % len(tokens)])),
+            )
         stock = await self.stack.stock(tt)
         decided = sum(n for c, n in load.codes.items() if c in (201, 409, 422))
         counted = sum(load.codes.values()) if figure == "responses/s" else decided
-        return self.result(shape, f"{shape} c={concurrency}", rnd, attempts, concurrency, load, window, ceiling,
-                           figure, counted, tickets, stock)
+        return self.result(
+            shape,
+            f"{shape} c={concurrency}",
+            rnd,
+            attempts,
+            concurrency,
+            load,
+            window,
+            ceiling,
+            figure,
+            counted,
+            tickets,
+            stock,
+        )
 
     async def rush(self, rnd: int) -> list[ShapeResult]:
         a = self.args
-        return [await self.contended("rush", rnd, a.rush_attempts, a.rush_tickets, a.rush_concurrency,
-                                     "responses/s")]
+        return [await self.contended("rush", rnd, a.rush_attempts, a.rush_tickets, a.rush_concurrency, "responses/s")]
 
     async def mix(self, rnd: int) -> list[ShapeResult]:
         a = self.args
@@ -381,17 +454,23 @@ class Bench:
             tt = await self.ticket_type(n, f"bench holds c{c} r{rnd}")
             tokens = self.tokens(n, f"holds{c}-{rnd}")
             body = {"items": [{"ticket_type_id": tt, "quantity": 1}]}
-            def request(i: int, body: dict[str, Any] = body, tokens: list[dict[str, str]] = tokens
-                        ) -> tuple[str, dict[str, Any], dict[str, str]]:
+
+            def request(
+                i: int, body: dict[str, Any] = body, tokens: list[dict[str, str]] = tokens
+            ) -> tuple[str, dict[str, Any], dict[str, str]]:
                 return "/checkout", body, tokens[i]
 
             async with self.session(c) as s:
                 load, window, ceiling = await self.measured(
-                    s, c, lambda s=s, c=c, request=request: closed_loop(s, c, n, request))  # type: ignore[misc]
+                    s,
+                    c,
+                    lambda s=s, c=c, request=request: closed_loop(s, c, n, request),  # type: ignore[misc]
+                )
             stock = await self.stack.stock(tt)
             held = load.codes.get(201, 0)
-            out.append(self.result("holds", f"holds c={c}", rnd, n, c, load, window, ceiling, "orders/s", held, n,
-                                   stock))
+            out.append(
+                self.result("holds", f"holds c={c}", rnd, n, c, load, window, ceiling, "orders/s", held, n, stock)
+            )
             self.last_hold_rate = held / load.seconds
         return out
 
@@ -437,8 +516,9 @@ class Bench:
             async def place() -> None:
                 for i in next_hold:
                     tt = await ticket_type_for(int(time.monotonic() - started))
-                    async with s.post("/checkout", json={"items": [{"ticket_type_id": tt, "quantity": 1}]},
-                                      headers=tokens[i]) as r:
+                    async with s.post(
+                        "/checkout", json={"items": [{"ticket_type_id": tt, "quantity": 1}]}, headers=tokens[i]
+                    ) as r:
                         await r.read()
                         placed_codes[r.status] = placed_codes.get(r.status, 0) + 1
 
@@ -449,12 +529,16 @@ class Bench:
                 "SELECT min(o.expires_at) AS first, max(o.expires_at) AS last, "
                 "EXTRACT(EPOCH FROM min(o.expires_at) - now()) AS wait FROM inventory.orders o "
                 "JOIN inventory.order_items i ON i.order_id = o.id WHERE i.ticket_type_id = ANY($1::uuid[]) "
-                "AND o.status = 'PENDING'", ids)
+                "AND o.status = 'PENDING'",
+                ids,
+            )
             assert bounds is not None
             held_total = placed_codes.get(201, 0)
             wait = float(bounds["wait"] or 0)
-            console.print(f"  release: {held_total} holds placed in {placement:.1f} s (hold {hold} s), expiring "
-                          f"within {(bounds['last'] - bounds['first']).total_seconds():.2f} s, in {wait:.1f} s")
+            console.print(
+                f"  release: {held_total} holds placed in {placement:.1f} s (hold {hold} s), expiring "
+                f"within {(bounds['last'] - bounds['first']).total_seconds():.2f} s, in {wait:.1f} s"
+            )
             await asyncio.sleep(max(0.0, wait - 1.0))
             scrape_before = await self.scrape()
             await self._window_started()
@@ -462,8 +546,11 @@ class Bench:
             deadline = time.monotonic() + a.release_timeout
             left = -1
             while time.monotonic() < deadline:
-                left = int(await self.stack.db.fetchval(
-                    "SELECT COALESCE(sum(held), 0) FROM inventory.ticket_types WHERE id = ANY($1::uuid[])", ids))
+                left = int(
+                    await self.stack.db.fetchval(
+                        "SELECT COALESCE(sum(held), 0) FROM inventory.ticket_types WHERE id = ANY($1::uuid[])", ids
+                    )
+                )
                 if left == 0:
                     break
                 await asyncio.sleep(0.05)
@@ -474,27 +561,50 @@ class Bench:
         rows = await self.stack.db.fetch(
             "SELECT EXTRACT(EPOCH FROM o.updated_at - o.expires_at) AS late FROM inventory.orders o "
             "JOIN inventory.order_items i ON i.order_id = o.id WHERE i.ticket_type_id = ANY($1::uuid[]) "
-            "AND o.status = 'EXPIRED'", ids)
+            "AND o.status = 'EXPIRED'",
+            ids,
+        )
         late = sorted(float(r["late"]) * 1000 for r in rows)
         name = "ticketing_hold_release_lateness_seconds"
         hb, ha = histogram_counts(metrics_before, name), histogram_counts(metrics_after, name)
         rb = counter_values(metrics_before, "ticketing_holds_released_total")
         ra = counter_values(metrics_after, "ticketing_holds_released_total")
         released_by = {k: int(v - rb.get(k, 0.0)) for k, v in ra.items() if v - rb.get(k, 0.0) > 0}
-        h50, h99 = bucket_quantile(hb, ha, .5), bucket_quantile(hb, ha, .99)
+        h50, h99 = bucket_quantile(hb, ha, 0.5), bucket_quantile(hb, ha, 0.99)
         extra = {
-            "hold_seconds": hold, "placement_s": placement, "placed": held_total,
-            "expiry_spread_s": (bounds["last"] - bounds["first"]).total_seconds(), "released": len(late),
-            "still_held": left, "late_p50_ms": pct(late, .5), "late_p99_ms": pct(late, .99),
+            "hold_seconds": hold,
+            "placement_s": placement,
+            "placed": held_total,
+            "expiry_spread_s": (bounds["last"] - bounds["first"]).total_seconds(),
+            "released": len(late),
+            "still_held": left,
+            "late_p50_ms": pct(late, 0.5),
+            "late_p99_ms": pct(late, 0.99),
             "late_max_ms": max(late, default=0.0),
             "metric_p50_le_ms": None if h50 is None else h50 * 1000,
             "metric_p99_le_ms": None if h99 is None else h99 * 1000,
-            "released_by": released_by, "delay_queues": len(per_second),
+            "released_by": released_by,
+            "delay_queues": len(per_second),
             **self.message_counts(scrape_before, await self.scrape(), len(late)),
         }
         load = Load(window.seconds, [], placed_codes)
-        return [self.result("release", f"release n={n}", rnd, n, c, load, window, ceiling, "releases/s", len(late),
-                            n, (n, 0, 0), extra)]
+        return [
+            self.result(
+                "release",
+                f"release n={n}",
+                rnd,
+                n,
+                c,
+                load,
+                window,
+                ceiling,
+                "releases/s",
+                len(late),
+                n,
+                (n, 0, 0),
+                extra,
+            )
+        ]
 
     async def warm_up(self) -> None:
         assert self.stack is not None
@@ -524,7 +634,11 @@ class Bench:
         if waited > 2.5:
             console.print(f"  (waited {waited:.0f} s for the services to go idle)")
         runner: dict[str, Callable[[int], Awaitable[list[ShapeResult]]]] = {
-            "rush": self.rush, "holds": self.holds, "mix": self.mix, "release": self.release}
+            "rush": self.rush,
+            "holds": self.holds,
+            "mix": self.mix,
+            "release": self.release,
+        }
         return await runner[shape](rnd)
 
 
@@ -548,28 +662,63 @@ def by_label(results: list[ShapeResult]) -> dict[str, list[ShapeResult]]:
 
 
 def print_report(results: list[ShapeResult], rounds: int) -> None:
-    title = (f"Flash sale, every service running: min / median / max over {rounds} round(s) "
-             f"({os.cpu_count()} cores, Python {platform.python_version()})")
+    title = (
+        f"Flash sale, every service running: min / median / max over {rounds} round(s) "
+        f"({os.cpu_count()} cores, Python {platform.python_version()})"
+    )
     table = Table(title=title)
-    for col in ("shape", "figure", "rate", "client ceiling /s", "ceiling / rate", "p50 ms", "p95 ms", "p99 ms",
-                "held", "oversold", "errors"):
+    for col in (
+        "shape",
+        "figure",
+        "rate",
+        "client ceiling /s",
+        "ceiling / rate",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "held",
+        "oversold",
+        "errors",
+    ):
         table.add_column(col, justify="right")
     for label, rs in by_label(results).items():
         if rs[0].shape == "release":
             continue
-        table.add_row(label, rs[0].figure, mmm([r.rate for r in rs]), mmm([r.ceiling_rps for r in rs]),
-                      mmm([r.ceiling_rps / max(r.rate, 1e-9) for r in rs], "{:.1f}x"),
-                      mmm([r.p50_ms for r in rs]), mmm([r.p95_ms for r in rs]), mmm([r.p99_ms for r in rs]),
-                      mmm([float(r.held) for r in rs]), str(sum(r.oversold for r in rs)),
-                      str(sum(r.errors for r in rs)))
+        table.add_row(
+            label,
+            rs[0].figure,
+            mmm([r.rate for r in rs]),
+            mmm([r.ceiling_rps for r in rs]),
+            mmm([r.ceiling_rps / max(r.rate, 1e-9) for r in rs], "{:.1f}x"),
+            mmm([r.p50_ms for r in rs]),
+            mmm([r.p95_ms for r in rs]),
+            mmm([r.p99_ms for r in rs]),
+            mmm([float(r.held) for r in rs]),
+            str(sum(r.oversold for r in rs)),
+            str(sum(r.errors for r in rs)),
+        )
     console.print(table)
 
     releases = [r for r in results if r.shape == "release"]
     if releases:
-        t = Table(title="Hold release: N holds expiring in the same second (lateness = expires_at -> EXPIRED, "
-                        "stock back; 'metric' = bucket bound of the inventory's histogram)")
-        for col in ("shape", "placed", "expiry spread s", "released", "still held", "p50 ms", "p99 ms", "max ms",
-                    "metric p50 <= ms", "metric p99 <= ms", "released by", "client ceiling /s"):
+        t = Table(
+            title="Hold release: N holds expiring in the same second (lateness = expires_at -> EXPIRED, "
+            "stock back; 'metric' = bucket bound of the inventory's histogram)"
+        )
+        for col in (
+            "shape",
+            "placed",
+            "expiry spread s",
+            "released",
+            "still held",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "metric p50 <= ms",
+            "metric p99 <= ms",
+            "released by",
+            "client ceiling /s",
+        ):
             t.add_column(col, justify="right")
         for label, rs in by_label(releases).items():
             e = [r.extra for r in rs]
@@ -577,17 +726,26 @@ def print_report(results: list[ShapeResult], rounds: int) -> None:
             for x in e:
                 for k, v in x["released_by"].items():
                     by[k] = by.get(k, 0) + v
-            t.add_row(label, mmm([x["placed"] for x in e]), mmm([x["expiry_spread_s"] for x in e], "{:.2f}"),
-                      mmm([x["released"] for x in e]), str(sum(x["still_held"] for x in e)),
-                      mmm([x["late_p50_ms"] for x in e]), mmm([x["late_p99_ms"] for x in e]),
-                      mmm([x["late_max_ms"] for x in e]), mmm([x["metric_p50_le_ms"] for x in e]),
-                      mmm([x["metric_p99_le_ms"] for x in e]),
-                      "; ".join(f"{k.replace('status=', '').replace('by=', '')}: {v}" for k, v in sorted(by.items())),
-                      mmm([r.ceiling_rps for r in rs]))
+            t.add_row(
+                label,
+                mmm([x["placed"] for x in e]),
+                mmm([x["expiry_spread_s"] for x in e], "{:.2f}"),
+                mmm([x["released"] for x in e]),
+                str(sum(x["still_held"] for x in e)),
+                mmm([x["late_p50_ms"] for x in e]),
+                mmm([x["late_p99_ms"] for x in e]),
+                mmm([x["late_max_ms"] for x in e]),
+                mmm([x["metric_p50_le_ms"] for x in e]),
+                mmm([x["metric_p99_le_ms"] for x in e]),
+                "; ".join(f"{k.replace('status=', '').replace('by=', '')}: {v}" for k, v in sorted(by.items())),
+                mmm([r.ceiling_rps for r in rs]),
+            )
         console.print(t)
 
-    cpu = Table(title="CPU ms per decision per process (median over rounds; window = the shape's requests; "
-                      "release: per released hold). 'others' = the rest of the machine in the same window")
+    cpu = Table(
+        title="CPU ms per decision per process (median over rounds; window = the shape's requests; "
+        "release: per released hold). 'others' = the rest of the machine in the same window"
+    )
     cpu.add_column("shape")
     for name in SERVICE_ORDER:
         cpu.add_column(name, justify="right")
@@ -597,25 +755,35 @@ def print_report(results: list[ShapeResult], rounds: int) -> None:
         if name not in ("stack total", "others (not ours)"):
             share.add_column(name, justify="right")
     for label, rs in by_label(results).items():
-        cpu.add_row(label, *(f"{statistics.median([r.cpu_ms_per_decision.get(n, 0.0) for r in rs]):.2f}"
-                             for n in SERVICE_ORDER))
-        share.add_row(label, *(f"{statistics.median([r.cpu_core_share.get(n, 0.0) for r in rs]):.2f}"
-                               for n in SERVICE_ORDER if n not in ("stack total", "others (not ours)")))
+        cpu.add_row(
+            label, *(f"{statistics.median([r.cpu_ms_per_decision.get(n, 0.0) for r in rs]):.2f}" for n in SERVICE_ORDER)
+        )
+        share.add_row(
+            label,
+            *(
+                f"{statistics.median([r.cpu_core_share.get(n, 0.0) for r in rs]):.2f}"
+                for n in SERVICE_ORDER
+                if n not in ("stack total", "others (not ours)")
+            ),
+        )
     console.print(cpu)
     console.print(share)
 
-    msgs = Table(title="Messages per decision (median over rounds): consumed per queue = handler invocations "
-                       "(ticketing_handler_seconds_count), relayed per outbox (ticketing_outbox_published_total)")
+    msgs = Table(
+        title="Messages per decision (median over rounds): consumed per queue = handler invocations "
+        "(ticketing_handler_seconds_count), relayed per outbox (ticketing_outbox_published_total)"
+    )
     for col in ("shape", "consumed per decision, by service:queue", "outbox rows per decision", "hold batch mean"):
         msgs.add_column(col)
     for label, rs in by_label(results).items():
         keys = sorted({k for r in rs for k in r.extra.get("consumed_per_decision", {})})
         consumed = ", ".join(
-            f"{k} {statistics.median([r.extra['consumed_per_decision'].get(k, 0.0) for r in rs]):.2f}"
-            for k in keys)
+            f"{k} {statistics.median([r.extra['consumed_per_decision'].get(k, 0.0) for r in rs]):.2f}" for k in keys
+        )
         okeys = sorted({k for r in rs for k in r.extra.get("outbox_per_decision", {})})
         outbox = ", ".join(
-            f"{k} {statistics.median([r.extra['outbox_per_decision'].get(k, 0.0) for r in rs]):.2f}" for k in okeys)
+            f"{k} {statistics.median([r.extra['outbox_per_decision'].get(k, 0.0) for r in rs]):.2f}" for k in okeys
+        )
         means = [r.extra["hold_batch_mean"] for r in rs if r.extra.get("hold_batch_mean")]
         msgs.add_row(label, consumed, outbox, f"{statistics.median(means):.1f}" if means else "-")
     console.print(msgs)
@@ -623,20 +791,29 @@ def print_report(results: list[ShapeResult], rounds: int) -> None:
 
 def markdown(results: list[ShapeResult]) -> str:
     """The summary, release and CPU tables as Markdown (for docs/benchmarks.md)."""
-    lines = ["| shape | figure | min / median / max | client ceiling /s (median) | p50 ms | p95 ms | p99 ms | "
-             "held | oversold | errors |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| shape | figure | min / median / max | client ceiling /s (median) | p50 ms | p95 ms | p99 ms | "
+        "held | oversold | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for label, rs in by_label(results).items():
         if rs[0].shape == "release":
             continue
-        lines.append(f"| {label} | {rs[0].figure} | {mmm([r.rate for r in rs])} | "
-                     f"{statistics.median([r.ceiling_rps for r in rs]):.0f} | {mmm([r.p50_ms for r in rs])} | "
-                     f"{mmm([r.p95_ms for r in rs])} | {mmm([r.p99_ms for r in rs])} | "
-                     f"{mmm([float(r.held) for r in rs])} | {sum(r.oversold for r in rs)} | "
-                     f"{sum(r.errors for r in rs)} |")
+        lines.append(
+            f"| {label} | {rs[0].figure} | {mmm([r.rate for r in rs])} | "
+            f"{statistics.median([r.ceiling_rps for r in rs]):.0f} | {mmm([r.p50_ms for r in rs])} | "
+            f"{mmm([r.p95_ms for r in rs])} | {mmm([r.p99_ms for r in rs])} | "
+            f"{mmm([float(r.held) for r in rs])} | {sum(r.oversold for r in rs)} | "
+            f"{sum(r.errors for r in rs)} |"
+        )
     releases = [r for r in results if r.shape == "release"]
     if releases:
-        lines += ["", "| shape | expiry spread s | released | lateness p50 ms | p99 ms | max ms | "
-                  "histogram p99 bucket <= ms | released by (all rounds) |", "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| shape | expiry spread s | released | lateness p50 ms | p99 ms | max ms | "
+            "histogram p99 bucket <= ms | released by (all rounds) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for label, rs in by_label(releases).items():
             e = [r.extra for r in rs]
             by: dict[str, int] = {}
@@ -644,23 +821,35 @@ def markdown(results: list[ShapeResult]) -> str:
                 for k, v in x["released_by"].items():
                     key = dict(kv.split("=", 1) for kv in k.split(",")).get("by", k)
                     by[key] = by.get(key, 0) + v
-            lines.append(f"| {label} | {mmm([x['expiry_spread_s'] for x in e], '{:.2f}')} | "
-                         f"{mmm([x['released'] for x in e])} | {mmm([x['late_p50_ms'] for x in e])} | "
-                         f"{mmm([x['late_p99_ms'] for x in e])} | {mmm([x['late_max_ms'] for x in e])} | "
-                         f"{mmm([x['metric_p99_le_ms'] for x in e])} | "
-                         + ", ".join(f"{k} {v}" for k, v in sorted(by.items())) + " |")
+            lines.append(
+                f"| {label} | {mmm([x['expiry_spread_s'] for x in e], '{:.2f}')} | "
+                f"{mmm([x['released'] for x in e])} | {mmm([x['late_p50_ms'] for x in e])} | "
+                f"{mmm([x['late_p99_ms'] for x in e])} | {mmm([x['late_max_ms'] for x in e])} | "
+                f"{mmm([x['metric_p99_le_ms'] for x in e])} | "
+                + ", ".join(f"{k} {v}" for k, v in sorted(by.items()))
+                + " |"
+            )
     lines += ["", "| shape | " + " | ".join(SERVICE_ORDER) + " |", "|---" * (len(SERVICE_ORDER) + 1) + "|"]
     for label, rs in by_label(results).items():
-        lines.append(f"| {label} | " + " | ".join(
-            f"{statistics.median([r.cpu_ms_per_decision.get(n, 0.0) for r in rs]):.2f}" for n in SERVICE_ORDER)
-            + " |")
+        lines.append(
+            f"| {label} | "
+            + " | ".join(
+                f"{statistics.median([r.cpu_ms_per_decision.get(n, 0.0) for r in rs]):.2f}" for n in SERVICE_ORDER
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
 def machine() -> dict[str, Any]:
     mem = psutil.virtual_memory().total / 2**30
-    return {"cores": os.cpu_count(), "memory_gib": round(mem, 1), "python": platform.python_version(),
-            "platform": platform.platform(), "load_average_at_start": os.getloadavg()}
+    return {
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_average_at_start": os.getloadavg(),
+    }
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -678,13 +867,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mix-concurrency", type=int, default=64)
     p.add_argument("--release-holds", type=int, default=1000)
     p.add_argument("--release-concurrency", type=int, default=64)
-    p.add_argument("--release-hold-seconds", type=int, default=0,
-                   help="hold duration of the first placement second (default: from the measured holds rate)")
+    p.add_argument(
+        "--release-hold-seconds",
+        type=int,
+        default=0,
+        help="hold duration of the first placement second (default: from the measured holds rate)",
+    )
     p.add_argument("--release-timeout", type=float, default=90.0)
-    p.add_argument("--rate-limit", type=int, default=Settings().checkout_rate_limit,
-                   help="TICKETING_CHECKOUT_RATE_LIMIT for the run (the deployed default; 0 = off)")
-    p.add_argument("--env", action="append", default=[], metavar="TICKETING_X=V",
-                   help="extra environment for the services (repeatable), e.g. to compare a setting")
+    p.add_argument(
+        "--rate-limit",
+        type=int,
+        default=Settings().checkout_rate_limit,
+        help="TICKETING_CHECKOUT_RATE_LIMIT for the run (the deployed default; 0 = off)",
+    )
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="TICKETING_X=V",
+        help="extra environment for the services (repeatable), e.g. to compare a setting",
+    )
     p.add_argument("--verbose", action="store_true", help="show the services' logs")
     p.add_argument("--from-json", metavar="PATH", help="print the tables (and Markdown) of a saved --json run")
     args = p.parse_args(argv)
@@ -705,10 +907,12 @@ async def run(args: argparse.Namespace) -> list[ShapeResult]:
             for shape in args.shape_list:
                 for r in await bench.run_shape(shape, rnd):
                     results.append(r)
-                    console.print(f"  round {rnd} {r.label:14} {r.rate:7.0f} {r.figure:12} p99 {r.p99_ms:7.0f} ms  "
-                                  f"ceiling {r.ceiling_rps:5.0f}/s  CPU {r.cpu_ms_per_decision['stack total']:5.1f} "
-                                  f"ms/decision  oversold {r.oversold}  errors {r.errors}  codes {r.codes}"
-                                  + (f"  {r.extra['late_p99_ms']:.0f} ms p99 late" if "late_p99_ms" in r.extra else ""))
+                    console.print(
+                        f"  round {rnd} {r.label:14} {r.rate:7.0f} {r.figure:12} p99 {r.p99_ms:7.0f} ms  "
+                        f"ceiling {r.ceiling_rps:5.0f}/s  CPU {r.cpu_ms_per_decision['stack total']:5.1f} "
+                        f"ms/decision  oversold {r.oversold}  errors {r.errors}  codes {r.codes}"
+                        + (f"  {r.extra['late_p99_ms']:.0f} ms p99 late" if "late_p99_ms" in r.extra else "")
+                    )
     return results
 
 
@@ -721,8 +925,11 @@ def main(argv: list[str] | None = None) -> None:
         print_report(results, saved["args"]["rounds"])
         print(markdown(results))
         return
-    meta = {"command": " ".join([os.path.basename(sys.executable), "-m", "bench.flash_sale", *sys.argv[1:]]),
-            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "machine": machine()}
+    meta = {
+        "command": " ".join([os.path.basename(sys.executable), "-m", "bench.flash_sale", *sys.argv[1:]]),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+    }
 
     async def guarded() -> list[ShapeResult]:
         task = asyncio.current_task()
@@ -735,9 +942,17 @@ def main(argv: list[str] | None = None) -> None:
     print_report(results, args.rounds)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({**meta, "machine_end": {"load_average": os.getloadavg()},
-                       "args": {k: v for k, v in vars(args).items() if k != "env"},
-                       "results": [asdict(r) for r in results]}, f, indent=2, default=str)
+            json.dump(
+                {
+                    **meta,
+                    "machine_end": {"load_average": os.getloadavg()},
+                    "args": {k: v for k, v in vars(args).items() if k != "env"},
+                    "results": [asdict(r) for r in results],
+                },
+                f,
+                indent=2,
+                default=str,
+            )
         console.print(f"results written to {args.json}")
 
 

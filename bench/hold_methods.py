@@ -63,8 +63,9 @@ def counter(pool: asyncpg.Pool) -> Hold:
     async def hold() -> bool:
         async with pool.acquire() as c, c.transaction():
             await c.execute("INSERT INTO items VALUES ($1, 1, 1, 'PENDING')", uuid.uuid4())
-            ok = await c.fetchval("UPDATE tt SET held = held + 1 WHERE id = 1 AND held + sold + 1 <= capacity "
-                                  "RETURNING 1")
+            ok = await c.fetchval(
+                "UPDATE tt SET held = held + 1 WHERE id = 1 AND held + sold + 1 <= capacity RETURNING 1"
+            )
             if not ok:
                 raise _Rollback
             return True
@@ -77,7 +78,9 @@ def status_rows(pool: asyncpg.Pool) -> Hold:
         async with pool.acquire() as c, c.transaction():
             got = await c.fetchval(
                 "UPDATE tickets SET status = 'HELD', order_id = $1 WHERE id = (SELECT id FROM tickets "
-                "WHERE tt = 1 AND status = 'AVAILABLE' LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id", uuid.uuid4())
+                "WHERE tt = 1 AND status = 'AVAILABLE' LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id",
+                uuid.uuid4(),
+            )
             return got is not None
 
     return hold
@@ -96,8 +99,9 @@ def order_items(pool: asyncpg.Pool) -> Hold:
     async def hold() -> bool:
         async with pool.acquire() as c, c.transaction():
             capacity = await c.fetchval("SELECT capacity FROM tt WHERE id = 1 FOR UPDATE")
-            taken = await c.fetchval("SELECT COALESCE(SUM(quantity), 0) FROM items WHERE tt = 1 "
-                                     "AND status IN ('PENDING', 'PAID')")
+            taken = await c.fetchval(
+                "SELECT COALESCE(SUM(quantity), 0) FROM items WHERE tt = 1 AND status IN ('PENDING', 'PAID')"
+            )
             if taken + 1 > capacity:
                 return False
             await c.execute("INSERT INTO items VALUES ($1, 1, 1, 'PENDING')", uuid.uuid4())
@@ -117,8 +121,10 @@ def counter_batched(pool: asyncpg.Pool) -> tuple[Hold, GroupCommit[int, bool]]:
                 free -= q if free >= q else 0
             held = sum(q for q, ok in zip(quantities, results, strict=True) if ok)
             if held:
-                await c.executemany("INSERT INTO items VALUES ($1, 1, $2, 'PENDING')",
-                                    [(uuid.uuid4(), q) for q, ok in zip(quantities, results, strict=True) if ok])
+                await c.executemany(
+                    "INSERT INTO items VALUES ($1, 1, $2, 'PENDING')",
+                    [(uuid.uuid4(), q) for q, ok in zip(quantities, results, strict=True) if ok],
+                )
                 await c.execute("UPDATE tt SET held = held + $1 WHERE id = 1", held)
             return results
 
@@ -188,8 +194,10 @@ async def main() -> None:
             "4. pending order items (SUM)": order_items(pool),
             "5. counter + group commit (shipped)": batched,
         }
-        table = Table(title=f"Hold methods: {args.attempts} holds for {args.capacity} tickets of one type, "
-                            f"{args.concurrency} concurrent workers")
+        table = Table(
+            title=f"Hold methods: {args.attempts} holds for {args.capacity} tickets of one type, "
+            f"{args.concurrency} concurrent workers"
+        )
         for col in ("method", "attempts/s", "vs counter", "p99 ms", "held", "oversold"):
             table.add_column(col, justify="right")
         base = 0.0
@@ -198,8 +206,9 @@ async def main() -> None:
             await r.set(f"{prefix}available", args.capacity)
             rate, held, p99 = await run(hold, args.attempts, args.concurrency)
             base = base or rate
-            table.add_row(name, f"{rate:.0f}", f"{rate / base:.2f}x", f"{p99:.1f}", str(held),
-                          str(max(0, held - args.capacity)))
+            table.add_row(
+                name, f"{rate:.0f}", f"{rate / base:.2f}x", f"{p99:.1f}", str(held), str(max(0, held - args.capacity))
+            )
         await group.stop()
         console.print(table)
     finally:

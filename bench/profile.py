@@ -96,8 +96,23 @@ CENTRES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("JSON (json, orjson)", ("json", "orjson")),
     ("our code (services, shared)", ("services", "shared")),
 )
-PLUMBING = ("asyncio", "threading", "contextlib", "runpy", "<frozen runpy>", "_weakrefset", "<string>", "functools",
-            "typing", "abc", "enum", "queue", "anyio", "selectors", "concurrent")
+PLUMBING = (
+    "asyncio",
+    "threading",
+    "contextlib",
+    "runpy",
+    "<frozen runpy>",
+    "_weakrefset",
+    "<string>",
+    "functools",
+    "typing",
+    "abc",
+    "enum",
+    "queue",
+    "anyio",
+    "selectors",
+    "concurrent",
+)
 THREAD_HOP = ("run_in_threadpool", "WorkerThread.run", "run_sync_in_worker_thread")
 
 
@@ -159,12 +174,24 @@ class Spy:
             if name not in PYTHON_SERVICES:
                 continue
             out = PROFILE_DIR / f"{safe}-{name}.txt"
-            cmd = ["record", "--pid", str(proc.pid), "--rate", str(self.rate), "--format", "raw",
-                   "--output", str(out), "--nonblocking", "--nolineno"]
+            cmd = [
+                "record",
+                "--pid",
+                str(proc.pid),
+                "--rate",
+                str(self.rate),
+                "--format",
+                "raw",
+                "--output",
+                str(out),
+                "--nonblocking",
+                "--nolineno",
+            ]
             if self.native:
                 cmd.append("--native")
             self.procs[name] = await asyncio.create_subprocess_exec(
-                py_spy(), *cmd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+                py_spy(), *cmd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+            )
             self.files[label][name] = out
         await asyncio.sleep(0.3)  # attached before the first request
 
@@ -184,10 +211,18 @@ class Spy:
 
 
 def report(label: str, result: ShapeResult, profiles: dict[str, Profile], top: int) -> dict[str, Any]:
-    out: dict[str, Any] = {"label": label, "decisions": result.decisions, "rate": result.rate, "extra": result.extra,
-                           "cpu_ms_per_decision": result.cpu_ms_per_decision, "processes": {}}
-    console.rule(f"[bold]{label}[/bold]: {result.rate:.0f} {result.figure}, "
-                 f"{result.cpu_ms_per_decision['stack total']:.1f} CPU ms per decision in total")
+    out: dict[str, Any] = {
+        "label": label,
+        "decisions": result.decisions,
+        "rate": result.rate,
+        "extra": result.extra,
+        "cpu_ms_per_decision": result.cpu_ms_per_decision,
+        "processes": {},
+    }
+    console.rule(
+        f"[bold]{label}[/bold]: {result.rate:.0f} {result.figure}, "
+        f"{result.cpu_ms_per_decision['stack total']:.1f} CPU ms per decision in total"
+    )
     for name, prof in profiles.items():
         if prof.samples == 0:
             continue
@@ -196,20 +231,30 @@ def report(label: str, result: ShapeResult, profiles: dict[str, Profile], top: i
         for col in ("self %", "self ms/dec", "function (self)", "total %", "total ms/dec", "function (total)"):
             t.add_column(col, justify="right" if "%" in col or "ms" in col else "left")
         selfs = prof.self_counts.most_common(top)
-        totals = [kv for kv in prof.total_counts.most_common(top + 12)
-                  if not kv[0].startswith(("<module>", "run (", "run_until_complete", "_run_once", "_run ("))][:top]
+        totals = [
+            kv
+            for kv in prof.total_counts.most_common(top + 12)
+            if not kv[0].startswith(("<module>", "run (", "run_until_complete", "_run_once", "_run ("))
+        ][:top]
         for i in range(max(len(selfs), len(totals))):
             s = selfs[i] if i < len(selfs) else ("", 0)
             tt = totals[i] if i < len(totals) else ("", 0)
-            t.add_row(f"{100 * s[1] / prof.samples:.1f}" if s[0] else "", f"{ms * s[1] / prof.samples:.3f}"
-                      if s[0] else "", s[0][:80], f"{100 * tt[1] / prof.samples:.1f}" if tt[0] else "",
-                      f"{ms * tt[1] / prof.samples:.3f}" if tt[0] else "", tt[0][:80])
+            t.add_row(
+                f"{100 * s[1] / prof.samples:.1f}" if s[0] else "",
+                f"{ms * s[1] / prof.samples:.3f}" if s[0] else "",
+                s[0][:80],
+                f"{100 * tt[1] / prof.samples:.1f}" if tt[0] else "",
+                f"{ms * tt[1] / prof.samples:.3f}" if tt[0] else "",
+                tt[0][:80],
+            )
         console.print(t)
         packages = ", ".join(f"{p} {100 * n / prof.samples:.0f}%" for p, n in prof.package_counts.most_common(10))
         console.print(f"  self time by package: {packages}")
         out["processes"][name] = {
-            "samples": prof.samples, "cpu_ms_per_decision": ms,
-            "self": prof.self_counts.most_common(40), "total": prof.total_counts.most_common(60),
+            "samples": prof.samples,
+            "cpu_ms_per_decision": ms,
+            "self": prof.self_counts.most_common(40),
+            "total": prof.total_counts.most_common(60),
             "packages": prof.package_counts.most_common(30),
         }
     return out
@@ -230,8 +275,11 @@ def print_centres(label: str, result: ShapeResult, profiles: dict[str, Profile])
     t.add_column("sum", justify="right")
     for centre, row in sorted(table.items(), key=lambda kv: -sum(kv[1].values())):
         t.add_row(centre, *(f"{row.get(n, 0.0):.3f}" for n in live), f"{sum(row.values()):.3f}")
-    t.add_row("process total", *(f"{result.cpu_ms_per_decision.get(n, 0.0):.3f}" for n in live),
-              f"{sum(result.cpu_ms_per_decision.get(n, 0.0) for n in live):.3f}")
+    t.add_row(
+        "process total",
+        *(f"{result.cpu_ms_per_decision.get(n, 0.0):.3f}" for n in live),
+        f"{sum(result.cpu_ms_per_decision.get(n, 0.0) for n in live):.3f}",
+    )
     console.print(t)
     return table
 

@@ -41,19 +41,73 @@ from shared.topology import Names, all_queue_names
 from tests.harness import free_port
 from ticketing.supervisor import Supervisor
 
-GENRES = ["Múa rối nước", "Đêm nhạc", "Hòa nhạc giao hưởng", "Kịch nói", "Cải lương", "Rock", "Jazz", "Hài độc thoại",
-          "Triển lãm", "Nhạc kịch", "Ballet", "Opera", "Lễ hội ẩm thực", "Xiếc", "Tuồng", "Chèo", "Quan họ",
-          "Ca trù", "Đờn ca tài tử", "Hip hop", "EDM", "Acoustic", "Bolero", "Nhạc trẻ", "Thời trang", "Hội thảo",
-          "Marathon", "Bóng đá", "Workshop", "Stand-up comedy", "Điện ảnh", "Thiếu nhi", "Ảo thuật", "Piano",
-          "Violin", "Guitar", "K-pop", "Indie", "Blues", "Nhạc Trịnh"]
-SYLLABLE_TEXT = ("an anh bảo bình cao châu chi công cường dũng dương đạt điệp đông đức giang hà hải hạnh hào hiền "
-                 "hiếu hoa hoài hoàng hồng huệ hùng hương huy khang khánh khoa kiên lam lan linh loan long mai minh my "
-                 "nam nga ngân ngọc nguyên nhân nhi nhung oanh phát phong phúc phương quang quân quế quốc quyên sang "
-                 "sơn tâm tân thanh thảo thắng thịnh thu thủy tiến toàn trang trí trinh trung tú tuấn tùng tuyết uyên "
-                 "vân việt vinh vũ xuân yến")
+GENRES = [
+    "Múa rối nước",
+    "Đêm nhạc",
+    "Hòa nhạc giao hưởng",
+    "Kịch nói",
+    "Cải lương",
+    "Rock",
+    "Jazz",
+    "Hài độc thoại",
+    "Triển lãm",
+    "Nhạc kịch",
+    "Ballet",
+    "Opera",
+    "Lễ hội ẩm thực",
+    "Xiếc",
+    "Tuồng",
+    "Chèo",
+    "Quan họ",
+    "Ca trù",
+    "Đờn ca tài tử",
+    "Hip hop",
+    "EDM",
+    "Acoustic",
+    "Bolero",
+    "Nhạc trẻ",
+    "Thời trang",
+    "Hội thảo",
+    "Marathon",
+    "Bóng đá",
+    "Workshop",
+    "Stand-up comedy",
+    "Điện ảnh",
+    "Thiếu nhi",
+    "Ảo thuật",
+    "Piano",
+    "Violin",
+    "Guitar",
+    "K-pop",
+    "Indie",
+    "Blues",
+    "Nhạc Trịnh",
+]
+SYLLABLE_TEXT = (
+    "an anh bảo bình cao châu chi công cường dũng dương đạt điệp đông đức giang hà hải hạnh hào hiền "
+    "hiếu hoa hoài hoàng hồng huệ hùng hương huy khang khánh khoa kiên lam lan linh loan long mai minh my "
+    "nam nga ngân ngọc nguyên nhân nhi nhung oanh phát phong phúc phương quang quân quế quốc quyên sang "
+    "sơn tâm tân thanh thảo thắng thịnh thu thủy tiến toàn trang trí trinh trung tú tuấn tùng tuyết uyên "
+    "vân việt vinh vũ xuân yến"
+)
 SYLLABLES = SYLLABLE_TEXT.split(" ")
-CITIES = ["Hà Nội", "TP. Hồ Chí Minh", "Đà Nẵng", "Huế", "Hải Phòng", "Cần Thơ", "Nha Trang", "Đà Lạt", "Vũng Tàu",
-          "Quy Nhơn", "Hội An", "Hạ Long", "Vinh", "Buôn Ma Thuột", "Phú Quốc"]
+CITIES = [
+    "Hà Nội",
+    "TP. Hồ Chí Minh",
+    "Đà Nẵng",
+    "Huế",
+    "Hải Phòng",
+    "Cần Thơ",
+    "Nha Trang",
+    "Đà Lạt",
+    "Vũng Tàu",
+    "Quy Nhơn",
+    "Hội An",
+    "Hạ Long",
+    "Vinh",
+    "Buôn Ma Thuột",
+    "Phú Quốc",
+]
 VENUE_KINDS = ["Nhà hát", "Cung văn hóa", "Sân vận động", "Trung tâm hội nghị", "Phòng trà", "Công viên", "Bảo tàng"]
 TYPE_NAMES = ["Thường", "VIP", "Phổ thông", "Early bird", "Sinh viên", "Hạng A", "Hạng B", "Khán đài", "SVIP"]
 
@@ -77,8 +131,9 @@ def ms(v: float) -> str:
 async def load_catalog(dsn: str, n: int, seed: int = 5) -> None:
     rnd = random.Random(seed)
     now = datetime.now(UTC)
-    venues = [f"{rnd.choice(VENUE_KINDS)} {rnd.choice(SYLLABLES).title()} {rnd.choice(SYLLABLES).title()}"
-              for _ in range(400)]
+    venues = [
+        f"{rnd.choice(VENUE_KINDS)} {rnd.choice(SYLLABLES).title()} {rnd.choice(SYLLABLES).title()}" for _ in range(400)
+    ]
     events, types = [], []
     for _ in range(n):
         eid = uuid.UUID(int=rnd.getrandbits(128))
@@ -88,14 +143,43 @@ async def load_catalog(dsn: str, n: int, seed: int = 5) -> None:
         events.append((eid, title, rnd.choice(venues), rnd.choice(CITIES), starts, "", 900, now, now))
         for name in rnd.sample(TYPE_NAMES, rnd.randint(1, 4)):
             cap = rnd.choice([0, 50, 100, 500])
-            types.append((uuid.UUID(int=rnd.getrandbits(128)), eid, name, rnd.choice([0, 99_000, 250_000, 1_500_000]),
-                          cap, 10, 0, 0, now))
+            types.append(
+                (
+                    uuid.UUID(int=rnd.getrandbits(128)),
+                    eid,
+                    name,
+                    rnd.choice([0, 99_000, 250_000, 1_500_000]),
+                    cap,
+                    10,
+                    0,
+                    0,
+                    now,
+                )
+            )
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.copy_records_to_table("events", schema_name="inventory", records=events, columns=[
-            "id", "title", "venue", "city", "starts_at", "description", "hold_seconds", "created_at", "updated_at"])
-        await conn.copy_records_to_table("ticket_types", schema_name="inventory", records=types, columns=[
-            "id", "event_id", "name", "price", "capacity", "per_user_limit", "held", "sold", "created_at"])
+        await conn.copy_records_to_table(
+            "events",
+            schema_name="inventory",
+            records=events,
+            columns=[
+                "id",
+                "title",
+                "venue",
+                "city",
+                "starts_at",
+                "description",
+                "hold_seconds",
+                "created_at",
+                "updated_at",
+            ],
+        )
+        await conn.copy_records_to_table(
+            "ticket_types",
+            schema_name="inventory",
+            records=types,
+            columns=["id", "event_id", "name", "price", "capacity", "per_user_limit", "held", "sold", "created_at"],
+        )
         await conn.execute("ANALYZE")
     finally:
         await conn.close()
@@ -142,17 +226,26 @@ async def index_memory(r: aioredis.Redis, index: Index, gen: str) -> tuple[int, 
 async def main(n_events: int, n_requests: int) -> None:
     base = Settings()  # type: ignore[call-arg]
     run = uuid.uuid4().hex[:8]
-    db_url = make_url(base.database_url).set(database=f"ticketing_bench_search_{run}").render_as_string(
-        hide_password=False)
+    db_url = (
+        make_url(base.database_url).set(database=f"ticketing_bench_search_{run}").render_as_string(hide_password=False)
+    )
     prefix = f"bench-search-{run}."
-    env = {**os.environ, "TICKETING_DATABASE_URL": db_url, "TICKETING_PREFIX": prefix,
-           "TICKETING_ENVIRONMENT": "test", "TICKETING_JWT_SECRET": f"bench-{uuid.uuid4().hex}",
-           "TICKETING_GATEWAY_PORT": str(free_port()), "TICKETING_INVENTORY_PORT": str(free_port()),
-           "TICKETING_SEARCH_PORT": str(free_port()), "TICKETING_PAYMENT_PORT": str(free_port()),
-           "TICKETING_MAILER_PORT": str(free_port()), "TICKETING_LOG_LEVEL": "WARNING",
-           "TICKETING_CHECKOUT_WAIT_SECONDS": "30",
-           # One client address sends every request: the per-address limits would measure themselves.
-           "TICKETING_RATE_LIMIT_ENABLED": "false"}
+    env = {
+        **os.environ,
+        "TICKETING_DATABASE_URL": db_url,
+        "TICKETING_PREFIX": prefix,
+        "TICKETING_ENVIRONMENT": "test",
+        "TICKETING_JWT_SECRET": f"bench-{uuid.uuid4().hex}",
+        "TICKETING_GATEWAY_PORT": str(free_port()),
+        "TICKETING_INVENTORY_PORT": str(free_port()),
+        "TICKETING_SEARCH_PORT": str(free_port()),
+        "TICKETING_PAYMENT_PORT": str(free_port()),
+        "TICKETING_MAILER_PORT": str(free_port()),
+        "TICKETING_LOG_LEVEL": "WARNING",
+        "TICKETING_CHECKOUT_WAIT_SECONDS": "30",
+        # One client address sends every request: the per-address limits would measure themselves.
+        "TICKETING_RATE_LIMIT_ENABLED": "false",
+    }
     settings = Settings(database_url=db_url, prefix=prefix, jwt_secret=env["TICKETING_JWT_SECRET"])  # type: ignore[call-arg,arg-type]
     names = Names(prefix)
     r = aioredis.from_url(base.redis_url)
@@ -163,8 +256,9 @@ async def main(n_events: int, n_requests: int) -> None:
     try:
         upgrade(db_url)
         t = time.perf_counter()
-        await load_catalog(make_url(db_url).set(drivername="postgresql").render_as_string(hide_password=False),
-                           n_events)
+        await load_catalog(
+            make_url(db_url).set(drivername="postgresql").render_as_string(hide_password=False), n_events
+        )
         print(f"loaded {n_events} events into PostgreSQL in {time.perf_counter() - t:.1f} s", flush=True)
 
         index = Index(r, names)
@@ -172,8 +266,10 @@ async def main(n_events: int, n_requests: int) -> None:
         assert report is not None
         gen = report.generation
         memory, keys = await index_memory(r, index, gen)
-        print(f"reindex {report.events} events: {report.seconds:.1f} s; {memory / 2**20:.1f} MiB in {keys} keys",
-              flush=True)
+        print(
+            f"reindex {report.events} events: {report.seconds:.1f} s; {memory / 2**20:.1f} MiB in {keys} keys",
+            flush=True,
+        )
 
         supervisor = Supervisor(env=env, services=("inventory", "search", "gateway"), quiet=True)
         supervisor.start()
@@ -219,10 +315,22 @@ async def main(n_events: int, n_requests: int) -> None:
                 calls = stats1.get("calls", 0) - stats0.get("calls", 0)
                 redis_us = (stats1.get("usec", 0) - stats0.get("usec", 0)) / calls if calls else 0.0
                 db_t = await timed(via_db, max(len(queries) * 2, n_requests // 30))
-                rows.append((kind, ", ".join(queries), f"{min(matches)}-{max(matches)}",
-                             ms(pct(gw_t, 50)), ms(pct(gw_t, 99)), server_p99(b0, b1),
-                             ms(pct(ix_t, 50)), ms(pct(ix_t, 99)), f"{redis_us / 1000:.2f}",
-                             ms(pct(db_t, 50)), ms(pct(db_t, 99)), f"{pct(db_t, 50) / pct(gw_t, 50):.0f}x"))
+                rows.append(
+                    (
+                        kind,
+                        ", ".join(queries),
+                        f"{min(matches)}-{max(matches)}",
+                        ms(pct(gw_t, 50)),
+                        ms(pct(gw_t, 99)),
+                        server_p99(b0, b1),
+                        ms(pct(ix_t, 50)),
+                        ms(pct(ix_t, 99)),
+                        f"{redis_us / 1000:.2f}",
+                        ms(pct(db_t, 50)),
+                        ms(pct(db_t, 99)),
+                        f"{pct(db_t, 50) / pct(gw_t, 50):.0f}x",
+                    )
+                )
                 print(rows[-1], flush=True)
 
             # Freshness: admin change -> searchable (the call's own answer, and an independent poller).
@@ -234,15 +342,20 @@ async def main(n_events: int, n_requests: int) -> None:
                 # compete with the POST for the gateway, so those POSTs are not counted in create_t.
                 with_poller = i % 4 == 0
                 word = f"fresh{run}{i}x"
-                body = {"title": f"Sự kiện {word}", "venue": "Nhà hát Lớn", "city": "Hà Nội",
-                        "starts_at": (datetime.now(UTC) + timedelta(days=3)).isoformat(),
-                        "ticket_types": [{"name": "Thường", "price": 100_000, "capacity": 10}]}
+                body = {
+                    "title": f"Sự kiện {word}",
+                    "venue": "Nhà hát Lớn",
+                    "city": "Hà Nội",
+                    "starts_at": (datetime.now(UTC) + timedelta(days=3)).isoformat(),
+                    "ticket_types": [{"name": "Thường", "price": 100_000, "capacity": 10}],
+                }
                 found = asyncio.Event()
                 started = time.perf_counter()
                 seen: list[float] = []
 
-                async def poll(word: str = word, found: asyncio.Event = found, seen: list[float] = seen,
-                               started: float = started) -> None:
+                async def poll(
+                    word: str = word, found: asyncio.Event = found, seen: list[float] = seen, started: float = started
+                ) -> None:
                     async with httpx.AsyncClient(base_url=gw, timeout=30) as poller:
                         while not found.is_set():
                             res = (await poller.get("/search", params={"q": word})).json()
@@ -261,31 +374,54 @@ async def main(n_events: int, n_requests: int) -> None:
                 else:
                     create_t.append(elapsed)
                 t0 = time.perf_counter()
-                added = await client.post(f"/admin/events/{resp.json()['event_id']}/ticket-types", headers=headers,
-                                          json={"name": f"Hạng {word}", "price": 50_000, "capacity": 5})
+                added = await client.post(
+                    f"/admin/events/{resp.json()['event_id']}/ticket-types",
+                    headers=headers,
+                    json={"name": f"Hạng {word}", "price": 50_000, "capacity": 5},
+                )
                 add_t.append(time.perf_counter() - t0)
                 assert added.status_code == 201 and added.json()["searchable"], added.text
         print()
-        header = ("query kind", "queries", "matches", "HTTP client p50 ms", "HTTP client p99 ms",
-                  "gateway handler p99 ms (histogram)",
-                  "index call p50 ms", "index call p99 ms", "Redis server mean ms (commandstats)",
-                  "PostgreSQL p50 ms", "PostgreSQL p99 ms", "PG/gateway p50")
+        header = (
+            "query kind",
+            "queries",
+            "matches",
+            "HTTP client p50 ms",
+            "HTTP client p99 ms",
+            "gateway handler p99 ms (histogram)",
+            "index call p50 ms",
+            "index call p99 ms",
+            "Redis server mean ms (commandstats)",
+            "PostgreSQL p50 ms",
+            "PostgreSQL p99 ms",
+            "PG/gateway p50",
+        )
         print(" | ".join(header))
         print(" | ".join("---" for _ in header))
         for row in rows:
             print(" | ".join(row))
         print()
-        print(f"admin POST /admin/events -> returns searchable=true: p50 {ms(pct(create_t, 50))} ms, "
-              f"p99 {ms(pct(create_t, 99))} ms")
-        print(f"admin POST start -> first search hit (independent poller): p50 {ms(pct(first_hit_t, 50))} ms, "
-              f"p99 {ms(pct(first_hit_t, 99))} ms")
-        print(f"admin POST ticket type -> returns searchable=true: p50 {ms(pct(add_t, 50))} ms, "
-              f"p99 {ms(pct(add_t, 99))} ms")
-        print(f"full reindex of {report.events} events: {report.seconds:.1f} s; index memory {memory / 2**20:.1f} MiB "
-              f"in {keys} keys")
-        print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python "
-              f"{platform.python_version()}; command: python -m bench.search_bench --events {n_events} "
-              f"--requests {n_requests}")
+        print(
+            f"admin POST /admin/events -> returns searchable=true: p50 {ms(pct(create_t, 50))} ms, "
+            f"p99 {ms(pct(create_t, 99))} ms"
+        )
+        print(
+            f"admin POST start -> first search hit (independent poller): p50 {ms(pct(first_hit_t, 50))} ms, "
+            f"p99 {ms(pct(first_hit_t, 99))} ms"
+        )
+        print(
+            f"admin POST ticket type -> returns searchable=true: p50 {ms(pct(add_t, 50))} ms, "
+            f"p99 {ms(pct(add_t, 99))} ms"
+        )
+        print(
+            f"full reindex of {report.events} events: {report.seconds:.1f} s; index memory {memory / 2**20:.1f} MiB "
+            f"in {keys} keys"
+        )
+        print(
+            f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python "
+            f"{platform.python_version()}; command: python -m bench.search_bench --events {n_events} "
+            f"--requests {n_requests}"
+        )
     finally:
         if supervisor:
             supervisor.stop()

@@ -121,14 +121,23 @@ async def wait_ready(settings: Settings, sup: Supervisor, deadline: float) -> bo
 
 async def traffic(settings: Settings, cycle: Cycle, checkouts: int = 3) -> None:
     """An event, a few checkouts with Idempotency-Keys, one of them paid through the simulator."""
+
     def client(user: str, admin: bool = False) -> httpx.AsyncClient:
         token = issue_token(settings, user, f"{user}@example.com", ["admin"] if admin else [])
-        return httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.gateway_port}",
-                                 headers={"Authorization": f"Bearer {token}"}, timeout=20)
+        return httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{settings.gateway_port}",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=20,
+        )
 
-    body = {"title": f"Soak {cycle.n}", "venue": "Nhà hát Lớn", "city": "Hà Nội",
-            "starts_at": "2030-01-01T20:00:00+07:00", "hold_seconds": HOLD_SECONDS,
-            "ticket_types": [{"name": "A", "price": 100_000, "capacity": 10, "per_user_limit": 2}]}
+    body = {
+        "title": f"Soak {cycle.n}",
+        "venue": "Nhà hát Lớn",
+        "city": "Hà Nội",
+        "starts_at": "2030-01-01T20:00:00+07:00",
+        "hold_seconds": HOLD_SECONDS,
+        "ticket_types": [{"name": "A", "price": 100_000, "capacity": 10, "per_user_limit": 2}],
+    }
     async with client("soak-organiser", admin=True) as c:
         r = await c.post("/admin/events", json=body)
     if r.status_code != 201:
@@ -138,8 +147,11 @@ async def traffic(settings: Settings, cycle: Cycle, checkouts: int = 3) -> None:
     tt = r.json()["ticket_types"][0]["ticket_type_id"]
     for i in range(checkouts):
         async with client(f"soak-buyer-{i}") as c:
-            r = await c.post("/checkout", json={"items": [{"ticket_type_id": tt, "quantity": 1}]},
-                             headers={"Idempotency-Key": f"soak-{cycle.n}-{i}"})
+            r = await c.post(
+                "/checkout",
+                json={"items": [{"ticket_type_id": tt, "quantity": 1}]},
+                headers={"Idempotency-Key": f"soak-{cycle.n}-{i}"},
+            )
         if r.status_code == 201:
             cycle.traffic_ok += 1
             if i == 0:
@@ -237,14 +249,18 @@ def row(cycles: list[Cycle]) -> str:
     wedges = sum(1 for c in cycles if c.handshake is not None)
     modes = {m: sum(1 for c in cycles if c.mode == m) for m in MODES}
     errors = sum(1 for c in cycles if c.errors)
-    return (f"| {len(cycles):>6} | {wedges:>6} | {last.queues_total!s:>11} | {last.queues_ours!s:>9} | "
-            f"{pct(startups, 0.5):>9.1f} | {max(startups, default=float('nan')):>9.1f} | "
-            f"{modes['graceful']:>4}/{modes['kill-in-start-up']:>4}/{modes['kill-in-traffic']:>4} | "
-            f"{errors:>6} | {statistics.mean(c.seconds for c in cycles):>7.1f} |")
+    return (
+        f"| {len(cycles):>6} | {wedges:>6} | {last.queues_total!s:>11} | {last.queues_ours!s:>9} | "
+        f"{pct(startups, 0.5):>9.1f} | {max(startups, default=float('nan')):>9.1f} | "
+        f"{modes['graceful']:>4}/{modes['kill-in-start-up']:>4}/{modes['kill-in-traffic']:>4} | "
+        f"{errors:>6} | {statistics.mean(c.seconds for c in cycles):>7.1f} |"
+    )
 
 
-HEADER = ("| cycles | wedges | queues left | soak left | start p50 | start max | grace/kill-start/kill-traffic "
-          "| errors | s/cycle |\n|---|---|---|---|---|---|---|---|---|")
+HEADER = (
+    "| cycles | wedges | queues left | soak left | start p50 | start max | grace/kill-start/kill-traffic "
+    "| errors | s/cycle |\n|---|---|---|---|---|---|---|---|---|"
+)
 
 
 async def soak(cycles: int, broker: str, seed: int, out: str | None) -> int:
@@ -288,8 +304,12 @@ async def soak(cycles: int, broker: str, seed: int, out: str | None) -> int:
                 break
     finally:
         if out:
-            record = {"broker": broker, "seed": seed, "date": datetime.now(UTC).isoformat(),
-                      "cycles": [asdict(c) for c in done]}
+            record = {
+                "broker": broker,
+                "seed": seed,
+                "date": datetime.now(UTC).isoformat(),
+                "cycles": [asdict(c) for c in done],
+            }
             await asyncio.to_thread(Path(out).write_text, json.dumps(record, indent=1))
         if node is not None:
             await asyncio.to_thread(node.stop)

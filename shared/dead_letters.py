@@ -23,17 +23,25 @@ def dlq_services() -> list[str]:
 
 
 async def queue_stats(conn: AsyncConnection) -> dict[str, dict[str, Any]]:
-    rows = (await conn.execute(text("""
+    rows = (
+        await conn.execute(
+            text("""
         SELECT service, count(*) AS depth, min(failed_at) AS oldest,
                extract(epoch FROM now() - min(failed_at)) AS oldest_age
           FROM read_api.dead_letters WHERE status = 'dead' GROUP BY service
-    """))).all()
-    return {r.service: {"depth": r.depth, "oldest_failed_at": r.oldest, "oldest_age_seconds": r.oldest_age}
-            for r in rows}
+    """)
+        )
+    ).all()
+    return {
+        r.service: {"depth": r.depth, "oldest_failed_at": r.oldest, "oldest_age_seconds": r.oldest_age} for r in rows
+    }
 
 
 async def groups(conn: AsyncConnection, service: str | None = None) -> list[dict[str, Any]]:
-    rows = (await conn.execute(text("""
+    rows = (
+        (
+            await conn.execute(
+                text("""
         SELECT service, group_key, exception_type, original_queue, routing_key, count(*) AS count,
                min(failed_at) AS first_failed_at, max(failed_at) AS last_failed_at,
                (array_agg(reason ORDER BY id DESC))[1] AS sample_reason
@@ -41,26 +49,45 @@ async def groups(conn: AsyncConnection, service: str | None = None) -> list[dict
          WHERE status = 'dead' AND (CAST(:service AS text) IS NULL OR service = :service)
          GROUP BY service, group_key, exception_type, original_queue, routing_key
          ORDER BY count(*) DESC, min(failed_at)
-    """), {"service": service})).mappings().all()
+    """),
+                {"service": service},
+            )
+        )
+        .mappings()
+        .all()
+    )
     return [dict(r) for r in rows]
 
 
-async def messages(conn: AsyncConnection, service: str | None = None, group: str | None = None,
-                   status: str = "dead", limit: int = 100) -> list[dict[str, Any]]:
-    rows = (await conn.execute(text("""
+async def messages(
+    conn: AsyncConnection, service: str | None = None, group: str | None = None, status: str = "dead", limit: int = 100
+) -> list[dict[str, Any]]:
+    rows = (
+        (
+            await conn.execute(
+                text("""
         SELECT id, service, message_id, original_queue, routing_key, exception_type, group_key, attempts,
                replay_count, left(reason, 300) AS reason, failed_at, status
           FROM read_api.dead_letters
          WHERE (CAST(:service AS text) IS NULL OR service = :service)
            AND (CAST(:grp AS text) IS NULL OR group_key = :grp) AND status = :status
          ORDER BY id LIMIT :limit
-    """), {"service": service, "grp": group, "status": status, "limit": limit})).mappings().all()
+    """),
+                {"service": service, "grp": group, "status": status, "limit": limit},
+            )
+        )
+        .mappings()
+        .all()
+    )
     return [dict(r) for r in rows]
 
 
 async def get(conn: AsyncConnection, dead_letter_id: int) -> dict[str, Any] | None:
-    row = (await conn.execute(text("SELECT * FROM read_api.dead_letters WHERE id = :id"),
-                              {"id": dead_letter_id})).mappings().first()
+    row = (
+        (await conn.execute(text("SELECT * FROM read_api.dead_letters WHERE id = :id"), {"id": dead_letter_id}))
+        .mappings()
+        .first()
+    )
     if row is None:
         return None
     out = dict(row)
@@ -71,17 +98,29 @@ async def get(conn: AsyncConnection, dead_letter_id: int) -> dict[str, Any] | No
         out["body_text"] = body.decode(errors="replace")
     out["death_history"] = out["headers"].get("x-death") or []
     # Every death of this message (a replayed message that failed again is a new row with the same id).
-    history = (await conn.execute(text("""
+    history = (
+        (
+            await conn.execute(
+                text("""
         SELECT id, status, reason, exception_type, attempts, replay_count, failed_at, resolved_at, resolved_by
           FROM read_api.dead_letters WHERE message_id = :mid AND message_id <> '' ORDER BY id
-    """), {"mid": out["message_id"]})).mappings().all()
+    """),
+                {"mid": out["message_id"]},
+            )
+        )
+        .mappings()
+        .all()
+    )
     out["history"] = [dict(h) for h in history]
     return out
 
 
 async def audit_log(conn: AsyncConnection, limit: int = 50) -> list[dict[str, Any]]:
-    rows = (await conn.execute(text("SELECT * FROM read_api.dlq_audit ORDER BY id DESC LIMIT :n"),
-                               {"n": limit})).mappings().all()
+    rows = (
+        (await conn.execute(text("SELECT * FROM read_api.dlq_audit ORDER BY id DESC LIMIT :n"), {"n": limit}))
+        .mappings()
+        .all()
+    )
     return [dict(r) for r in rows]
 
 
@@ -108,8 +147,9 @@ class Selector:
         return "TRUE", {}
 
 
-async def broker_depths(channel_factory: Callable[[], Awaitable[Any]], names: topology.Names,
-                        services: Sequence[str]) -> dict[str, int | None]:
+async def broker_depths(
+    channel_factory: Callable[[], Awaitable[Any]], names: topology.Names, services: Sequence[str]
+) -> dict[str, int | None]:
     """Messages still in each DLQ, not yet moved by the keeper (None: the queue does not exist)."""
     out: dict[str, int | None] = {}
     for service in services:
@@ -125,16 +165,21 @@ async def broker_depths(channel_factory: Callable[[], Awaitable[Any]], names: to
     return out
 
 
-async def overview(conn: AsyncConnection, depths: dict[str, int | None], names: topology.Names
-                   ) -> list[dict[str, Any]]:
+async def overview(conn: AsyncConnection, depths: dict[str, int | None], names: topology.Names) -> list[dict[str, Any]]:
     stats = await queue_stats(conn)
     out = []
     for service in dlq_services():
         s = stats.get(service, {})
-        out.append({
-            "service": service, "queue": names.dlq(service), "depth": int(s.get("depth", 0)),
-            "in_broker": depths.get(service), "oldest_failed_at": s.get("oldest_failed_at"),
-            "oldest_age_seconds": float(s["oldest_age_seconds"]) if s.get("oldest_age_seconds") is not None
-            else None,
-        })
+        out.append(
+            {
+                "service": service,
+                "queue": names.dlq(service),
+                "depth": int(s.get("depth", 0)),
+                "in_broker": depths.get(service),
+                "oldest_failed_at": s.get("oldest_failed_at"),
+                "oldest_age_seconds": float(s["oldest_age_seconds"])
+                if s.get("oldest_age_seconds") is not None
+                else None,
+            }
+        )
     return out

@@ -60,8 +60,11 @@ def metrics_response() -> Response:
 async def serve(app: FastAPI, host: str, port: int) -> uvicorn.Server:
     """Start serving in the background and return the server (set ``should_exit`` to stop it)."""
     # log_config=None: uvicorn's records go through shared.logs' pipeline, not uvicorn's own formatter.
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off",
-                                           access_log=False, log_config=None))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host=host, port=port, log_level="warning", lifespan="off", access_log=False, log_config=None
+        )
+    )
     asyncio.get_running_loop().create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.01)
@@ -75,8 +78,9 @@ async def serve_service_health(
 ) -> uvicorn.Server | None:
     """A consumer service's own /healthz, /readyz and /metrics on ``port`` (0 = none)."""
     # Several replicas may run (`ticketing up --scale`): /metrics says which one this is.
-    shared_metrics.PROCESS.info({"service": service, "replica": os.environ.get("TICKETING_REPLICA", service),
-                          "pid": str(os.getpid())})
+    shared_metrics.PROCESS.info(
+        {"service": service, "replica": os.environ.get("TICKETING_REPLICA", service), "pid": str(os.getpid())}
+    )
     if not port:
         return None
     app = FastAPI(title=f"ticketing {service}")

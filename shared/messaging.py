@@ -135,10 +135,18 @@ class Bus:
                 await self._close_quietly()
                 if once:
                     raise
-                pause = backoff(attempt, self.settings.broker_retry_initial_seconds,
-                                self.settings.broker_retry_max_seconds)
-                log.warning("waiting_for_broker", service=self.service, what="connect, declare, start consumers",
-                            broker=self._where, attempt=attempt + 1, retry_in=round(pause, 2), error=self.last_error)
+                pause = backoff(
+                    attempt, self.settings.broker_retry_initial_seconds, self.settings.broker_retry_max_seconds
+                )
+                log.warning(
+                    "waiting_for_broker",
+                    service=self.service,
+                    what="connect, declare, start consumers",
+                    broker=self._where,
+                    attempt=attempt + 1,
+                    retry_in=round(pause, 2),
+                    error=self.last_error,
+                )
                 attempt += 1
                 if stop is None:
                     await asyncio.sleep(pause)
@@ -166,15 +174,17 @@ class Bus:
             channel = await self._admin.channel()
             await topology.declare_exchange(channel, self.names)
             for service in declare_services:
-                await topology.declare_service(channel, self.names, service, s.delivery_limit,
-                                               max_length=s.work_queue_max_length)
+                await topology.declare_service(
+                    channel, self.names, service, s.delivery_limit, max_length=s.work_queue_max_length
+                )
             if declare is not None:
                 await declare(channel)
             await channel.close()
 
         await asyncio.wait_for(_declare(), timeout=s.broker_operation_timeout_seconds)
-        await asyncio.wait_for(self.broker.start(), timeout=s.broker_connect_timeout_seconds
-                               + s.broker_operation_timeout_seconds)
+        await asyncio.wait_for(
+            self.broker.start(), timeout=s.broker_connect_timeout_seconds + s.broker_operation_timeout_seconds
+        )
 
     async def _close_quietly(self) -> None:
         timeout = self.settings.broker_operation_timeout_seconds
@@ -250,7 +260,10 @@ class Bus:
         self, routing_key: str, model: BaseModel, *, message_id: str, reply_to: str | None = None
     ) -> None:
         await self.publish_raw(
-            encode(model), routing_key, message_id=message_id, reply_to=reply_to,
+            encode(model),
+            routing_key,
+            message_id=message_id,
+            reply_to=reply_to,
             headers={"x-type": type(model).__name__},
         )
 
@@ -260,8 +273,12 @@ class Bus:
             return
         try:
             await self.publish_raw(
-                encode(model), delivery.reply_to, exchange="", message_id=f"reply:{delivery.message_id}",
-                correlation_id=delivery.request_id, persist=False,
+                encode(model),
+                delivery.reply_to,
+                exchange="",
+                message_id=f"reply:{delivery.message_id}",
+                correlation_id=delivery.request_id,
+                persist=False,
             )
         except Exception as exc:  # the requester may be gone; the state is committed either way
             log.warning("reply_failed", reply_to=delivery.reply_to, error=repr(exc))
@@ -294,8 +311,9 @@ class Bus:
         try:
             route = routes.get(routing_key)
             if route is None:
-                await self.dead_letter(wq, queue_name, raw, f"no handler for routing key {routing_key!r}",
-                                       "UnknownRoutingKey")
+                await self.dead_letter(
+                    wq, queue_name, raw, f"no handler for routing key {routing_key!r}", "UnknownRoutingKey"
+                )
                 return
             try:
                 payload = route.model.model_validate_json(raw.body)
@@ -303,9 +321,13 @@ class Bus:
                 await self.dead_letter(wq, queue_name, raw, f"invalid message: {exc}", "ValidationError")
                 return
             delivery = Delivery(
-                message_id=message_id, correlation_id=cid, reply_to=raw.reply_to, request_id=raw.correlation_id,
+                message_id=message_id,
+                correlation_id=cid,
+                reply_to=raw.reply_to,
+                request_id=raw.correlation_id,
                 headers=headers,
-                routing_key=routing_key, redelivered=bool(raw.redelivered),
+                routing_key=routing_key,
+                redelivered=bool(raw.redelivered),
             )
             try:
                 await route.handler(payload, delivery)
@@ -328,14 +350,20 @@ class Bus:
         delay = wq.retry_delays[attempt]
         log.warning("handler_failed_retrying", queue=wq.name, attempt=attempt + 1, delay=delay, error=reason)
         headers.pop("x-death", None)  # our own headers carry the history; avoid dead-letter cycle checks
-        headers.update({
-            "x-attempt": attempt + 1,
-            "x-last-error": reason[:MAX_REASON_CHARS],
-            "x-original-routing-key": headers.get("x-original-routing-key", raw.routing_key or ""),
-        })
+        headers.update(
+            {
+                "x-attempt": attempt + 1,
+                "x-last-error": reason[:MAX_REASON_CHARS],
+                "x-original-routing-key": headers.get("x-original-routing-key", raw.routing_key or ""),
+            }
+        )
         await self.publish_raw(
-            raw.body, self.names.retry_queue(queue_name, delay), exchange="",
-            message_id=raw.message_id or "", headers=headers, correlation_id=raw.correlation_id,
+            raw.body,
+            self.names.retry_queue(queue_name, delay),
+            exchange="",
+            message_id=raw.message_id or "",
+            headers=headers,
+            correlation_id=raw.correlation_id,
             reply_to=raw.reply_to,
         )
         metrics.MESSAGES_RETRIED.labels(queue=wq.name).inc()
@@ -350,20 +378,26 @@ class Bus:
     ) -> None:
         headers = dict(raw.headers or {})
         headers.pop("x-death", None)
-        headers.update({
-            "x-reason": reason[:MAX_REASON_CHARS],
-            "x-exception-type": exception_type,
-            "x-attempts": int(str(headers.get("x-attempt", 0) or 0)) + 1,
-            "x-original-queue": queue_name,
-            "x-original-exchange": headers.get("x-original-exchange", raw.exchange or ""),
-            "x-original-routing-key": headers.get("x-original-routing-key", raw.routing_key or ""),
-            "x-failed-at": datetime.now(UTC).isoformat(),
-        })
+        headers.update(
+            {
+                "x-reason": reason[:MAX_REASON_CHARS],
+                "x-exception-type": exception_type,
+                "x-attempts": int(str(headers.get("x-attempt", 0) or 0)) + 1,
+                "x-original-queue": queue_name,
+                "x-original-exchange": headers.get("x-original-exchange", raw.exchange or ""),
+                "x-original-routing-key": headers.get("x-original-routing-key", raw.routing_key or ""),
+                "x-failed-at": datetime.now(UTC).isoformat(),
+            }
+        )
         if exception_type != "ValidationError":
             headers["x-stack"] = traceback.format_exc(limit=5)[-MAX_REASON_CHARS:]
         log.error("dead_lettered", queue=wq.name, reason=reason[:300], exception_type=exception_type)
         await self.publish_raw(
-            raw.body, self.names.dlq(wq.service), exchange="", message_id=raw.message_id or "",
-            headers=headers, correlation_id=raw.correlation_id,
+            raw.body,
+            self.names.dlq(wq.service),
+            exchange="",
+            message_id=raw.message_id or "",
+            headers=headers,
+            correlation_id=raw.correlation_id,
         )
         metrics.MESSAGES_DEAD_LETTERED.labels(queue=wq.name).inc()

@@ -175,6 +175,10 @@ class OutboxRelay:
         headers = dict(row.headers or {})
         exchange = None if row.exchange == EVENTS_EXCHANGE else row.exchange
         await self.bus.publish_raw(
-            bytes(row.body), row.routing_key, exchange=exchange, message_id=row.message_id,
-            headers=headers, correlation_id=headers.get(logs.CORRELATION_HEADER),
+            bytes(row.body),
+            row.routing_key,
+            exchange=exchange,
+            message_id=row.message_id,
+            headers=headers,
+            correlation_id=headers.get(logs.CORRELATION_HEADER),
         )

@@ -31,16 +31,20 @@ async def fetch_event(conn: AsyncConnection, event_id: UUID) -> tuple[Any, list[
     """An event's row and its ticket types' rows (cheapest first, with ``available``), from the views."""
     event = (
         await conn.execute(
-            text("SELECT id, title, venue, city, starts_at, description, hold_seconds, updated_at "
-                 "FROM read_api.events WHERE id = :id"),
+            text(
+                "SELECT id, title, venue, city, starts_at, description, hold_seconds, updated_at "
+                "FROM read_api.events WHERE id = :id"
+            ),
             {"id": event_id},
         )
     ).first()
     if event is None:
         return None
     types = await conn.execute(
-        text("SELECT id, name, price, capacity, per_user_limit, available FROM read_api.ticket_types "
-             "WHERE event_id = :id ORDER BY price, name"),
+        text(
+            "SELECT id, name, price, capacity, per_user_limit, available FROM read_api.ticket_types "
+            "WHERE event_id = :id ORDER BY price, name"
+        ),
         {"id": event_id},
     )
     return event, list(types)

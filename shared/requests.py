@@ -42,9 +42,11 @@ class Requester:
         self._waiting[request_id] = future
         try:
             await self.bus.publish_raw(
-                command.model_dump_json().encode(), envelopes.routing_key(command),
+                command.model_dump_json().encode(),
+                envelopes.routing_key(command),
                 message_id=envelopes.message_id(command),
-                correlation_id=request_id, reply_to=self.reply_queue,
+                correlation_id=request_id,
+                reply_to=self.reply_queue,
                 mandatory=True,  # a command no queue takes must fail here (503), not vanish
                 headers={"x-type": type(command).__name__},
             )

@@ -95,8 +95,9 @@ MAILER_RETRY_DELAYS: tuple[int, ...] = (5, 30, 120, 600)
 
 
 def mailer_notifications(retry_delays: tuple[int, ...] = MAILER_RETRY_DELAYS) -> WorkQueue:
-    return WorkQueue("mailer", "mailer.notifications", (ORDER_PAID, ORDER_EXPIRED, ORDER_REFUNDED),
-                     retry_delays=tuple(retry_delays))
+    return WorkQueue(
+        "mailer", "mailer.notifications", (ORDER_PAID, ORDER_EXPIRED, ORDER_REFUNDED), retry_delays=tuple(retry_delays)
+    )
 
 
 MAILER_NOTIFICATIONS = mailer_notifications()
@@ -164,7 +165,10 @@ async def declare_dlq(channel: AbstractChannel, names: Names, service: str) -> N
 
 
 async def declare_service(
-    channel: AbstractChannel, names: Names, service: str, delivery_limit: int,
+    channel: AbstractChannel,
+    names: Names,
+    service: str,
+    delivery_limit: int,
     queues: tuple[WorkQueue, ...] | None = None,
     max_length: int = 0,
 ) -> None:

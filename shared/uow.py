@@ -39,8 +39,9 @@ class UnitOfWork:
         self.bind(self._conn)
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         conn, self._conn = self._conn, None
         if conn is None:
             return
@@ -62,8 +63,9 @@ class UnitOfWork:
     def emit(self, events: Iterable[Message], correlation_id: str = "") -> None:
         """Publish these events if, and only if, this unit of work commits."""
         for event in events:
-            self._outgoing.append(Outgoing.event(envelopes.routing_key(event), event, envelopes.message_id(event),
-                                                 correlation_id))
+            self._outgoing.append(
+                Outgoing.event(envelopes.routing_key(event), event, envelopes.message_id(event), correlation_id)
+            )
 
     def send(self, queue: str, message: Message, correlation_id: str = "") -> None:
         """Put a message straight on a queue (a delay queue) on commit."""

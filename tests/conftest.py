@@ -83,8 +83,15 @@ async def stack(server_settings: Settings, request: pytest.FixtureRequest) -> As
     dsn = make_url(settings.database_url).set(drivername="postgresql").render_as_string(hide_password=False)
     db = await asyncpg.create_pool(dsn, min_size=1, max_size=5)
     amqp = await aio_pika.connect_robust(settings.rabbitmq_url, timeout=10)
-    s = Stack(env=env, settings=settings, base_url=f"http://127.0.0.1:{settings.gateway_port}", db=db, amqp=amqp,
-              supervisor=supervisor, smtp=smtp)
+    s = Stack(
+        env=env,
+        settings=settings,
+        base_url=f"http://127.0.0.1:{settings.gateway_port}",
+        db=db,
+        amqp=amqp,
+        supervisor=supervisor,
+        smtp=smtp,
+    )
     try:
         await s.wait_ready()
         yield s

@@ -57,8 +57,9 @@ async def check_servers(settings: Settings) -> list[str]:
         conn = await asyncpg.connect(url.render_as_string(hide_password=False), timeout=5)
         await conn.close()
     except Exception as exc:
-        missing.append(f"PostgreSQL at {url.host}:{url.port} ({type(exc).__name__}); "
-                       f"start it: {START_HINTS['PostgreSQL']}")
+        missing.append(
+            f"PostgreSQL at {url.host}:{url.port} ({type(exc).__name__}); start it: {START_HINTS['PostgreSQL']}"
+        )
     try:
         r = aioredis.from_url(settings.redis_url)
         await r.ping()
@@ -69,8 +70,9 @@ async def check_servers(settings: Settings) -> list[str]:
         conn2 = await aio_pika.connect(settings.rabbitmq_url, timeout=5)
         await conn2.close()
     except Exception as exc:
-        missing.append(f"RabbitMQ at {settings.rabbitmq_url} ({type(exc).__name__}); "
-                       f"start it: {START_HINTS['RabbitMQ']}")
+        missing.append(
+            f"RabbitMQ at {settings.rabbitmq_url} ({type(exc).__name__}); start it: {START_HINTS['RabbitMQ']}"
+        )
     return missing
 
 
@@ -78,16 +80,18 @@ async def check_servers(settings: Settings) -> list[str]:
 BROKER_CHECK_SECONDS = float(os.environ.get("TICKETING_TEST_BROKER_CHECK_SECONDS", "10"))
 
 
-def own_broker_if_sick(settings: Settings, resources: contextlib.ExitStack,
-                       say: Callable[[str], None]) -> str | None:
+def own_broker_if_sick(settings: Settings, resources: contextlib.ExitStack, say: Callable[[str], None]) -> str | None:
     """If the configured broker does not complete an AMQP handshake in BROKER_CHECK_SECONDS (down, or wedged:
     TCP accepted and no ``Connection.Start``), start a RabbitMQ node of the run's own, stopped when
     ``resources`` closes, and return its URL. ``TICKETING_TEST_OWN_BROKER=1`` asks for one regardless."""
     forced = os.environ.get("TICKETING_TEST_OWN_BROKER", "") == "1"
     # In a thread: this runs before the session's event loop, which asyncio.run must not disturb.
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        why = "asked for (TICKETING_TEST_OWN_BROKER=1)" if forced else pool.submit(
-            broker_node.handshake_ok, settings.rabbitmq_url, BROKER_CHECK_SECONDS).result()
+        why = (
+            "asked for (TICKETING_TEST_OWN_BROKER=1)"
+            if forced
+            else pool.submit(broker_node.handshake_ok, settings.rabbitmq_url, BROKER_CHECK_SECONDS).result()
+        )
     if why is None:
         return None
     node = broker_node.BrokerNode.create("ticketing-test")
@@ -95,8 +99,10 @@ def own_broker_if_sick(settings: Settings, resources: contextlib.ExitStack,
     resources.callback(node.stop)
     limit = node.check_fd_limit()
     where = urlsplit(settings.rabbitmq_url)
-    say(f"RabbitMQ at {where.hostname}:{where.port or 5672}: {why}; this run uses "
-        f"its own node {node.name} on port {node.port} (open-file limit {limit}, data {node.base})")
+    say(
+        f"RabbitMQ at {where.hostname}:{where.port or 5672}: {why}; this run uses "
+        f"its own node {node.name} on port {node.port} (open-file limit {limit}, data {node.base})"
+    )
     return node.url
 
 
@@ -150,8 +156,9 @@ def run_environment(base: Settings) -> dict[str, str]:
     }
 
 
-async def eventually(probe: Callable[[], Awaitable[T]], *, timeout: float = 15.0, interval: float = 0.05,
-                     what: str = "condition") -> T:
+async def eventually(
+    probe: Callable[[], Awaitable[T]], *, timeout: float = 15.0, interval: float = 0.05, what: str = "condition"
+) -> T:
     """Poll ``probe`` until it returns a truthy value (returned) or the deadline passes (fails)."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -182,15 +189,28 @@ class Stack:
 
     def client(self, user: str = "buyer", admin: bool = False, **kw: Any) -> httpx.AsyncClient:
         return httpx.AsyncClient(
-            base_url=self.base_url, headers={"Authorization": f"Bearer {self.token(user, admin)}"},
-            timeout=60, **kw,
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {self.token(user, admin)}"},
+            timeout=60,
+            **kw,
         )
 
-    async def create_event(self, *, capacity: int = 100, per_user_limit: int = 10, hold_seconds: int = 900,
-                           price: int = 100_000, title: str = "Flash sale", extra_types: int = 0) -> dict[str, Any]:
+    async def create_event(
+        self,
+        *,
+        capacity: int = 100,
+        per_user_limit: int = 10,
+        hold_seconds: int = 900,
+        price: int = 100_000,
+        title: str = "Flash sale",
+        extra_types: int = 0,
+    ) -> dict[str, Any]:
         body = {
-            "title": title, "venue": "Nhà hát Lớn", "city": "Hà Nội",
-            "starts_at": "2030-01-01T20:00:00+07:00", "hold_seconds": hold_seconds,
+            "title": title,
+            "venue": "Nhà hát Lớn",
+            "city": "Hà Nội",
+            "starts_at": "2030-01-01T20:00:00+07:00",
+            "hold_seconds": hold_seconds,
             "ticket_types": [
                 {"name": f"Type {i}", "price": price, "capacity": capacity, "per_user_limit": per_user_limit}
                 for i in range(1 + extra_types)
@@ -223,10 +243,15 @@ class Stack:
 
     async def wait_ready(self, timeout: float = 60.0, services: tuple[str, ...] | None = None) -> None:
         """Until every service (or those named) answers /readyz 200; fails naming who is not ready and why."""
-        ports = {"gateway": self.settings.gateway_port, "inventory": self.settings.inventory_port,
-                 "payment": self.settings.payment_port, "paysim": self.settings.paysim_port,
-                 "mailer": self.settings.mailer_port, "ops": self.settings.ops_port,
-                 "search": self.settings.search_port}
+        ports = {
+            "gateway": self.settings.gateway_port,
+            "inventory": self.settings.inventory_port,
+            "payment": self.settings.payment_port,
+            "paysim": self.settings.paysim_port,
+            "mailer": self.settings.mailer_port,
+            "ops": self.settings.ops_port,
+            "search": self.settings.search_port,
+        }
         if services is not None:
             ports = {name: port for name, port in ports.items() if name in services}
 
@@ -269,6 +294,8 @@ class Stack:
         name the topology knows (a remote broker cannot be listed without its management API)."""
         mailer_queue = mailer_notifications(tuple(self.settings.mailer_retry_delays))
         await broker_node.delete_prefix(
-            self.settings.rabbitmq_url, self.settings.prefix,
-            all_queue_names(self.names, hold_seconds, extra=(mailer_queue,)), [self.names.events_exchange],
+            self.settings.rabbitmq_url,
+            self.settings.prefix,
+            all_queue_names(self.names, hold_seconds, extra=(mailer_queue,)),
+            [self.names.events_exchange],
         )

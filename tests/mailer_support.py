@@ -20,13 +20,22 @@ def paid_order(recipient: str, *, locale: str = "vi", tickets: int = 2) -> Order
     tt = uuid.uuid4()
     order_id = uuid.uuid4()
     return OrderPaid(
-        order_id=order_id, user_id="buyer", user_email=recipient, locale=locale, event_id=uuid.uuid4(),
-        event_title="Hòa nhạc Mùa Thu", venue="Nhà hát Lớn", city="Hà Nội",
+        order_id=order_id,
+        user_id="buyer",
+        user_email=recipient,
+        locale=locale,
+        event_id=uuid.uuid4(),
+        event_title="Hòa nhạc Mùa Thu",
+        venue="Nhà hát Lớn",
+        city="Hà Nội",
         starts_at=datetime.now(UTC) + timedelta(days=30),
-        items=[PricedLine(ticket_type_id=tt, quantity=tickets, unit_price=250_000)], total=250_000 * tickets,
+        items=[PricedLine(ticket_type_id=tt, quantity=tickets, unit_price=250_000)],
+        total=250_000 * tickets,
         paid_at=datetime.now(UTC),
-        tickets=[IssuedTicket(code=f"TK-{order_id.hex[:8].upper()}-{i}", ticket_type_id=tt,
-                              ticket_type_name="Hạng A") for i in range(tickets)],
+        tickets=[
+            IssuedTicket(code=f"TK-{order_id.hex[:8].upper()}-{i}", ticket_type_id=tt, ticket_type_name="Hạng A")
+            for i in range(tickets)
+        ],
     )
 
 
@@ -34,14 +43,26 @@ def recipient(tag: str) -> str:
     return f"{tag}-{uuid.uuid4().hex[:8]}@example.com"
 
 
-async def publish(stack: Stack, routing_key: str, body: bytes | BaseModel, message_id: str, *,
-                  queue: str | None = None, headers: dict[str, Any] | None = None) -> None:
+async def publish(
+    stack: Stack,
+    routing_key: str,
+    body: bytes | BaseModel,
+    message_id: str,
+    *,
+    queue: str | None = None,
+    headers: dict[str, Any] | None = None,
+) -> None:
     """Publish with a confirm to the events exchange (as inventory would), or straight to a queue."""
     data = body.model_dump_json().encode() if isinstance(body, BaseModel) else body
     channel = await stack.amqp.channel(publisher_confirms=True)
     try:
-        message = aio_pika.Message(data, message_id=message_id, content_type="application/json",
-                                   delivery_mode=aio_pika.DeliveryMode.PERSISTENT, headers=headers or {})
+        message = aio_pika.Message(
+            data,
+            message_id=message_id,
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            headers=headers or {},
+        )
         if queue is None:
             exchange = await channel.get_exchange(stack.names.events_exchange)
             await exchange.publish(message, routing_key=routing_key)
@@ -58,15 +79,21 @@ async def email_row(stack: Stack, order_id: uuid.UUID, kind: str = "paid") -> An
 async def dead_letters(stack: Stack, message_id: str, status: str | None = None) -> list[Any]:
     return await stack.db.fetch(
         "SELECT * FROM ops.dead_letters WHERE message_id = $1 AND ($2::text IS NULL OR status = $2) ORDER BY id",
-        message_id, status,
+        message_id,
+        status,
     )
 
 
 async def cli(stack: Stack, *args: str) -> Any:
     """Run `ticketing ...` as a real process against this run's database and broker; parse its --json output."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ticketing.cli", *args, env=stack.env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "ticketing.cli",
+        *args,
+        env=stack.env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await proc.communicate()
     assert proc.returncode == 0, f"ticketing {' '.join(args)} failed ({proc.returncode}): {err.decode()}"

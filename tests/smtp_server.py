@@ -25,8 +25,11 @@ class Received:
 
     @property
     def images(self) -> list[tuple[str, bytes]]:
-        return [(str(p.get("Content-ID", "")), p.get_content())  # type: ignore[attr-defined]
-                for p in self.message.walk() if p.get_content_maintype() == "image"]
+        return [
+            (str(p.get("Content-ID", "")), p.get_content())  # type: ignore[attr-defined]
+            for p in self.message.walk()
+            if p.get_content_maintype() == "image"
+        ]
 
 
 class ScriptedHandler:

@@ -41,9 +41,13 @@ def migrate_cmd() -> None:
 
 @main.command()
 @click.option("--no-migrate", is_flag=True, help="Skip the migrations (they are applied by default).")
-@click.option("--scale", "scale_spec", default="", metavar="SERVICE=N,...",
-              help="Processes per service, e.g. inventory=2,gateway=2 (competing consumers; the gateways share "
-                   "the API port).")
+@click.option(
+    "--scale",
+    "scale_spec",
+    default="",
+    metavar="SERVICE=N,...",
+    help="Processes per service, e.g. inventory=2,gateway=2 (competing consumers; the gateways share the API port).",
+)
 def up(no_migrate: bool, scale_spec: str) -> None:
     """Start every service as its own process; runs until Ctrl-C."""
     from ticketing.supervisor import Supervisor, parse_scale
@@ -57,8 +61,7 @@ def up(no_migrate: bool, scale_spec: str) -> None:
     settings = get_settings()
     sup = Supervisor(scale=scale)
     sup.start()
-    click.echo(f"ticketing is up: http://{settings.gateway_host}:{settings.gateway_port}/docs (Ctrl-C stops)",
-               err=True)
+    click.echo(f"ticketing is up: http://{settings.gateway_host}:{settings.gateway_port}/docs (Ctrl-C stops)", err=True)
     if scale:
         click.echo("processes: " + ", ".join(name for s in sup.services for name in sup.replicas(s)), err=True)
     stop = [False]

@@ -121,7 +121,10 @@ class Supervisor:
         service, _ = self._service_of(name)
         out = subprocess.DEVNULL if self.quiet else None
         self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", f"services.{service}"], env=self.process_env(name), stdout=out, stderr=out,
+            [sys.executable, "-m", f"services.{service}"],
+            env=self.process_env(name),
+            stdout=out,
+            stderr=out,
         )
 
     def stop_service(self, name: str, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:

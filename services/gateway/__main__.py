@@ -23,13 +23,16 @@ def listening_socket(settings: Settings) -> socket.socket:
 
 if __name__ == "__main__":
     settings = get_settings()
-    metrics.PROCESS.info({"service": "gateway", "replica": os.environ.get("TICKETING_REPLICA", "gateway"),
-                          "pid": str(os.getpid())})
+    metrics.PROCESS.info(
+        {"service": "gateway", "replica": os.environ.get("TICKETING_REPLICA", "gateway"), "pid": str(os.getpid())}
+    )
     config = uvicorn.Config(
         create_app(settings),
         # Logging stays as shared.logs configured it (JSON when asked); the gateway's own access log
         # (services/gateway/observability.py) replaces uvicorn's, which has no correlation id.
-        log_level="warning", access_log=False, log_config=None,
+        log_level="warning",
+        access_log=False,
+        log_config=None,
         # Longer than the usual client/load-balancer idle timeout, so the server is not the side that
         # closes an idle keep-alive connection while a request is being sent on it.
         timeout_keep_alive=75,

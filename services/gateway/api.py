@@ -65,8 +65,14 @@ def _state(request: Request) -> Any:
 
 def order_out(view: OrderView, payment_url: str | None = None) -> OrderOut:
     return OrderOut(
-        order_id=view.order_id, status=view.status, total=view.total, items=view.items,
-        expires_at=view.expires_at, reason=view.reason, detail=view.detail, created_at=view.created_at,
+        order_id=view.order_id,
+        status=view.status,
+        total=view.total,
+        items=view.items,
+        expires_at=view.expires_at,
+        reason=view.reason,
+        detail=view.detail,
+        created_at=view.created_at,
         payment_url=payment_url,
     )
 
@@ -85,8 +91,14 @@ async def _order_response(request: Request, view: OrderView, just_held: bool = F
     """The order as the buyer sees it: 201 while held, 200 otherwise; a rejection as its problem."""
     if view.status is OrderStatus.REJECTED:
         reason = view.reason or "invalid_order"
-        raise Problem(rejection_status(reason), REJECTION_TITLES.get(reason, "Rejected"), view.detail or reason,
-                      reason.replace("_", "-"), order_id=str(view.order_id), reason=reason)
+        raise Problem(
+            rejection_status(reason),
+            REJECTION_TITLES.get(reason, "Rejected"),
+            view.detail or reason,
+            reason.replace("_", "-"),
+            order_id=str(view.order_id),
+            reason=reason,
+        )
     status = 201 if view.status is OrderStatus.PENDING else 200
     payment_url = await payments_api.payment_url_for(request, view, just_held=just_held)
     return JSONResponse(order_out(view, payment_url).model_dump(mode="json"), status_code=status)
@@ -99,8 +111,9 @@ async def _command(request: Request, command: Message, reply: type[ReplyT]) -> R
             command, reply, timeout=state.settings.checkout_wait_seconds
         )
     except Exception as exc:  # the broker refused or is unreachable: nothing was accepted
-        problem = Problem(503, "Service unavailable", f"could not queue the request: {type(exc).__name__}",
-                          "unavailable")
+        problem = Problem(
+            503, "Service unavailable", f"could not queue the request: {type(exc).__name__}", "unavailable"
+        )
         problem.headers["Retry-After"] = str(state.settings.checkout_retry_after_seconds)
         raise problem from exc
 
@@ -109,8 +122,14 @@ async def _command(request: Request, command: Message, reply: type[ReplyT]) -> R
     "/checkout",
     status_code=201,
     response_model=OrderOut,
-    responses={200: {"model": OrderOut}, 202: {"model": AcceptedOut}, 409: _PROBLEM, 422: _PROBLEM,
-               429: _PROBLEM, 503: _PROBLEM},
+    responses={
+        200: {"model": OrderOut},
+        202: {"model": AcceptedOut},
+        409: _PROBLEM,
+        422: _PROBLEM,
+        429: _PROBLEM,
+        503: _PROBLEM,
+    },
     tags=["orders"],
     summary="Hold tickets for the buyer (all items or none)",
     dependencies=[Depends(RateLimit(ratelimit.CHECKOUT))],
@@ -129,17 +148,26 @@ async def checkout(
         if found is not None:
             view, previous_hash = found
             if previous_hash != digest:
-                raise Problem(422, "Idempotency-Key reuse", "this Idempotency-Key was used with a different request",
-                              "idempotency-key-reuse", order_id=str(order_id))
+                raise Problem(
+                    422,
+                    "Idempotency-Key reuse",
+                    "this Idempotency-Key was used with a different request",
+                    "idempotency-key-reuse",
+                    order_id=str(order_id),
+                )
             return await _order_response(request, view)
     else:
         order_id = uuid.uuid4()
     gone = state.sold_out.closed_for(i.ticket_type_id for i in body.items)
     if gone is not None:  # inventory said it has none left: refuse without the round trip (soldout.py)
-        raise Problem(409, REJECTION_TITLES["sold_out"], "sold out", "sold-out", reason="sold_out",
-                      ticket_type_id=str(gone))
+        raise Problem(
+            409, REJECTION_TITLES["sold_out"], "sold out", "sold-out", reason="sold_out", ticket_type_id=str(gone)
+        )
     cmd = CheckoutRequested(
-        order_id=order_id, user_id=user.id, user_email=user.email, locale=user.locale,
+        order_id=order_id,
+        user_id=user.id,
+        user_email=user.email,
+        locale=user.locale,
         items=[OrderLine(ticket_type_id=i.ticket_type_id, quantity=i.quantity) for i in body.items],
         request_hash=digest,
     )
@@ -148,11 +176,19 @@ async def checkout(
         state.sold_out.close(decided.sold_out)
     if decided is None:
         await _remember_requested(request, order_id, user)
-        return JSONResponse(AcceptedOut(order_id=order_id).model_dump(mode="json"), status_code=202,
-                            headers={"Location": f"/orders/{order_id}"})
+        return JSONResponse(
+            AcceptedOut(order_id=order_id).model_dump(mode="json"),
+            status_code=202,
+            headers={"Location": f"/orders/{order_id}"},
+        )
     if decided.outcome is CheckoutOutcome.KEY_REUSED:
-        raise Problem(422, "Idempotency-Key reuse", "this Idempotency-Key was used with a different request",
-                      "idempotency-key-reuse", order_id=str(order_id))
+        raise Problem(
+            422,
+            "Idempotency-Key reuse",
+            "this Idempotency-Key was used with a different request",
+            "idempotency-key-reuse",
+            order_id=str(order_id),
+        )
     return await _order_response(request, decided.order, just_held=decided.created)
 
 
@@ -167,8 +203,13 @@ _ORDERS_LIMIT = [Depends(RateLimit(ratelimit.ORDERS))]
 _CATALOG_LIMIT = [Depends(RateLimit(ratelimit.CATALOG))]
 
 
-@router.get("/orders/{order_id}", response_model=OrderOut, responses={404: _PROBLEM, 429: _PROBLEM},
-            tags=["orders"], dependencies=_ORDERS_LIMIT)
+@router.get(
+    "/orders/{order_id}",
+    response_model=OrderOut,
+    responses={404: _PROBLEM, 429: _PROBLEM},
+    tags=["orders"],
+    dependencies=_ORDERS_LIMIT,
+)
 async def get_order(order_id: UUID, request: Request, user: CurrentUser) -> Response:
     state = _state(request)
     found = await reads.get_order(state.engine, order_id)
@@ -187,29 +228,43 @@ async def get_order(order_id: UUID, request: Request, user: CurrentUser) -> Resp
     raise Problem(404, "Not found", "no such order", "not-found")
 
 
-@router.post("/orders/{order_id}/cancel", response_model=OrderOut,
-             responses={202: {"model": AcceptedOut}, 404: _PROBLEM, 409: _PROBLEM, 429: _PROBLEM}, tags=["orders"],
-             dependencies=_ORDERS_LIMIT)
+@router.post(
+    "/orders/{order_id}/cancel",
+    response_model=OrderOut,
+    responses={202: {"model": AcceptedOut}, 404: _PROBLEM, 409: _PROBLEM, 429: _PROBLEM},
+    tags=["orders"],
+    dependencies=_ORDERS_LIMIT,
+)
 async def cancel_order(order_id: UUID, request: Request, user: CurrentUser) -> Response:
     cmd = CancelOrder(order_id=order_id, user_id=user.id, is_admin=user.is_admin)
     answered = await _command(request, cmd, CancelAnswered)
     if answered is None:
-        return JSONResponse(AcceptedOut(order_id=order_id, detail="cancel queued").model_dump(mode="json"),
-                            status_code=202)
+        return JSONResponse(
+            AcceptedOut(order_id=order_id, detail="cancel queued").model_dump(mode="json"), status_code=202
+        )
     if answered.outcome is CancelOutcome.NOT_FOUND:
         raise Problem(404, "Cannot cancel", "order not found", "not-found")
     assert answered.order is not None
     if answered.outcome is CancelOutcome.NOT_PENDING:
-        raise Problem(409, "Cannot cancel", f"order is {answered.order.status.value}; only a PENDING order can be "
-                      "cancelled", "conflict")
+        raise Problem(
+            409,
+            "Cannot cancel",
+            f"order is {answered.order.status.value}; only a PENDING order can be cancelled",
+            "conflict",
+        )
     return JSONResponse(order_out(answered.order).model_dump(mode="json"))
 
 
 # --- catalog ---------------------------------------------------------------------------------------
 
 
-@router.get("/events", response_model=list[EventSummary], responses={429: _PROBLEM, 503: _PROBLEM}, tags=["catalog"],
-            dependencies=_CATALOG_LIMIT)
+@router.get(
+    "/events",
+    response_model=list[EventSummary],
+    responses={429: _PROBLEM, 503: _PROBLEM},
+    tags=["catalog"],
+    dependencies=_CATALOG_LIMIT,
+)
 async def list_events(
     request: Request,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -217,12 +272,27 @@ async def list_events(
 ) -> list[EventSummary]:
     # Written through: the search index's upcoming-events order is updated on every catalog change.
     docs = await search_api.upcoming(request, offset, limit)
-    return [EventSummary(event_id=UUID(d.event_id), title=d.title, venue=d.venue, city=d.city, starts_at=d.starts_at,
-                         lowest_price=d.lowest_price, available=d.available) for d in docs]
+    return [
+        EventSummary(
+            event_id=UUID(d.event_id),
+            title=d.title,
+            venue=d.venue,
+            city=d.city,
+            starts_at=d.starts_at,
+            lowest_price=d.lowest_price,
+            available=d.available,
+        )
+        for d in docs
+    ]
 
 
-@router.get("/events/{event_id}", response_model=EventOut, responses={404: _PROBLEM, 429: _PROBLEM},
-            tags=["catalog"], dependencies=_CATALOG_LIMIT)
+@router.get(
+    "/events/{event_id}",
+    response_model=EventOut,
+    responses={404: _PROBLEM, 429: _PROBLEM},
+    tags=["catalog"],
+    dependencies=_CATALOG_LIMIT,
+)
 async def get_event(event_id: UUID, request: Request) -> EventOut:
     # Cache-aside (TTL, invalidated on change, one rebuild at a time); availability from the brief cache.
     engine = _state(request).engine
@@ -241,8 +311,13 @@ async def get_event(event_id: UUID, request: Request) -> EventOut:
 
 
 def _new_ticket_type(t: TicketTypeIn, ticket_type_id: UUID | None = None) -> NewTicketType:
-    return NewTicketType(ticket_type_id=ticket_type_id or uuid.uuid4(), name=t.name, price=t.price,
-                         capacity=t.capacity, per_user_limit=t.per_user_limit)
+    return NewTicketType(
+        ticket_type_id=ticket_type_id or uuid.uuid4(),
+        name=t.name,
+        price=t.price,
+        capacity=t.capacity,
+        per_user_limit=t.per_user_limit,
+    )
 
 
 def _keyed_ticket_type_id(event_id: UUID, index: int) -> UUID:
@@ -257,16 +332,28 @@ def _same_event(stored: EventOut, body: EventIn) -> bool:
     any_keyed = {_keyed_ticket_type_id(stored.event_id, i) for i in range(EventIn.MAX_TICKET_TYPES)}
     created = {t.ticket_type_id: t for t in stored.ticket_types if t.ticket_type_id in any_keyed}
     if (stored.title, stored.venue, stored.city, stored.starts_at, stored.description, stored.hold_seconds) != (
-            body.title, body.venue, body.city, body.starts_at, body.description, body.hold_seconds):
+        body.title,
+        body.venue,
+        body.city,
+        body.starts_at,
+        body.description,
+        body.hold_seconds,
+    ):
         return False
     return created.keys() == keyed.keys() and all(
         (c.name, c.price, c.capacity, c.per_user_limit) == (b.name, b.price, b.capacity, b.per_user_limit)
-        for tid, b in keyed.items() for c in [created[tid]]
+        for tid, b in keyed.items()
+        for c in [created[tid]]
     )
 
 
-@router.post("/admin/events", status_code=201, response_model=search_api.EventWritten,
-             responses={401: _PROBLEM, 403: _PROBLEM, 422: _PROBLEM, 503: _PROBLEM}, tags=["admin"])
+@router.post(
+    "/admin/events",
+    status_code=201,
+    response_model=search_api.EventWritten,
+    responses={401: _PROBLEM, 403: _PROBLEM, 422: _PROBLEM, 503: _PROBLEM},
+    tags=["admin"],
+)
 async def create_event(
     body: EventIn,
     request: Request,
@@ -280,37 +367,59 @@ async def create_event(
         event_id = uuid.uuid4()
         types = [_new_ticket_type(t) for t in body.ticket_types]
     cmd = CreateEvent(
-        event_id=event_id, title=body.title, venue=body.venue, city=body.city, starts_at=body.starts_at,
-        description=body.description, hold_seconds=body.hold_seconds, ticket_types=types,
+        event_id=event_id,
+        title=body.title,
+        venue=body.venue,
+        city=body.city,
+        starts_at=body.starts_at,
+        description=body.description,
+        hold_seconds=body.hold_seconds,
+        ticket_types=types,
     )
     changed = await _command(request, cmd, CatalogChanged)
     if idempotency_key and changed is not None and changed.outcome is not CatalogOutcome.EVENT_NOT_FOUND:
         # Checked after the command, not before: two racing requests under one key both see the winner here.
         stored = await reads.get_event(_state(request).engine, event_id)
         if stored is not None and not _same_event(stored, body):
-            raise Problem(422, "Idempotency-Key reuse", "this Idempotency-Key was used with a different request",
-                          "idempotency-key-reuse", event_id=str(event_id))
+            raise Problem(
+                422,
+                "Idempotency-Key reuse",
+                "this Idempotency-Key was used with a different request",
+                "idempotency-key-reuse",
+                event_id=str(event_id),
+            )
     return await _catalog_response(request, changed, event_id)
 
 
-@router.post("/admin/events/{event_id}/ticket-types", status_code=201,
-             response_model=search_api.TicketTypeWritten,
-             responses={401: _PROBLEM, 403: _PROBLEM, 404: _PROBLEM, 503: _PROBLEM}, tags=["admin"])
+@router.post(
+    "/admin/events/{event_id}/ticket-types",
+    status_code=201,
+    response_model=search_api.TicketTypeWritten,
+    responses={401: _PROBLEM, 403: _PROBLEM, 404: _PROBLEM, 503: _PROBLEM},
+    tags=["admin"],
+)
 async def add_ticket_type(event_id: UUID, body: TicketTypeIn, request: Request, admin: AdminUser) -> Response:
     new = _new_ticket_type(body)
     cmd = AddTicketType(event_id=event_id, ticket_type=new)
     changed = await _command(request, cmd, CatalogChanged)
     if changed is not None and changed.outcome is CatalogOutcome.CREATED:
-        out = TicketTypeOut(ticket_type_id=new.ticket_type_id, name=new.name, price=new.price,
-                            capacity=new.capacity, per_user_limit=new.per_user_limit, available=new.capacity)
+        out = TicketTypeOut(
+            ticket_type_id=new.ticket_type_id,
+            name=new.name,
+            price=new.price,
+            capacity=new.capacity,
+            per_user_limit=new.per_user_limit,
+            available=new.capacity,
+        )
         return await search_api.after_catalog_change(request, event_id, out.model_dump(mode="json"), 201)
     return await _catalog_response(request, changed, event_id)
 
 
 async def _catalog_response(request: Request, changed: CatalogChanged | None, event_id: UUID) -> Response:
     if changed is None:
-        raise Problem(504, "Timed out", "the catalog change is queued but not confirmed yet", "timeout",
-                      event_id=str(event_id))
+        raise Problem(
+            504, "Timed out", "the catalog change is queued but not confirmed yet", "timeout", event_id=str(event_id)
+        )
     if changed.outcome is CatalogOutcome.EVENT_NOT_FOUND:
         raise Problem(404, "Refused", "event not found", "not-found")
     event = await reads.get_event(_state(request).engine, event_id)

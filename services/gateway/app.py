@@ -111,11 +111,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # Anonymous callers get a bare status from /readyz (its failures name internal hosts and ports); admins
     # get the details. /metrics on this public port is for admins only (Prometheus sends a bearer token).
-    app.include_router(health.health_router({
-        "database": runtime.database_check(engine),
-        "rabbitmq": runtime.broker_check(bus),
-        "redis": redis_check,
-    }, show_details=is_admin, metrics=False), dependencies=[Depends(RateLimit(ratelimit.HEALTH))])
+    app.include_router(
+        health.health_router(
+            {
+                "database": runtime.database_check(engine),
+                "rabbitmq": runtime.broker_check(bus),
+                "redis": redis_check,
+            },
+            show_details=is_admin,
+            metrics=False,
+        ),
+        dependencies=[Depends(RateLimit(ratelimit.HEALTH))],
+    )
 
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics (admin bearer token required)")
     async def metrics(admin: auth.AdminUser) -> Response:

@@ -29,11 +29,19 @@ class User:
         return ADMIN in self.roles
 
 
-def issue_token(settings: Settings, sub: str, email: str, roles: list[str], ttl_seconds: int = 86_400,
-                locale: str = "vi") -> str:
+def issue_token(
+    settings: Settings, sub: str, email: str, roles: list[str], ttl_seconds: int = 86_400, locale: str = "vi"
+) -> str:
     now = int(time.time())
-    claims = {"sub": sub, "email": email, "roles": roles, "locale": locale, "iat": now,
-              "exp": now + ttl_seconds, "iss": settings.jwt_issuer}
+    claims = {
+        "sub": sub,
+        "email": email,
+        "roles": roles,
+        "locale": locale,
+        "iat": now,
+        "exp": now + ttl_seconds,
+        "iss": settings.jwt_issuer,
+    }
     return jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm="HS256")
 
 
@@ -61,8 +69,12 @@ def decode_token(settings: Settings, token: str) -> User:
     required = ["sub", "exp", *(["aud"] if audience else [])]
     try:
         claims = jwt.decode(
-            token, settings.jwt_secret.get_secret_value(), algorithms=["HS256"],
-            issuer=settings.jwt_issuer, audience=audience, options={"require": required},
+            token,
+            settings.jwt_secret.get_secret_value(),
+            algorithms=["HS256"],
+            issuer=settings.jwt_issuer,
+            audience=audience,
+            options={"require": required},
         )
     except jwt.PyJWTError as exc:
         raise _unauthorized(f"invalid bearer token: {exc}") from exc
@@ -75,11 +87,17 @@ def decode_token(settings: Settings, token: str) -> User:
     sub, email = claims["sub"], claims.get("email", "")
     roles, locale = claims.get("roles") or [], claims.get("locale", "vi")
     if (
-        not isinstance(sub, str) or not 0 < len(sub) <= MAX_SUB or not sub.isprintable()
-        or not isinstance(email, str) or len(email) > MAX_EMAIL or not email.isprintable()
-        or not isinstance(roles, list) or len(roles) > MAX_ROLES
+        not isinstance(sub, str)
+        or not 0 < len(sub) <= MAX_SUB
+        or not sub.isprintable()
+        or not isinstance(email, str)
+        or len(email) > MAX_EMAIL
+        or not email.isprintable()
+        or not isinstance(roles, list)
+        or len(roles) > MAX_ROLES
         or not all(isinstance(r, str) and len(r) <= MAX_ROLE for r in roles)
-        or not isinstance(locale, str) or len(locale) > MAX_LOCALE
+        or not isinstance(locale, str)
+        or len(locale) > MAX_LOCALE
     ):
         raise _unauthorized("malformed token claims")
     return User(id=sub, email=email, roles=frozenset(roles), locale=locale)

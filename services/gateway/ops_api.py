@@ -35,7 +35,6 @@ class SelectionIn(BaseModel):
         return self
 
 
-
 class ReplayIn(SelectionIn):
     rate: float | None = Field(None, gt=0, le=10_000, description="Messages per second (default: setting)")
 
@@ -68,8 +67,9 @@ async def audit(request: Request, user: AdminUser, limit: int = Query(50, ge=1, 
 
 
 @router.get("/messages/{dead_letter_id}")
-async def show(request: Request, user: AdminUser,
-               dead_letter_id: Annotated[int, Path(ge=1, le=BIGINT)]) -> dict[str, Any]:
+async def show(
+    request: Request, user: AdminUser, dead_letter_id: Annotated[int, Path(ge=1, le=BIGINT)]
+) -> dict[str, Any]:
     async with request.app.state.engine.connect() as conn:
         row = await dead_letters.get(conn, dead_letter_id)
     if row is None:
@@ -85,9 +85,12 @@ async def groups(request: Request, user: AdminUser, service: ServiceName) -> lis
 
 @router.get("/{service}/messages")
 async def messages(
-    request: Request, user: AdminUser, service: ServiceName,
+    request: Request,
+    user: AdminUser,
+    service: ServiceName,
     group: Annotated[str | None, Query(max_length=64, pattern=r"^[^\x00-\x1f\x7f]*$")] = None,
-    status: str = Query("dead", pattern="^(dead|replayed|purged)$"), limit: int = Query(100, ge=1, le=1000),
+    status: str = Query("dead", pattern="^(dead|replayed|purged)$"),
+    limit: int = Query(100, ge=1, le=1000),
 ) -> list[dict[str, Any]]:
     async with request.app.state.engine.connect() as conn:
         return await dead_letters.messages(conn, _service(service), group, status, limit)
@@ -99,19 +102,31 @@ async def _dlq_action(request: Request, cmd: DlqAction) -> Any:
     try:
         answered = await state.requester.request(cmd, DlqActionAnswered, timeout=ACTION_WAIT_SECONDS)
     except Exception as exc:  # the broker refused or is unreachable: nothing was accepted
-        raise Problem(503, "Service unavailable", f"could not queue the request: {type(exc).__name__}",
-                      "unavailable") from exc
+        raise Problem(
+            503, "Service unavailable", f"could not queue the request: {type(exc).__name__}", "unavailable"
+        ) from exc
     if answered is None:  # durable and under way: its progress and result show in the audit log
-        return JSONResponse({"status": "running", "detail": f"the {cmd.action.value} goes on in the ops service; "
-                             "GET /admin/dlq/audit shows its result"}, status_code=202)
+        return JSONResponse(
+            {
+                "status": "running",
+                "detail": f"the {cmd.action.value} goes on in the ops service; GET /admin/dlq/audit shows its result",
+            },
+            status_code=202,
+        )
     match answered.outcome:
         case DlqActionOutcome.UNKNOWN_SERVICE:
             raise Problem(404, "Not found", answered.detail, "not-found")
         case DlqActionOutcome.BUSY:
             raise Problem(409, "Replay in progress", answered.detail, "replay-in-progress")
         case DlqActionOutcome.INTERRUPTED:
-            raise Problem(502, "Replay interrupted", answered.detail, "replay-interrupted",
-                          replayed=answered.result.get("affected"), audit_id=answered.result.get("audit_id"))
+            raise Problem(
+                502,
+                "Replay interrupted",
+                answered.detail,
+                "replay-interrupted",
+                replayed=answered.result.get("affected"),
+                audit_id=answered.result.get("audit_id"),
+            )
     return answered.result
 
 
@@ -119,10 +134,19 @@ async def _dlq_action(request: Request, cmd: DlqAction) -> Any:
 async def replay(request: Request, user: AdminUser, service: ServiceName, body: ReplayIn) -> Any:
     """Republish to the original queues with confirms, rate-limited; dry_run only counts. Audited. Done by
     the ops service; 202 when it takes longer than the wait (the audit log shows the result)."""
-    return await _dlq_action(request, DlqAction(
-        action=DlqActionKind.REPLAY, service=_service(service), ids=body.ids, group=body.group,
-        everything=body.all, dry_run=body.dry_run, rate=body.rate, actor=f"user:{user.id}",
-    ))
+    return await _dlq_action(
+        request,
+        DlqAction(
+            action=DlqActionKind.REPLAY,
+            service=_service(service),
+            ids=body.ids,
+            group=body.group,
+            everything=body.all,
+            dry_run=body.dry_run,
+            rate=body.rate,
+            actor=f"user:{user.id}",
+        ),
+    )
 
 
 @router.post("/{service}/purge")
@@ -131,7 +155,15 @@ async def purge(request: Request, user: AdminUser, service: ServiceName, body: P
     _service(service)
     if not body.dry_run and body.confirm != service:
         raise Problem(422, "Confirmation required", f"set confirm to {service!r} to purge", "confirmation-required")
-    return await _dlq_action(request, DlqAction(
-        action=DlqActionKind.PURGE, service=service, ids=body.ids, group=body.group, everything=body.all,
-        dry_run=body.dry_run, actor=f"user:{user.id}",
-    ))
+    return await _dlq_action(
+        request,
+        DlqAction(
+            action=DlqActionKind.PURGE,
+            service=service,
+            ids=body.ids,
+            group=body.group,
+            everything=body.all,
+            dry_run=body.dry_run,
+            actor=f"user:{user.id}",
+        ),
+    )

@@ -36,8 +36,9 @@ async def _op(
     try:
         result = await state.requester.request(cmd, PaymentOpAnswered, timeout=OP_WAIT_SECONDS)
     except Exception as exc:  # the broker refused or is unreachable: nothing was accepted
-        raise Problem(503, "Service unavailable", f"could not queue the request: {type(exc).__name__}",
-                      "unavailable") from exc
+        raise Problem(
+            503, "Service unavailable", f"could not queue the request: {type(exc).__name__}", "unavailable"
+        ) from exc
     if result is None:
         # The command is durable and will be applied; its outcome shows in the lists and the audit table.
         raise Problem(504, "Timed out", "the payment service has not answered yet; check the list again", "timeout")
@@ -68,8 +69,9 @@ async def reject(request: Request, txn_ref: TxnRef, user: AdminUser) -> dict[str
 
 
 @router.get("/refunds/failed")
-async def failed_refunds(request: Request, user: AdminUser,
-                         limit: int = Query(100, ge=1, le=1000)) -> list[dict[str, Any]]:
+async def failed_refunds(
+    request: Request, user: AdminUser, limit: int = Query(100, ge=1, le=1000)
+) -> list[dict[str, Any]]:
     """Refunds the provider refused (late payments) or that failed (rejected reviews)."""
     return (await _op(request, user, PaymentOpAction.LIST_FAILED_REFUNDS, limit=limit)).items or []
 

@@ -64,8 +64,10 @@ async def payment_url_for(request: Request, view: OrderView, just_held: bool = F
         async with request.app.state.engine.connect() as conn:
             latest = (
                 await conn.execute(
-                    text("SELECT attempt, status, created_at FROM read_api.payment_attempts WHERE order_id = :id "
-                         "ORDER BY attempt DESC LIMIT 1"),
+                    text(
+                        "SELECT attempt, status, created_at FROM read_api.payment_attempts WHERE order_id = :id "
+                        "ORDER BY attempt DESC LIMIT 1"
+                    ),
                     {"id": view.order_id},
                 )
             ).first()
@@ -74,11 +76,17 @@ async def payment_url_for(request: Request, view: OrderView, just_held: bool = F
         if latest.status != "STARTED":  # paid, under review or abandoned: nothing more to pay
             return None
         attempt, created_at = latest.attempt, latest.created_at
-    return _provider(request).payment_url(PaymentAttempt(
-        order_id=view.order_id, attempt=attempt, amount=view.total, created_at=created_at,
-        expires_at=view.expires_at, description=f"Thanh toan ve don hang {view.order_id.hex[:12]}",
-        client_ip=request.client.host if request.client else "127.0.0.1",
-    ))
+    return _provider(request).payment_url(
+        PaymentAttempt(
+            order_id=view.order_id,
+            attempt=attempt,
+            amount=view.total,
+            created_at=created_at,
+            expires_at=view.expires_at,
+            description=f"Thanh toan ve don hang {view.order_id.hex[:12]}",
+            client_ip=request.client.host if request.client else "127.0.0.1",
+        )
+    )
 
 
 def _single_values(request: Request) -> dict[str, str] | None:
@@ -102,8 +110,9 @@ async def _order_facts(request: Request, order_id: uuid.UUID) -> answers.OrderFa
 async def _recorded_outcome(request: Request, txn_ref: str) -> Outcome | None:
     async with request.app.state.engine.connect() as conn:
         outcome = (
-            await conn.execute(text("SELECT recorded_outcome FROM read_api.payment_attempts WHERE txn_ref = :r"),
-                               {"r": txn_ref})
+            await conn.execute(
+                text("SELECT recorded_outcome FROM read_api.payment_attempts WHERE txn_ref = :r"), {"r": txn_ref}
+            )
         ).scalar_one_or_none()
     return None if outcome is None else Outcome(outcome)
 
@@ -164,8 +173,13 @@ async def vnpay_return(request: Request) -> Response:
     if facts is None:
         return JSONResponse({"valid": True, "detail": "unknown order"}, status_code=404)
     # What the provider said is shown as such; the order's status is ours, and only the IPN changes it.
-    body = {"valid": True, "order_id": str(n.order_id), "status": facts.status,
-            "provider_result": n.outcome.value, "response_code": n.response_code}
+    body = {
+        "valid": True,
+        "order_id": str(n.order_id),
+        "status": facts.status,
+        "provider_result": n.outcome.value,
+        "response_code": n.response_code,
+    }
     if wants_json:
         return JSONResponse(body)
     return HTMLResponse(_page(STATUS_TEXT.get(facts.status, facts.status), str(n.order_id)))

@@ -23,8 +23,9 @@ class Problem(Exception):
         self.headers: dict[str, str] = {}
 
 
-def problem_response(status: int, title: str, detail: str, kind: str, headers: dict[str, str] | None = None,
-                     **extra: Any) -> JSONResponse:
+def problem_response(
+    status: int, title: str, detail: str, kind: str, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
     body = {"type": TYPE_BASE + kind, "title": title, "status": status, "detail": detail, **extra}
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
@@ -40,11 +41,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
-            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-            for e in exc.errors()
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
         ]
-        return problem_response(422, "Invalid request", "the request does not match the schema",
-                                "invalid-request", errors=errors)
+        return problem_response(
+            422, "Invalid request", "the request does not match the schema", "invalid-request", errors=errors
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -16,9 +16,7 @@ async def get_order(engine: AsyncEngine, order_id: UUID) -> tuple[OrderView, str
     async with engine.connect() as conn:
         row = (
             await conn.execute(
-                text(
-                    f"SELECT {ORDER_COLUMNS} FROM read_api.orders WHERE id = :id"
-                ),
+                text(f"SELECT {ORDER_COLUMNS} FROM read_api.orders WHERE id = :id"),
                 {"id": order_id},
             )
         ).first()
@@ -32,11 +30,22 @@ async def get_event(engine: AsyncEngine, event_id: UUID) -> EventOut | None:
         return None
     ev, types = found
     return EventOut(
-        event_id=ev.id, title=ev.title, venue=ev.venue, city=ev.city, starts_at=ev.starts_at,
-        description=ev.description, hold_seconds=ev.hold_seconds,
+        event_id=ev.id,
+        title=ev.title,
+        venue=ev.venue,
+        city=ev.city,
+        starts_at=ev.starts_at,
+        description=ev.description,
+        hold_seconds=ev.hold_seconds,
         ticket_types=[
-            TicketTypeOut(ticket_type_id=t.id, name=t.name, price=t.price, capacity=t.capacity,
-                          per_user_limit=t.per_user_limit, available=max(t.available, 0))
+            TicketTypeOut(
+                ticket_type_id=t.id,
+                name=t.name,
+                price=t.price,
+                capacity=t.capacity,
+                per_user_limit=t.per_user_limit,
+                available=max(t.available, 0),
+            )
             for t in types
         ],
     )
@@ -55,7 +64,14 @@ async def list_upcoming_events(engine: AsyncEngine, limit: int, offset: int) -> 
             {"limit": limit, "offset": offset},
         )
         return [
-            EventSummary(event_id=r.id, title=r.title, venue=r.venue, city=r.city, starts_at=r.starts_at,
-                         lowest_price=r.lowest_price, available=int(r.available))
+            EventSummary(
+                event_id=r.id,
+                title=r.title,
+                venue=r.venue,
+                city=r.city,
+                starts_at=r.starts_at,
+                lowest_price=r.lowest_price,
+                available=int(r.available),
+            )
             for r in rows
         ]

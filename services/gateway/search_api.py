@@ -51,9 +51,13 @@ class SearchPage(BaseModel):
 def reader(request: Request) -> SearchReader:
     state = request.app.state
     if getattr(state, "search_reader", None) is None:
-        state.search_reader = SearchReader(state.redis, state.names, state.engine,
-                                           state.settings.search_fallback_concurrency,
-                                           state.settings.search_fallback_queue_seconds)
+        state.search_reader = SearchReader(
+            state.redis,
+            state.names,
+            state.engine,
+            state.settings.search_fallback_concurrency,
+            state.settings.search_fallback_queue_seconds,
+        )
     return state.search_reader  # type: ignore[no-any-return]
 
 
@@ -66,20 +70,37 @@ def event_cache(request: Request) -> EventCache:
 
 def hit_json(h: domain.Hit) -> dict[str, Any]:
     d = h.doc
-    return {"event_id": d.event_id, "title": d.title, "venue": d.venue, "city": d.city,
-            "starts_at": d.starts_at.isoformat(), "lowest_price": d.lowest_price, "available": d.available,
-            "exact": h.exact}
+    return {
+        "event_id": d.event_id,
+        "title": d.title,
+        "venue": d.venue,
+        "city": d.city,
+        "starts_at": d.starts_at.isoformat(),
+        "lowest_price": d.lowest_price,
+        "available": d.available,
+        "exact": h.exact,
+    }
 
 
-@router.get("/search", response_model=SearchPage, tags=["catalog"],
-            responses={422: _PROBLEM, 429: _PROBLEM, 503: _PROBLEM},
-            dependencies=[Depends(RateLimit(ratelimit.SEARCH))],
-            summary="Upcoming events by keyword (accents and spaces optional) and filters")
+@router.get(
+    "/search",
+    response_model=SearchPage,
+    tags=["catalog"],
+    responses={422: _PROBLEM, 429: _PROBLEM, 503: _PROBLEM},
+    dependencies=[Depends(RateLimit(ratelimit.SEARCH))],
+    summary="Upcoming events by keyword (accents and spaces optional) and filters",
+)
 async def search(
     request: Request,
-    q: Annotated[str, Query(max_length=MAX_QUERY_CHARS, pattern=LINE,
-                            description=f"at most {domain.MAX_QUERY_TOKENS} words of at most {MAX_WORD_CHARS} "
-                                        "letters; the last one matches as a prefix")] = "",
+    q: Annotated[
+        str,
+        Query(
+            max_length=MAX_QUERY_CHARS,
+            pattern=LINE,
+            description=f"at most {domain.MAX_QUERY_TOKENS} words of at most {MAX_WORD_CHARS} "
+            "letters; the last one matches as a prefix",
+        ),
+    ] = "",
     city: Annotated[str | None, Query(max_length=100, pattern=LINE)] = None,
     starts_from: Annotated[datetime | None, Query(alias="from", description="default: now")] = None,
     starts_to: Annotated[datetime | None, Query(alias="to")] = None,
@@ -97,20 +118,34 @@ async def search(
                 raise Problem(422, "Invalid request", str(exc), "invalid-request") from exc
     words = domain.tokens(q)
     if len(words) > domain.MAX_QUERY_TOKENS or any(len(domain.fold(w)) > MAX_WORD_CHARS for w in words):
-        raise Problem(422, "Invalid request", f"at most {domain.MAX_QUERY_TOKENS} words of at most "
-                      f"{MAX_WORD_CHARS} letters", "invalid-request")
-    filters = domain.Filters(city=city or None, starts_from=starts_from, starts_to=starts_to, min_price=min_price,
-                             max_price=max_price, available_only=available)
+        raise Problem(
+            422,
+            "Invalid request",
+            f"at most {domain.MAX_QUERY_TOKENS} words of at most {MAX_WORD_CHARS} letters",
+            "invalid-request",
+        )
+    filters = domain.Filters(
+        city=city or None,
+        starts_from=starts_from,
+        starts_to=starts_to,
+        min_price=min_price,
+        max_price=max_price,
+        available_only=available,
+    )
     try:
         result = await reader(request).search(domain.parse(q), filters, (page - 1) * page_size, page_size)
     except SearchUnavailable as exc:
         raise shed(exc) from exc
     # Serialised here (orjson, no second validation pass): this is the hottest read of the API.
-    body = {"total": result.total, "page": page, "page_size": page_size,
-            "pages": (result.total + page_size - 1) // page_size, "source": result.source,
-            "results": [hit_json(h) for h in result.hits]}
-    return Response(orjson.dumps(body), media_type="application/json",
-                    headers={"X-Search-Source": result.source})
+    body = {
+        "total": result.total,
+        "page": page,
+        "page_size": page_size,
+        "pages": (result.total + page_size - 1) // page_size,
+        "source": result.source,
+        "results": [hit_json(h) for h in result.hits],
+    }
+    return Response(orjson.dumps(body), media_type="application/json", headers={"X-Search-Source": result.source})
 
 
 def shed(exc: SearchUnavailable) -> Problem:

@@ -36,8 +36,13 @@ class SoldOutGate:
 
     def listen(self, bus: Bus) -> None:
         """Subscribe this process to stock changes (an exclusive queue of its own; before the bus starts)."""
-        queue = RabbitQueue(bus.names.queue(f"gateway.stock.{uuid.uuid4().hex[:16]}"), durable=False,
-                            exclusive=True, auto_delete=True, routing_key=topology.STOCK_CHANGED)
+        queue = RabbitQueue(
+            bus.names.queue(f"gateway.stock.{uuid.uuid4().hex[:16]}"),
+            durable=False,
+            exclusive=True,
+            auto_delete=True,
+            routing_key=topology.STOCK_CHANGED,
+        )
         exchange = RabbitExchange(bus.names.events_exchange, type=ExchangeType.TOPIC, durable=True)
 
         @bus.broker.subscriber(queue, exchange, ack_policy=AckPolicy.ACK_FIRST, no_reply=True, decoder=raw_message)

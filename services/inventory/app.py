@@ -50,28 +50,41 @@ class Inventory:
 def build(settings: Settings) -> Inventory:
     engine = make_engine(settings.database_url, pool_size=8)
     bus = Bus(settings, "inventory")
-    relay = OutboxRelay(engine, "inventory", bus, settings.outbox_poll_seconds,
-                        exit_before_publish=settings.fault_exit_before_publish)
+    relay = OutboxRelay(
+        engine, "inventory", bus, settings.outbox_poll_seconds, exit_before_publish=settings.fault_exit_before_publish
+    )
 
     def new_uow() -> InventoryUnitOfWork:
         return InventoryUnitOfWork(engine, "inventory", relay)
 
     inventory = Inventory(engine, bus, relay, HoldBatcher(new_uow, bus, settings), Releases(new_uow))
-    bus.consume(topology.INVENTORY_CHECKOUT, {
-        topology.CHECKOUT_REQUESTED: Route(CheckoutRequested, inventory.holds.on_checkout_requested),
-    })
-    bus.consume(topology.INVENTORY_HOLD_EXPIRY, {
-        topology.HOLD_EXPIRY_DUE: Route(HoldExpiryDue, inventory.releases.on_hold_expiry_due),
-    })
-    bus.consume(topology.INVENTORY_COMMANDS, {
-        topology.CREATE_EVENT: Route(CreateEvent, answering(handlers.create_event, new_uow, bus)),
-        topology.ADD_TICKET_TYPE: Route(AddTicketType, answering(handlers.add_ticket_type, new_uow, bus)),
-        topology.CANCEL_ORDER: Route(CancelOrder, answering(handlers.cancel_order, new_uow, bus)),
-    })
-    bus.consume(topology.INVENTORY_PAYMENTS, {
-        topology.PAYMENT_SUCCEEDED: Route(PaymentSucceeded, handling(sales.payment_succeeded, new_uow)),
-        topology.PAYMENT_REFUNDED: Route(PaymentRefunded, handling(sales.payment_refunded, new_uow)),
-    })
+    bus.consume(
+        topology.INVENTORY_CHECKOUT,
+        {
+            topology.CHECKOUT_REQUESTED: Route(CheckoutRequested, inventory.holds.on_checkout_requested),
+        },
+    )
+    bus.consume(
+        topology.INVENTORY_HOLD_EXPIRY,
+        {
+            topology.HOLD_EXPIRY_DUE: Route(HoldExpiryDue, inventory.releases.on_hold_expiry_due),
+        },
+    )
+    bus.consume(
+        topology.INVENTORY_COMMANDS,
+        {
+            topology.CREATE_EVENT: Route(CreateEvent, answering(handlers.create_event, new_uow, bus)),
+            topology.ADD_TICKET_TYPE: Route(AddTicketType, answering(handlers.add_ticket_type, new_uow, bus)),
+            topology.CANCEL_ORDER: Route(CancelOrder, answering(handlers.cancel_order, new_uow, bus)),
+        },
+    )
+    bus.consume(
+        topology.INVENTORY_PAYMENTS,
+        {
+            topology.PAYMENT_SUCCEEDED: Route(PaymentSucceeded, handling(sales.payment_succeeded, new_uow)),
+            topology.PAYMENT_REFUNDED: Route(PaymentRefunded, handling(sales.payment_refunded, new_uow)),
+        },
+    )
     return inventory
 
 
@@ -80,10 +93,15 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     logs.configure("inventory", settings.log_level, settings.log_json)
     inventory = build(settings)
     # Health first: /healthz answers and /readyz says why while the broker is away.
-    server = await health.serve_service_health("inventory", settings.service_host, settings.inventory_port, {
-        "database": runtime.database_check(inventory.engine),
-        "rabbitmq": runtime.broker_check(inventory.bus),
-    })
+    server = await health.serve_service_health(
+        "inventory",
+        settings.service_host,
+        settings.inventory_port,
+        {
+            "database": runtime.database_check(inventory.engine),
+            "rabbitmq": runtime.broker_check(inventory.bus),
+        },
+    )
     if not await inventory.bus.start(declare_services=("inventory",), stop=stop):
         await runtime.stop_unstarted(server, inventory.engine)
         return
@@ -99,5 +117,11 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     await stop.wait()
     log.info("inventory_stopping")
     # Stopping the consumers waits for in-flight handlers, which wait for their batch: stop the batchers after.
-    await runtime.stop_outbox_service(bus=inventory.bus, relay=inventory.relay, engine=inventory.engine,
-                                      tasks=tasks, server=server, after_consumers=inventory.stop)
+    await runtime.stop_outbox_service(
+        bus=inventory.bus,
+        relay=inventory.relay,
+        engine=inventory.engine,
+        tasks=tasks,
+        server=server,
+        after_consumers=inventory.stop,
+    )

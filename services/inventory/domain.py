@@ -129,10 +129,18 @@ class Order:
         self.event_id, self.lines, self.total = decision.event_id, decision.lines, decision.total
         self.hold_seconds = decision.hold_seconds
         self.created_at, self.expires_at = now, now + timedelta(seconds=decision.hold_seconds)
-        self.events.append(OrderHeld(
-            order_id=self.id, user_id=self.user_id, user_email=self.user_email, locale=self.locale,
-            event_id=decision.event_id, items=list(decision.lines), total=decision.total, expires_at=self.expires_at,
-        ))
+        self.events.append(
+            OrderHeld(
+                order_id=self.id,
+                user_id=self.user_id,
+                user_email=self.user_email,
+                locale=self.locale,
+                event_id=decision.event_id,
+                items=list(decision.lines),
+                total=decision.total,
+                expires_at=self.expires_at,
+            )
+        )
 
     def reject(self, decision: Rejected, now: datetime) -> None:
         """REQUESTED -> REJECTED: nothing was taken; the reason is kept for the buyer."""
@@ -140,10 +148,17 @@ class Order:
         self.reason, self.detail, self.created_at = decision.reason, decision.detail, now
 
     def view(self) -> OrderView:
-        return OrderView(order_id=self.id, user_id=self.user_id, status=self.status, total=self.total,
-                         items=list(self.lines), expires_at=self.expires_at,
-                         reason=self.reason.value if self.reason else None, detail=self.detail,
-                         created_at=self.created_at)
+        return OrderView(
+            order_id=self.id,
+            user_id=self.user_id,
+            status=self.status,
+            total=self.total,
+            items=list(self.lines),
+            expires_at=self.expires_at,
+            reason=self.reason.value if self.reason else None,
+            detail=self.detail,
+            created_at=self.created_at,
+        )
 
     def expiry_due(self) -> HoldExpiryDue:
         assert self.expires_at is not None
@@ -161,8 +176,17 @@ class Order:
 
     def _release(self, status: OrderStatus, kind: type[OrderReleased]) -> StockEffect:
         self._move(status)
-        self.events.append(kind(order_id=self.id, user_id=self.user_id, user_email=self.user_email,
-                                locale=self.locale, event_id=self.event_id, status=status, items=list(self.lines)))
+        self.events.append(
+            kind(
+                order_id=self.id,
+                user_id=self.user_id,
+                user_email=self.user_email,
+                locale=self.locale,
+                event_id=self.event_id,
+                status=status,
+                items=list(self.lines),
+            )
+        )
         return StockEffect(held=self._per_line(-1), holdings=self._holdings(-1))
 
     # --- paying ------------------------------------------------------------------------------------
@@ -172,8 +196,9 @@ class Order:
         self._move(OrderStatus.PAID)
         return StockEffect(held=self._per_line(-1), sold=self._per_line(1))
 
-    def pay_late(self, stock: dict[UUID, StockLevel], holdings: dict[tuple[str, UUID], int],
-                 amount: int, reason: str) -> StockEffect:
+    def pay_late(
+        self, stock: dict[UUID, StockLevel], holdings: dict[tuple[str, UUID], int], amount: int, reason: str
+    ) -> StockEffect:
         """EXPIRED/CANCELLED -> PAID when the stock and the buyer's limit still allow it (the stock is taken
         again), else -> REFUND_PENDING (nothing moves; the money goes back)."""
         if self.status not in LATE_PAYABLE:
@@ -182,20 +207,38 @@ class Order:
             self._move(OrderStatus.PAID)
             return StockEffect(sold=self._per_line(1), holdings=self._holdings(1))
         self._move(OrderStatus.REFUND_PENDING)
-        self.events.append(OrderRefundPending(order_id=self.id, user_id=self.user_id, user_email=self.user_email,
-                                              locale=self.locale, event_id=self.event_id, amount=amount,
-                                              reason=reason))
+        self.events.append(
+            OrderRefundPending(
+                order_id=self.id,
+                user_id=self.user_id,
+                user_email=self.user_email,
+                locale=self.locale,
+                event_id=self.event_id,
+                amount=amount,
+                reason=reason,
+            )
+        )
         return StockEffect()
 
     def refunded(self, amount: int, reason: str) -> None:
         """REFUND_PENDING -> REFUNDED: the provider confirmed the refund."""
         self._move(OrderStatus.REFUNDED)
-        self.events.append(OrderRefunded(order_id=self.id, user_id=self.user_id, user_email=self.user_email,
-                                         locale=self.locale, event_id=self.event_id, amount=amount, reason=reason))
+        self.events.append(
+            OrderRefunded(
+                order_id=self.id,
+                user_id=self.user_id,
+                user_email=self.user_email,
+                locale=self.locale,
+                event_id=self.event_id,
+                amount=amount,
+                reason=reason,
+            )
+        )
 
 
-def stock_still_free(lines: Sequence[PricedLine], stock: dict[UUID, StockLevel],
-                     holdings: dict[tuple[str, UUID], int], user_id: str) -> bool:
+def stock_still_free(
+    lines: Sequence[PricedLine], stock: dict[UUID, StockLevel], holdings: dict[tuple[str, UUID], int], user_id: str
+) -> bool:
     """Can a late payment take its tickets again? Free stock for every line and within the per-user limit."""
     for line in lines:
         level = stock.get(line.ticket_type_id)

@@ -84,9 +84,7 @@ class HoldBatcher:
                         delay_queue = await self.bus.ensure_hold_delay_queue(order.hold_seconds)
                         uow.send(delay_queue, order.expiry_due(), correlation[order.id])
                     uow.emit(order.events, correlation[order.id])
-                results.update(
-                    {o.id: Outcome(o.view(), True, firsts[o.id].request_hash, sold_out) for o in orders}
-                )
+                results.update({o.id: Outcome(o.view(), True, firsts[o.id].request_hash, sold_out) for o in orders})
                 await uow.commit()
                 _count(orders)
         metrics.HOLD_BATCH_SIZE.observe(len(batch))
@@ -105,14 +103,21 @@ class HoldBatcher:
         orders: list[Order] = []
         effect = StockEffect()
         for cmd, decision in zip(fresh, decisions, strict=True):
-            order = Order(id=cmd.order_id, user_id=cmd.user_id, user_email=cmd.user_email, locale=cmd.locale,
-                          status=OrderStatus.REQUESTED)
+            order = Order(
+                id=cmd.order_id,
+                user_id=cmd.user_id,
+                user_email=cmd.user_email,
+                locale=cmd.locale,
+                status=OrderStatus.REQUESTED,
+            )
             if isinstance(decision, Held):
                 order.hold(decision, now)
-                effect.add(StockEffect(
-                    held={line.ticket_type_id: line.quantity for line in decision.lines},
-                    holdings={(cmd.user_id, line.ticket_type_id): line.quantity for line in decision.lines},
-                ))
+                effect.add(
+                    StockEffect(
+                        held={line.ticket_type_id: line.quantity for line in decision.lines},
+                        holdings={(cmd.user_id, line.ticket_type_id): line.quantity for line in decision.lines},
+                    )
+                )
             else:
                 order.reject(decision, now)
             orders.append(order)

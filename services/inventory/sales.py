@@ -79,9 +79,19 @@ async def _order_paid(uow: InventoryUnitOfWork, order: Order, msg: PaymentSuccee
     assert order.event_id is not None
     ev = await uow.sales.event_facts(order.event_id)
     return OrderPaid(
-        order_id=order.id, user_id=order.user_id, user_email=order.user_email, locale=order.locale,
-        event_id=order.event_id, event_title=ev.title, venue=ev.venue, city=ev.city, starts_at=ev.starts_at,
-        items=list(order.lines), total=order.total, paid_at=msg.paid_at, tickets=tickets,
+        order_id=order.id,
+        user_id=order.user_id,
+        user_email=order.user_email,
+        locale=order.locale,
+        event_id=order.event_id,
+        event_title=ev.title,
+        venue=ev.venue,
+        city=ev.city,
+        starts_at=ev.starts_at,
+        items=list(order.lines),
+        total=order.total,
+        paid_at=msg.paid_at,
+        tickets=tickets,
     )
 
 

@@ -32,16 +32,29 @@ async def settlement(conn: AsyncConnection, order_id: UUID) -> Settlement | None
 
 
 async def record_settlement(
-    conn: AsyncConnection, order_id: UUID, provider: str, txn_ref: str, amount: int, late: bool,
-    outcome: OrderStatus, paid_at: datetime,
+    conn: AsyncConnection,
+    order_id: UUID,
+    provider: str,
+    txn_ref: str,
+    amount: int,
+    late: bool,
+    outcome: OrderStatus,
+    paid_at: datetime,
 ) -> None:
     await conn.execute(
         text(
             "INSERT INTO inventory.order_payments (order_id, provider, txn_ref, amount, late, outcome, paid_at) "
             "VALUES (:id, :provider, :txn_ref, :amount, :late, :outcome, :paid_at)"
         ),
-        {"id": order_id, "provider": provider, "txn_ref": txn_ref, "amount": amount, "late": late,
-         "outcome": outcome.value, "paid_at": paid_at},
+        {
+            "id": order_id,
+            "provider": provider,
+            "txn_ref": txn_ref,
+            "amount": amount,
+            "late": late,
+            "outcome": outcome.value,
+            "paid_at": paid_at,
+        },
     )
 
 
@@ -92,8 +105,16 @@ class Sales:
         found = await settlement(self.conn, order_id)
         return None if found is None else found.txn_ref
 
-    async def record(self, order_id: UUID, provider: str, txn_ref: str, amount: int, late: bool,
-                     outcome: OrderStatus, paid_at: datetime) -> None:
+    async def record(
+        self,
+        order_id: UUID,
+        provider: str,
+        txn_ref: str,
+        amount: int,
+        late: bool,
+        outcome: OrderStatus,
+        paid_at: datetime,
+    ) -> None:
         await record_settlement(self.conn, order_id, provider, txn_ref, amount, late, outcome, paid_at)
 
     async def mark(self, order_id: UUID, outcome: OrderStatus) -> None:

@@ -61,9 +61,7 @@ async def load_holdings(conn: AsyncConnection, pairs: Iterable[tuple[str, UUID]]
     return {(r.user_id, r.ticket_type_id): r.quantity for r in rows}
 
 
-async def existing_orders(
-    conn: AsyncConnection, order_ids: Iterable[UUID]
-) -> dict[UUID, tuple[OrderView, str]]:
+async def existing_orders(conn: AsyncConnection, order_ids: Iterable[UUID]) -> dict[UUID, tuple[OrderView, str]]:
     """Orders that already exist, with the hash of the request that created them."""
     rows = await conn.execute(
         text(f"SELECT {ORDER_COLUMNS} FROM read_api.orders WHERE id = ANY(:ids)"),
@@ -82,15 +80,24 @@ async def insert_orders(conn: AsyncConnection, orders: Sequence[Order], request_
     params = []
     items: list[dict[str, Any]] = []
     for o, request_hash in zip(orders, request_hashes, strict=True):
-        params.append({
-            "id": o.id, "user_id": o.user_id, "user_email": o.user_email, "locale": o.locale,
-            "event_id": o.event_id, "status": o.status.value, "total": o.total,
-            "reason": o.reason.value if o.reason else None, "detail": o.detail, "request_hash": request_hash,
-            "expires_at": o.expires_at, "now": o.created_at,
-        })
+        params.append(
+            {
+                "id": o.id,
+                "user_id": o.user_id,
+                "user_email": o.user_email,
+                "locale": o.locale,
+                "event_id": o.event_id,
+                "status": o.status.value,
+                "total": o.total,
+                "reason": o.reason.value if o.reason else None,
+                "detail": o.detail,
+                "request_hash": request_hash,
+                "expires_at": o.expires_at,
+                "now": o.created_at,
+            }
+        )
         items.extend(
-            {"order_id": o.id, "tt": line.ticket_type_id, "q": line.quantity, "p": line.unit_price}
-            for line in o.lines
+            {"order_id": o.id, "tt": line.ticket_type_id, "q": line.quantity, "p": line.unit_price} for line in o.lines
         )
         o.loaded_status = o.status
     await conn.execute(
@@ -151,8 +158,9 @@ async def apply_stock_deltas(
 async def seconds_until_expiry(conn: AsyncConnection, order_id: UUID) -> float | None:
     """Seconds until a PENDING order's hold expires (negative when overdue); None if it is not PENDING."""
     value = await conn.scalar(
-        text("SELECT EXTRACT(EPOCH FROM expires_at - now()) FROM inventory.orders "
-             "WHERE id = :id AND status = 'PENDING'"),
+        text(
+            "SELECT EXTRACT(EPOCH FROM expires_at - now()) FROM inventory.orders WHERE id = :id AND status = 'PENDING'"
+        ),
         {"id": order_id},
     )
     return None if value is None else float(value)
@@ -184,8 +192,13 @@ async def insert_event(conn: AsyncConnection, cmd: CreateEvent) -> bool:
             "ON CONFLICT (id) DO NOTHING RETURNING id"
         ),
         {
-            "id": cmd.event_id, "title": cmd.title, "venue": cmd.venue, "city": cmd.city,
-            "starts_at": cmd.starts_at, "description": cmd.description, "hold_seconds": cmd.hold_seconds,
+            "id": cmd.event_id,
+            "title": cmd.title,
+            "venue": cmd.venue,
+            "city": cmd.city,
+            "starts_at": cmd.starts_at,
+            "description": cmd.description,
+            "hold_seconds": cmd.hold_seconds,
         },
     )
     return row.first() is not None
@@ -201,15 +214,17 @@ async def insert_ticket_types(conn: AsyncConnection, event_id: UUID, types: Sequ
         ),
         [
             {
-                "id": t.ticket_type_id, "event_id": event_id, "name": t.name, "price": t.price,
-                "capacity": t.capacity, "per_user_limit": t.per_user_limit,
+                "id": t.ticket_type_id,
+                "event_id": event_id,
+                "name": t.name,
+                "price": t.price,
+                "capacity": t.capacity,
+                "per_user_limit": t.per_user_limit,
             }
             for t in types
         ],
     )
-    await conn.execute(
-        text("UPDATE inventory.events SET updated_at = now() WHERE id = :id"), {"id": event_id}
-    )
+    await conn.execute(text("UPDATE inventory.events SET updated_at = now() WHERE id = :id"), {"id": event_id})
 
 
 async def event_exists(conn: AsyncConnection, event_id: UUID) -> bool:
@@ -224,11 +239,17 @@ async def load_event_info(conn: AsyncConnection, event_id: UUID) -> EventInfo | 
         return None
     ev, types = found
     return EventInfo(
-        event_id=ev.id, title=ev.title, venue=ev.venue, city=ev.city, starts_at=ev.starts_at,
-        description=ev.description, hold_seconds=ev.hold_seconds,
+        event_id=ev.id,
+        title=ev.title,
+        venue=ev.venue,
+        city=ev.city,
+        starts_at=ev.starts_at,
+        description=ev.description,
+        hold_seconds=ev.hold_seconds,
         ticket_types=[
-            TicketTypeInfo(ticket_type_id=t.id, name=t.name, price=t.price, capacity=t.capacity,
-                           per_user_limit=t.per_user_limit)
+            TicketTypeInfo(
+                ticket_type_id=t.id, name=t.name, price=t.price, capacity=t.capacity, per_user_limit=t.per_user_limit
+            )
             for t in types
         ],
     )
@@ -255,8 +276,9 @@ class Orders:
         return await get_order(self.conn, order_id)
 
     async def lock(self, order_id: UUID) -> Order | None:
-        found = await self._load(f"SELECT {_ORDER_FIELDS} FROM inventory.orders o WHERE o.id = :id FOR UPDATE",
-                                 {"id": order_id})
+        found = await self._load(
+            f"SELECT {_ORDER_FIELDS} FROM inventory.orders o WHERE o.id = :id FOR UPDATE", {"id": order_id}
+        )
         return found[0] if found else None
 
     async def lock_pending(self, order_ids: Sequence[UUID], *, due_only: bool) -> list[Order]:
@@ -265,31 +287,47 @@ class Orders:
         due = "AND o.expires_at <= now()" if due_only else ""
         return await self._load(
             f"SELECT {_ORDER_FIELDS} FROM inventory.orders o WHERE o.id = ANY(:ids) AND o.status = 'PENDING' {due} "
-            "ORDER BY o.id FOR UPDATE", {"ids": list(order_ids)})
+            "ORDER BY o.id FOR UPDATE",
+            {"ids": list(order_ids)},
+        )
 
     async def lock_overdue(self, limit: int) -> list[Order]:
         """The oldest overdue PENDING orders, skipping rows another transaction holds (the sweeper)."""
         return await self._load(
             f"SELECT {_ORDER_FIELDS} FROM inventory.orders o WHERE o.status = 'PENDING' AND o.expires_at <= now() "
-            "ORDER BY o.expires_at LIMIT :n FOR UPDATE SKIP LOCKED", {"n": limit})
+            "ORDER BY o.expires_at LIMIT :n FOR UPDATE SKIP LOCKED",
+            {"n": limit},
+        )
 
     async def _load(self, sql: str, params: dict[str, Any]) -> list[Order]:
         rows = (await self.conn.execute(text(sql), params)).all()
         if not rows:
             return []
         items = await self.conn.execute(
-            text("SELECT order_id, ticket_type_id, quantity, unit_price FROM inventory.order_items "
-                 "WHERE order_id = ANY(:ids) ORDER BY order_id, ticket_type_id"),
+            text(
+                "SELECT order_id, ticket_type_id, quantity, unit_price FROM inventory.order_items "
+                "WHERE order_id = ANY(:ids) ORDER BY order_id, ticket_type_id"
+            ),
             {"ids": [r.id for r in rows]},
         )
         lines: dict[UUID, list[PricedLine]] = {r.id: [] for r in rows}
         for it in items:
-            lines[it.order_id].append(PricedLine(ticket_type_id=it.ticket_type_id, quantity=it.quantity,
-                                                 unit_price=it.unit_price))
+            lines[it.order_id].append(
+                PricedLine(ticket_type_id=it.ticket_type_id, quantity=it.quantity, unit_price=it.unit_price)
+            )
         return [
-            Order(id=r.id, user_id=r.user_id, user_email=r.user_email, locale=r.locale, status=OrderStatus(r.status),
-                  total=r.total, lines=tuple(lines[r.id]), event_id=r.event_id, expires_at=r.expires_at,
-                  created_at=r.created_at)
+            Order(
+                id=r.id,
+                user_id=r.user_id,
+                user_email=r.user_email,
+                locale=r.locale,
+                status=OrderStatus(r.status),
+                total=r.total,
+                lines=tuple(lines[r.id]),
+                event_id=r.event_id,
+                expires_at=r.expires_at,
+                created_at=r.created_at,
+            )
             for r in rows
         ]
 
@@ -304,8 +342,11 @@ class Orders:
                 "FROM unnest(CAST(:ids AS uuid[]), CAST(:new AS text[]), CAST(:old AS text[])) AS d(id, new, old) "
                 "WHERE o.id = d.id AND o.status = d.old"
             ),
-            {"ids": [o.id for o in changed], "new": [o.status.value for o in changed],
-             "old": [o.loaded_status.value for o in changed if o.loaded_status is not None]},
+            {
+                "ids": [o.id for o in changed],
+                "new": [o.status.value for o in changed],
+                "old": [o.loaded_status.value for o in changed if o.loaded_status is not None],
+            },
         )
         if result.rowcount != len(changed):  # type: ignore[attr-defined]
             raise RuntimeError("an order changed under its row lock")  # cannot happen; retried if it does

@@ -27,8 +27,14 @@ def declare(settings: Settings, wq: topology.WorkQueue) -> Declare:
     """Declare the mailer's queues with the configured ladder (Bus.start would use the default one)."""
 
     async def _declare(channel: aio_pika.abc.AbstractChannel) -> None:
-        await topology.declare_service(channel, topology.Names(settings.prefix), "mailer", settings.delivery_limit,
-                                       queues=(wq,), max_length=settings.work_queue_max_length)
+        await topology.declare_service(
+            channel,
+            topology.Names(settings.prefix),
+            "mailer",
+            settings.delivery_limit,
+            queues=(wq,),
+            max_length=settings.work_queue_max_length,
+        )
 
     return _declare
 
@@ -47,22 +53,34 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     bus = Bus(settings.model_copy(update={"prefetch": settings.mailer_prefetch}), "mailer")
     mailer = Mailer(EmailStore(engine, settings.mailer_claim_lease_seconds), SmtpSender(config))
     wq = work_queue(settings)
-    bus.consume(wq, {
-        topology.ORDER_PAID: Route(OrderPaid, mailer.on_order_paid),
-        topology.ORDER_EXPIRED: Route(OrderExpired, mailer.on_order_expired),
-        topology.ORDER_REFUNDED: Route(OrderRefunded, mailer.on_order_refunded),
-    })
-    server = await health.serve_service_health("mailer", settings.service_host, settings.mailer_port, {
-        "database": runtime.database_check(engine),
-        "rabbitmq": runtime.broker_check(bus),
-    })
+    bus.consume(
+        wq,
+        {
+            topology.ORDER_PAID: Route(OrderPaid, mailer.on_order_paid),
+            topology.ORDER_EXPIRED: Route(OrderExpired, mailer.on_order_expired),
+            topology.ORDER_REFUNDED: Route(OrderRefunded, mailer.on_order_refunded),
+        },
+    )
+    server = await health.serve_service_health(
+        "mailer",
+        settings.service_host,
+        settings.mailer_port,
+        {
+            "database": runtime.database_check(engine),
+            "rabbitmq": runtime.broker_check(bus),
+        },
+    )
     if not await bus.start(stop=stop, declare=declare(settings, wq)):
         if sink is not None:
             sink.stop()
         await runtime.stop_unstarted(server, engine)
         return
-    log.info("mailer_started", prefix=settings.prefix, smtp=f"{config.host}:{config.port}",
-             retry_delays=list(wq.retry_delays))
+    log.info(
+        "mailer_started",
+        prefix=settings.prefix,
+        smtp=f"{config.host}:{config.port}",
+        retry_delays=list(wq.retry_delays),
+    )
     await stop.wait()
     log.info("mailer_stopping")
     await bus.stop()  # waits for in-flight sends

@@ -26,8 +26,13 @@ def ls_cmd(limit: int, as_json: bool) -> None:
     mails = list_mail(path)
     start = max(0, len(mails) - limit)
     rows = [
-        {"number": i, "received": m.received.isoformat(), "to": m.to, "subject": m.subject,
-         "attachments": sum(1 for p in m.message.walk() if p.get_content_maintype() == "image")}
+        {
+            "number": i,
+            "received": m.received.isoformat(),
+            "to": m.to,
+            "subject": m.subject,
+            "attachments": sum(1 for p in m.message.walk() if p.get_content_maintype() == "image"),
+        }
         for i, m in enumerate(mails[start:], start=start + 1)
     ]
     if as_json:
@@ -38,8 +43,9 @@ def ls_cmd(limit: int, as_json: bool) -> None:
         return
     table = Table("#", "received (UTC)", "to", "subject", "attachments")
     for r, m in zip(rows, mails[start:], strict=True):
-        table.add_row(str(r["number"]), m.received.strftime("%Y-%m-%d %H:%M:%S"), m.to, m.subject,
-                      str(r["attachments"]))
+        table.add_row(
+            str(r["number"]), m.received.strftime("%Y-%m-%d %H:%M:%S"), m.to, m.subject, str(r["attachments"])
+        )
     Console().print(table)
 
 

@@ -114,13 +114,14 @@ def for_paid(msg: OrderPaid) -> EmailSpec:
         "paid_at": format_time(msg.paid_at, locale),
         "total": format_vnd(msg.total, locale),
         "lines": [
-            {"name": names.get(i.ticket_type_id, str(i.ticket_type_id)), "quantity": i.quantity,
-             "unit_price": format_vnd(i.unit_price, locale)}
+            {
+                "name": names.get(i.ticket_type_id, str(i.ticket_type_id)),
+                "quantity": i.quantity,
+                "unit_price": format_vnd(i.unit_price, locale),
+            }
             for i in msg.items
         ],
-        "tickets": [
-            {"code": t.code, "type": t.ticket_type_name, "cid": qr_content_id(t.code)} for t in msg.tickets
-        ],
+        "tickets": [{"code": t.code, "type": t.ticket_type_name, "cid": qr_content_id(t.code)} for t in msg.tickets],
     }
     return EmailSpec(Kind.PAID, str(msg.order_id), check_recipient(msg.user_email), locale, context)
 

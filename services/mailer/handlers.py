@@ -68,8 +68,13 @@ class Mailer:
             classification = domain.classify(exc)
             metrics.EMAILS_FAILED.labels(kind=kind, classification=classification.value).inc()
             await self.store.mark_failed(spec, f"{type(exc).__name__}: {exc}")
-            log.warning("email_failed", kind=kind, order_id=spec.order_id, classification=classification.value,
-                        error=repr(exc)[:300])  # addresses masked by the log pipeline
+            log.warning(
+                "email_failed",
+                kind=kind,
+                order_id=spec.order_id,
+                classification=classification.value,
+                error=repr(exc)[:300],
+            )  # addresses masked by the log pipeline
             if classification is Classification.PERMANENT:
                 raise SmtpRejected(f"SMTP refused the {kind} email: {type(exc).__name__}: {exc}") from exc
             raise
@@ -85,7 +90,8 @@ class Mailer:
                 return
             except Exception as exc:
                 if pause is None:
-                    log.error("email_sent_but_not_recorded", order_id=spec.order_id, kind=spec.kind.value,
-                              error=repr(exc))
+                    log.error(
+                        "email_sent_but_not_recorded", order_id=spec.order_id, kind=spec.kind.value, error=repr(exc)
+                    )
                     raise
                 await asyncio.sleep(pause)

@@ -62,6 +62,12 @@ def render(spec: EmailSpec, sender: str) -> EmailMessage:
     assert isinstance(html_part, EmailMessage)
     for ticket in spec.context.get("tickets", []):
         # multipart/related next to the HTML, so `cid:` references resolve in every mail client.
-        html_part.add_related(qr_png(ticket["code"]), "image", "png", cid=f"<{ticket['cid']}>",
-                              filename=f"{ticket['code']}.png", disposition="inline")
+        html_part.add_related(
+            qr_png(ticket["code"]),
+            "image",
+            "png",
+            cid=f"<{ticket['cid']}>",
+            filename=f"{ticket['code']}.png",
+            disposition="inline",
+        )
     return msg

@@ -29,7 +29,9 @@ class EmailStore:
 
     async def claim(self, spec: EmailSpec, message_id: str, subject: str) -> Claim:
         async with self.engine.begin() as conn:
-            row = (await conn.execute(text("""
+            row = (
+                await conn.execute(
+                    text("""
                 INSERT INTO mailer.emails AS e (order_id, kind, status, recipient, locale, subject, message_id,
                                                 email_message_id, claimed_at)
                 VALUES (CAST(:order_id AS uuid), :kind, 'sending', :recipient, :locale, :subject, :message_id,
@@ -40,32 +42,51 @@ class EmailStore:
                  WHERE e.status = 'failed'
                     OR (e.status = 'sending' AND e.claimed_at < now() - make_interval(secs => :lease))
                 RETURNING e.status
-            """), {
-                "order_id": spec.order_id, "kind": spec.kind.value, "recipient": spec.recipient,
-                "locale": spec.locale, "subject": subject, "message_id": message_id,
-                "email_message_id": spec.email_message_id, "lease": self.lease_seconds,
-            })).first()
+            """),
+                    {
+                        "order_id": spec.order_id,
+                        "kind": spec.kind.value,
+                        "recipient": spec.recipient,
+                        "locale": spec.locale,
+                        "subject": subject,
+                        "message_id": message_id,
+                        "email_message_id": spec.email_message_id,
+                        "lease": self.lease_seconds,
+                    },
+                )
+            ).first()
             if row is not None:
                 return Claim.GRANTED
-            status = (await conn.execute(text("""
+            status = (
+                await conn.execute(
+                    text("""
                 UPDATE mailer.emails SET duplicates_skipped = duplicates_skipped + 1, updated_at = now()
                  WHERE order_id = CAST(:order_id AS uuid) AND kind = :kind AND status = 'sent'
                 RETURNING status
-            """), {"order_id": spec.order_id, "kind": spec.kind.value})).scalar()
+            """),
+                    {"order_id": spec.order_id, "kind": spec.kind.value},
+                )
+            ).scalar()
             return Claim.ALREADY_SENT if status == "sent" else Claim.IN_FLIGHT
 
     async def mark_sent(self, spec: EmailSpec, smtp_response: str) -> None:
         # One autocommitted single-row UPDATE right after the server's 250: the only window for a duplicate.
         async with self.engine.begin() as conn:
-            await conn.execute(text("""
+            await conn.execute(
+                text("""
                 UPDATE mailer.emails SET status = 'sent', sent_at = now(), smtp_response = :resp,
                        last_error = NULL, updated_at = now()
                  WHERE order_id = CAST(:order_id AS uuid) AND kind = :kind
-            """), {"order_id": spec.order_id, "kind": spec.kind.value, "resp": smtp_response[:500]})
+            """),
+                {"order_id": spec.order_id, "kind": spec.kind.value, "resp": smtp_response[:500]},
+            )
 
     async def mark_failed(self, spec: EmailSpec, error: str) -> None:
         async with self.engine.begin() as conn:
-            await conn.execute(text("""
+            await conn.execute(
+                text("""
                 UPDATE mailer.emails SET status = 'failed', last_error = :err, claimed_at = NULL, updated_at = now()
                  WHERE order_id = CAST(:order_id AS uuid) AND kind = :kind AND status = 'sending'
-            """), {"order_id": spec.order_id, "kind": spec.kind.value, "err": error[:2000]})
+            """),
+                {"order_id": spec.order_id, "kind": spec.kind.value, "err": error[:2000]},
+            )

@@ -39,9 +39,16 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
         async with engine.connect() as conn:
             await conn.execute(text("SELECT 1 FROM ops.dead_letters LIMIT 1"))
 
-    server = await health.serve_service_health("ops", settings.service_host, settings.ops_port, {
-        "database": runtime.database_check(engine), "rabbitmq": broker_check, "ops_schema": table_check,
-    })
+    server = await health.serve_service_health(
+        "ops",
+        settings.service_host,
+        settings.ops_port,
+        {
+            "database": runtime.database_check(engine),
+            "rabbitmq": broker_check,
+            "ops_schema": table_check,
+        },
+    )
     if not await keeper.start(stop) or not await bus.start(declare_services=("ops",), stop=stop):
         await runtime.stop_unstarted(server, engine)
         return

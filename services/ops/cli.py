@@ -91,8 +91,9 @@ def ls_cmd(as_json: bool) -> None:
     table = Table("service", "queue", "dead letters", "not yet stored", "oldest age (s)")
     for r in rows:
         age = "" if r["oldest_age_seconds"] is None else f"{r['oldest_age_seconds']:.0f}"
-        table.add_row(r["service"], r["queue"], str(r["depth"]), str(r["in_broker"] if r["in_broker"] is not None
-                                                                       else "-"), age)
+        table.add_row(
+            r["service"], r["queue"], str(r["depth"]), str(r["in_broker"] if r["in_broker"] is not None else "-"), age
+        )
     console.print(table)
 
 
@@ -112,8 +113,15 @@ def groups_cmd(service: str | None, as_json: bool) -> None:
         return
     table = Table("group", "service", "count", "exception", "routing key", "last failed", "reason")
     for r in rows:
-        table.add_row(r["group_key"], r["service"], str(r["count"]), r["exception_type"], r["routing_key"],
-                      str(r["last_failed_at"])[:19], (r["sample_reason"] or "")[:80])
+        table.add_row(
+            r["group_key"],
+            r["service"],
+            str(r["count"]),
+            r["exception_type"],
+            r["routing_key"],
+            str(r["last_failed_at"])[:19],
+            (r["sample_reason"] or "")[:80],
+        )
     console.print(table)
 
 
@@ -136,8 +144,16 @@ def messages_cmd(service: str | None, group: str | None, status: str, limit: int
         return
     table = Table("id", "service", "message id", "routing key", "exception", "attempts", "replays", "reason")
     for r in rows:
-        table.add_row(str(r["id"]), r["service"], r["message_id"][:40], r["routing_key"], r["exception_type"],
-                      str(r["attempts"]), str(r["replay_count"]), r["reason"][:80])
+        table.add_row(
+            str(r["id"]),
+            r["service"],
+            r["message_id"][:40],
+            r["routing_key"],
+            r["exception_type"],
+            str(r["attempts"]),
+            str(r["replay_count"]),
+            r["reason"][:80],
+        )
     console.print(table)
 
 
@@ -157,8 +173,9 @@ def show_cmd(dead_letter_id: int) -> None:
 
 
 def _selection_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    fn = click.option("--actor", default=_default_actor, show_default="user@host",
-                      help="Recorded in the audit log.")(fn)
+    fn = click.option("--actor", default=_default_actor, show_default="user@host", help="Recorded in the audit log.")(
+        fn
+    )
     fn = click.option("--dry-run", is_flag=True, help="Show what would happen; change nothing (still audited).")(fn)
     fn = click.option("--all", "everything", is_flag=True, help="Every waiting dead letter of the service.")(fn)
     fn = click.option("--group", default=None, help="A group key from `dlq groups`.")(fn)
@@ -173,8 +190,10 @@ def _report(result: dlq.ActionResult, as_json: bool) -> None:
     else:
         verb = {"replay": "replayed", "purge": "purged"}[result.action]
         prefix = "dry run: would have " if result.dry_run else ""
-        click.echo(f"{prefix}{verb} {result.matched if result.dry_run else result.affected} of {result.matched} "
-                   f"matching dead letters of {result.service} (audit #{result.audit_id})")
+        click.echo(
+            f"{prefix}{verb} {result.matched if result.dry_run else result.affected} of {result.matched} "
+            f"matching dead letters of {result.service} (audit #{result.audit_id})"
+        )
         for s in result.sample:
             click.echo(f"  #{s['id']} {s['routing_key']} {s['exception_type']}: {s['reason'][:100]}")
     if result.error:
@@ -186,8 +205,16 @@ def _report(result: dlq.ActionResult, as_json: bool) -> None:
 @click.argument("service")
 @_selection_options
 @click.option("--rate", type=float, default=None, help="Messages per second (default: the setting, 50).")
-def replay_cmd(service: str, ids: tuple[int, ...], group: str | None, everything: bool, dry_run: bool, actor: str,
-               as_json: bool, rate: float | None) -> None:
+def replay_cmd(
+    service: str,
+    ids: tuple[int, ...],
+    group: str | None,
+    everything: bool,
+    dry_run: bool,
+    actor: str,
+    as_json: bool,
+    rate: float | None,
+) -> None:
     """Send dead letters back to the queue they came from (with confirms, rate-limited)."""
     _check_service(service)
     sel = _selector(ids, group, everything)
@@ -197,23 +224,38 @@ def replay_cmd(service: str, ids: tuple[int, ...], group: str | None, everything
         bus = Bus(settings, "ops-cli")
         await bus.start(once=True)
         try:
-            async def publish(body: bytes, queue: str, message_id: str, headers: dict[str, Any],
-                              correlation_id: str | None) -> None:
-                await bus.publish_raw(body, queue, exchange="", message_id=message_id, headers=headers,
-                                      correlation_id=correlation_id)
+
+            async def publish(
+                body: bytes, queue: str, message_id: str, headers: dict[str, Any], correlation_id: str | None
+            ) -> None:
+                await bus.publish_raw(
+                    body, queue, exchange="", message_id=message_id, headers=headers, correlation_id=correlation_id
+                )
 
             # On stderr, so `--json` output stays parseable; a replay at the default rate can take minutes.
-            with Progress(*Progress.get_default_columns(), MofNCompleteColumn(), console=Console(stderr=True),
-                          disable=as_json or dry_run, transient=False) as bar:
+            with Progress(
+                *Progress.get_default_columns(),
+                MofNCompleteColumn(),
+                console=Console(stderr=True),
+                disable=as_json or dry_run,
+                transient=False,
+            ) as bar:
                 task = bar.add_task(f"replaying {service}", total=None)
 
                 def advance(done: int, matched: int) -> None:
                     bar.update(task, completed=done, total=matched)
 
                 try:
-                    return await dlq.replay(engine, publish, service, sel, actor, dry_run=dry_run,
-                                            rate=settings.dlq_replay_rate if rate is None else rate,
-                                            progress=advance)
+                    return await dlq.replay(
+                        engine,
+                        publish,
+                        service,
+                        sel,
+                        actor,
+                        dry_run=dry_run,
+                        rate=settings.dlq_replay_rate if rate is None else rate,
+                        progress=advance,
+                    )
                 except dlq.ReplayInProgress as exc:
                     raise click.ClickException(str(exc)) from exc
         finally:
@@ -226,8 +268,16 @@ def replay_cmd(service: str, ids: tuple[int, ...], group: str | None, everything
 @click.argument("service")
 @_selection_options
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def purge_cmd(service: str, ids: tuple[int, ...], group: str | None, everything: bool, dry_run: bool, actor: str,
-              as_json: bool, yes: bool) -> None:
+def purge_cmd(
+    service: str,
+    ids: tuple[int, ...],
+    group: str | None,
+    everything: bool,
+    dry_run: bool,
+    actor: str,
+    as_json: bool,
+    yes: bool,
+) -> None:
     """Discard dead letters (kept as purged rows for the audit trail; never replayed)."""
     _check_service(service)
     sel = _selector(ids, group, everything)
@@ -262,6 +312,15 @@ def audit_cmd(limit: int, as_json: bool) -> None:
         return
     table = Table("id", "at", "actor", "action", "service", "selector", "dry run", "matched", "affected")
     for r in rows:
-        table.add_row(str(r["id"]), str(r["at"])[:19], r["actor"], r["action"], r["service"],
-                      json.dumps(r["selector"]), "yes" if r["dry_run"] else "", str(r["matched"]), str(r["affected"]))
+        table.add_row(
+            str(r["id"]),
+            str(r["at"])[:19],
+            r["actor"],
+            r["action"],
+            r["service"],
+            json.dumps(r["selector"]),
+            "yes" if r["dry_run"] else "",
+            str(r["matched"]),
+            str(r["affected"]),
+        )
     console.print(table)

@@ -27,9 +27,21 @@ from shared.dead_letters import Selector
 
 # Headers that describe one death; a replay drops them so the next failure writes fresh ones.
 DEATH_HEADERS = (
-    "x-death", "x-first-death-queue", "x-first-death-reason", "x-first-death-exchange", "x-last-death-queue",
-    "x-last-death-reason", "x-last-death-exchange", "x-reason", "x-exception-type", "x-stack", "x-failed-at",
-    "x-attempts", "x-attempt", "x-last-error", "x-delivery-count",
+    "x-death",
+    "x-first-death-queue",
+    "x-first-death-reason",
+    "x-first-death-exchange",
+    "x-last-death-queue",
+    "x-last-death-reason",
+    "x-last-death-exchange",
+    "x-reason",
+    "x-exception-type",
+    "x-stack",
+    "x-failed-at",
+    "x-attempts",
+    "x-attempt",
+    "x-last-error",
+    "x-delivery-count",
 )
 REPLAY_BATCH = 100
 
@@ -87,44 +99,73 @@ def from_amqp(service: str, dlq: str, raw: Any) -> dict[str, Any]:
     headers = jsonable(dict(raw.headers or {}))
     deaths = headers.get("x-death") or []
     first = deaths[-1] if isinstance(deaths, list) and deaths and isinstance(deaths[-1], dict) else {}
-    original_queue = str(headers.get("x-original-queue") or headers.get("x-first-death-queue")
-                         or first.get("queue") or "")
+    original_queue = str(
+        headers.get("x-original-queue") or headers.get("x-first-death-queue") or first.get("queue") or ""
+    )
     keys = first.get("routing-keys") or [""]
     routing_key = str(headers.get("x-original-routing-key") or (keys[0] if keys else "") or raw.routing_key or "")
-    exchange = str(headers.get("x-original-exchange") or headers.get("x-first-death-exchange")
-                   or first.get("exchange") or "")
+    exchange = str(
+        headers.get("x-original-exchange") or headers.get("x-first-death-exchange") or first.get("exchange") or ""
+    )
     broker_reason = str(headers.get("x-first-death-reason") or first.get("reason") or "")
-    reason = str(headers.get("x-reason") or (f"dead-lettered by the broker: {broker_reason}" if broker_reason
-                                             else "unknown"))
+    reason = str(
+        headers.get("x-reason") or (f"dead-lettered by the broker: {broker_reason}" if broker_reason else "unknown")
+    )
     exception_type = str(headers.get("x-exception-type") or broker_reason or "unknown")
     attempts = int(headers.get("x-attempts") or headers.get("x-delivery-count") or first.get("count") or 1)
     failed_at = _parse_time(headers.get("x-failed-at") or first.get("time") or datetime.now(UTC))
     replay_count = int(headers.get("x-replay-count") or 0)
     message_id = raw.message_id or ""
     body = bytes(raw.body)
-    fingerprint = hashlib.sha256("\x1f".join([
-        dlq, message_id, str(headers.get("x-failed-at") or ""), json.dumps(deaths, sort_keys=True),
-        str(replay_count), hashlib.sha256(body).hexdigest(),
-    ]).encode()).hexdigest()
-    properties = jsonable({
-        "content_type": raw.content_type, "correlation_id": raw.correlation_id, "reply_to": raw.reply_to,
-        "app_id": raw.app_id, "type": raw.type, "timestamp": raw.timestamp,
-        "delivery_mode": int(raw.delivery_mode or 2),
-        "exchange": raw.exchange, "routing_key": raw.routing_key,
-    })
+    fingerprint = hashlib.sha256(
+        "\x1f".join(
+            [
+                dlq,
+                message_id,
+                str(headers.get("x-failed-at") or ""),
+                json.dumps(deaths, sort_keys=True),
+                str(replay_count),
+                hashlib.sha256(body).hexdigest(),
+            ]
+        ).encode()
+    ).hexdigest()
+    properties = jsonable(
+        {
+            "content_type": raw.content_type,
+            "correlation_id": raw.correlation_id,
+            "reply_to": raw.reply_to,
+            "app_id": raw.app_id,
+            "type": raw.type,
+            "timestamp": raw.timestamp,
+            "delivery_mode": int(raw.delivery_mode or 2),
+            "exchange": raw.exchange,
+            "routing_key": raw.routing_key,
+        }
+    )
     return {
-        "fingerprint": fingerprint, "service": service, "dlq": dlq, "message_id": message_id,
-        "original_queue": original_queue, "original_exchange": exchange, "routing_key": routing_key,
-        "reason": reason[:4000], "exception_type": exception_type[:200],
+        "fingerprint": fingerprint,
+        "service": service,
+        "dlq": dlq,
+        "message_id": message_id,
+        "original_queue": original_queue,
+        "original_exchange": exchange,
+        "routing_key": routing_key,
+        "reason": reason[:4000],
+        "exception_type": exception_type[:200],
         "group_key": group_key(service, original_queue, routing_key, exception_type, reason),
-        "attempts": attempts, "replay_count": replay_count, "headers": json.dumps(headers),
-        "properties": json.dumps(properties), "body": body, "failed_at": failed_at,
+        "attempts": attempts,
+        "replay_count": replay_count,
+        "headers": json.dumps(headers),
+        "properties": json.dumps(properties),
+        "body": body,
+        "failed_at": failed_at,
     }
 
 
 async def store(conn: AsyncConnection, row: dict[str, Any]) -> bool:
     """Insert once (the fingerprint absorbs a delivery stored twice after a crash before its ack)."""
-    result = await conn.execute(text("""
+    result = await conn.execute(
+        text("""
         INSERT INTO ops.dead_letters (fingerprint, service, dlq, message_id, original_queue, original_exchange,
                routing_key, reason, exception_type, group_key, attempts, replay_count, headers, properties, body,
                failed_at)
@@ -132,7 +173,9 @@ async def store(conn: AsyncConnection, row: dict[str, Any]) -> bool:
                :reason, :exception_type, :group_key, :attempts, :replay_count, CAST(:headers AS jsonb),
                CAST(:properties AS jsonb), :body, :failed_at)
         ON CONFLICT (fingerprint) DO NOTHING
-    """), row)
+    """),
+        row,
+    )
     return bool(result.rowcount)
 
 
@@ -153,39 +196,66 @@ class ActionResult:
 
 async def count(conn: AsyncConnection, service: str, sel: Selector) -> tuple[int, list[dict[str, Any]]]:
     where, params = sel.where()
-    rows = (await conn.execute(text(f"""
+    rows = (
+        (
+            await conn.execute(
+                text(f"""
         SELECT id, message_id, original_queue, routing_key, exception_type, left(reason, 200) AS reason
           FROM ops.dead_letters WHERE service = :service AND status = 'dead' AND {where} ORDER BY id
-    """), {"service": service, **params})).mappings().all()
+    """),
+                {"service": service, **params},
+            )
+        )
+        .mappings()
+        .all()
+    )
     return len(rows), [dict(r) for r in rows[:20]]
 
 
-async def _audit(conn: AsyncConnection, actor: str, action: str, service: str, sel: Selector, dry_run: bool,
-                 matched: int) -> int:
-    return int((await conn.execute(text("""
+async def _audit(
+    conn: AsyncConnection, actor: str, action: str, service: str, sel: Selector, dry_run: bool, matched: int
+) -> int:
+    return int(
+        (
+            await conn.execute(
+                text("""
         INSERT INTO ops.audit_log (actor, action, service, selector, dry_run, matched, affected)
         VALUES (:actor, :action, :service, CAST(:selector AS jsonb), :dry_run, :matched, 0) RETURNING id
-    """), {"actor": actor, "action": action, "service": service, "selector": sel.as_json(), "dry_run": dry_run,
-           "matched": matched})).scalar_one())
+    """),
+                {
+                    "actor": actor,
+                    "action": action,
+                    "service": service,
+                    "selector": sel.as_json(),
+                    "dry_run": dry_run,
+                    "matched": matched,
+                },
+            )
+        ).scalar_one()
+    )
 
 
 async def _finish_audit(engine: AsyncEngine, audit_id: int, affected: int, detail: str | None) -> None:
     async with engine.begin() as conn:
-        await conn.execute(text("UPDATE ops.audit_log SET affected = :n, detail = :d WHERE id = :id"),
-                           {"n": affected, "d": detail, "id": audit_id})
+        await conn.execute(
+            text("UPDATE ops.audit_log SET affected = :n, detail = :d WHERE id = :id"),
+            {"n": affected, "d": detail, "id": audit_id},
+        )
 
 
 def replay_headers(row: Any, audit_id: int, actor: str) -> dict[str, Any]:
     headers = {k: v for k, v in dict(row.headers).items() if k not in DEATH_HEADERS}
-    headers.update({
-        # The chassis routes a message by this header when it arrives on a work queue (Bus._dispatch).
-        "x-original-routing-key": row.routing_key,
-        "x-original-exchange": row.original_exchange,
-        "x-replay-count": row.replay_count + 1,
-        "x-replay-id": audit_id,
-        "x-replayed-from": row.id,
-        "x-replayed-by": actor,
-    })
+    headers.update(
+        {
+            # The chassis routes a message by this header when it arrives on a work queue (Bus._dispatch).
+            "x-original-routing-key": row.routing_key,
+            "x-original-exchange": row.original_exchange,
+            "x-replay-count": row.replay_count + 1,
+            "x-replay-id": audit_id,
+            "x-replayed-from": row.id,
+            "x-replayed-by": actor,
+        }
+    )
     return headers
 
 
@@ -193,9 +263,17 @@ class ReplayInProgress(RuntimeError):
     """A replay of the same service is running: replays of one service are serialised."""
 
 
-async def replay(engine: AsyncEngine, publish: Publish, service: str, sel: Selector, actor: str, *,
-                 dry_run: bool = False, rate: float = 50.0,
-                 progress: Callable[[int, int], None] | None = None) -> ActionResult:
+async def replay(
+    engine: AsyncEngine,
+    publish: Publish,
+    service: str,
+    sel: Selector,
+    actor: str,
+    *,
+    dry_run: bool = False,
+    rate: float = 50.0,
+    progress: Callable[[int, int], None] | None = None,
+) -> ActionResult:
     """Republish to the queue each message came from, at most ``rate`` per second, each with a confirm.
 
     No row lock is held while publishing or pacing (a slow replay must not block purges, the keeper or other
@@ -221,11 +299,16 @@ async def replay(engine: AsyncEngine, publish: Publish, service: str, sel: Selec
         try:
             while True:
                 async with engine.connect() as conn:
-                    rows = (await conn.execute(text(f"""
+                    rows = (
+                        await conn.execute(
+                            text(f"""
                         SELECT * FROM ops.dead_letters
                          WHERE service = :service AND status = 'dead' AND id > :last AND {where}
                          ORDER BY id LIMIT :n
-                    """), {"service": service, "last": last_id, "n": REPLAY_BATCH, **params})).all()
+                    """),
+                            {"service": service, "last": last_id, "n": REPLAY_BATCH, **params},
+                        )
+                    ).all()
                 if not rows:
                     break
                 for row in rows:
@@ -233,8 +316,13 @@ async def replay(engine: AsyncEngine, publish: Publish, service: str, sel: Selec
                     if not row.original_queue:
                         continue  # nowhere to send it back to; stays in the DLQ for a purge
                     props = dict(row.properties)
-                    await publish(bytes(row.body), row.original_queue, row.message_id,
-                                  replay_headers(row, audit_id, actor), props.get("correlation_id"))
+                    await publish(
+                        bytes(row.body),
+                        row.original_queue,
+                        row.message_id,
+                        replay_headers(row, audit_id, actor),
+                        props.get("correlation_id"),
+                    )
                     result.affected += await _mark_replayed(engine, row.id, actor, audit_id)
                     metrics.DEAD_LETTERS_REPLAYED.labels(service=service).inc()
                     if progress is not None:
@@ -251,15 +339,17 @@ async def replay(engine: AsyncEngine, publish: Publish, service: str, sel: Selec
 
 async def _mark_replayed(engine: AsyncEngine, dead_letter_id: int, actor: str, audit_id: int) -> int:
     async with engine.begin() as conn:
-        marked = await conn.execute(text("""
+        marked = await conn.execute(
+            text("""
             UPDATE ops.dead_letters SET status = 'replayed', resolved_at = now(), resolved_by = :actor,
                    action_id = :aid WHERE id = :id AND status = 'dead'
-        """), {"actor": actor, "aid": audit_id, "id": dead_letter_id})
+        """),
+            {"actor": actor, "aid": audit_id, "id": dead_letter_id},
+        )
     return int(marked.rowcount or 0)  # type: ignore[attr-defined]
 
 
-async def purge(engine: AsyncEngine, service: str, sel: Selector, actor: str, *,
-                dry_run: bool = False) -> ActionResult:
+async def purge(engine: AsyncEngine, service: str, sel: Selector, actor: str, *, dry_run: bool = False) -> ActionResult:
     """Mark dead letters purged (kept as evidence for the audit trail; never replayed)."""
     async with engine.begin() as conn:
         matched, sample = await count(conn, service, sel)
@@ -267,15 +357,19 @@ async def purge(engine: AsyncEngine, service: str, sel: Selector, actor: str, *,
         result = ActionResult("purge", service, dry_run, matched, audit_id=audit_id, sample=sample)
         if not dry_run and matched:
             where, params = sel.where()
-            purged = (await conn.execute(text(f"""
+            purged = (
+                await conn.execute(
+                    text(f"""
                 UPDATE ops.dead_letters SET status = 'purged', resolved_at = now(), resolved_by = :actor,
                        action_id = :aid
                  WHERE service = :service AND status = 'dead' AND {where}
-            """), {"service": service, "actor": actor, "aid": audit_id, **params})).rowcount
+            """),
+                    {"service": service, "actor": actor, "aid": audit_id, **params},
+                )
+            ).rowcount
             result.affected = int(purged or 0)
-            await conn.execute(text("UPDATE ops.audit_log SET affected = :n WHERE id = :id"),
-                               {"n": result.affected, "id": audit_id})
+            await conn.execute(
+                text("UPDATE ops.audit_log SET affected = :n WHERE id = :id"), {"n": result.affected, "id": audit_id}
+            )
             metrics.DEAD_LETTERS_PURGED.labels(service=service).inc(result.affected)
     return result
-
-

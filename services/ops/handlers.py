@@ -15,8 +15,9 @@ from shared.messaging import Bus
 
 async def dlq_action(cmd: DlqAction, engine: AsyncEngine, bus: Bus, default_rate: float) -> DlqActionAnswered:
     if cmd.service not in dead_letters.dlq_services():
-        return DlqActionAnswered(outcome=DlqActionOutcome.UNKNOWN_SERVICE,
-                                 detail=f"no dead-letter queue for service {cmd.service!r}")
+        return DlqActionAnswered(
+            outcome=DlqActionOutcome.UNKNOWN_SERVICE, detail=f"no dead-letter queue for service {cmd.service!r}"
+        )
     try:
         sel = dead_letters.Selector(ids=tuple(cmd.ids), group=cmd.group, everything=cmd.everything)
     except ValueError as exc:
@@ -25,14 +26,23 @@ async def dlq_action(cmd: DlqAction, engine: AsyncEngine, bus: Bus, default_rate
         result = await dlq.purge(engine, cmd.service, sel, cmd.actor, dry_run=cmd.dry_run)
         return DlqActionAnswered(outcome=DlqActionOutcome.DONE, result=result.__dict__)
 
-    async def publish(data: bytes, queue: str, message_id: str, headers: dict[str, Any],
-                      correlation_id: str | None) -> None:
-        await bus.publish_raw(data, queue, exchange="", message_id=message_id, headers=headers,
-                              correlation_id=correlation_id)
+    async def publish(
+        data: bytes, queue: str, message_id: str, headers: dict[str, Any], correlation_id: str | None
+    ) -> None:
+        await bus.publish_raw(
+            data, queue, exchange="", message_id=message_id, headers=headers, correlation_id=correlation_id
+        )
 
     try:
-        result = await dlq.replay(engine, publish, cmd.service, sel, cmd.actor, dry_run=cmd.dry_run,
-                                  rate=default_rate if cmd.rate is None else cmd.rate)
+        result = await dlq.replay(
+            engine,
+            publish,
+            cmd.service,
+            sel,
+            cmd.actor,
+            dry_run=cmd.dry_run,
+            rate=default_rate if cmd.rate is None else cmd.rate,
+        )
     except dlq.ReplayInProgress as exc:
         return DlqActionAnswered(outcome=DlqActionOutcome.BUSY, detail=str(exc))
     outcome = DlqActionOutcome.INTERRUPTED if result.error else DlqActionOutcome.DONE

@@ -40,8 +40,9 @@ class Keeper:
         attempt = 0
         while True:
             try:
-                await asyncio.wait_for(self._start_once(), timeout=s.broker_connect_timeout_seconds
-                                       + s.broker_operation_timeout_seconds)
+                await asyncio.wait_for(
+                    self._start_once(), timeout=s.broker_connect_timeout_seconds + s.broker_operation_timeout_seconds
+                )
                 log.info("dlq_keeper_started", queues=[q.name for q in self.queues])
                 return True
             except Exception as exc:
@@ -49,8 +50,14 @@ class Keeper:
                 await self.stop()
                 self.connection, self.queues = None, []
                 pause = backoff(attempt, s.broker_retry_initial_seconds, s.broker_retry_max_seconds)
-                log.warning("waiting_for_broker", service="ops", what="connect, consume the DLQs",
-                            attempt=attempt + 1, retry_in=round(pause, 2), error=self.last_error)
+                log.warning(
+                    "waiting_for_broker",
+                    service="ops",
+                    what="connect, consume the DLQs",
+                    attempt=attempt + 1,
+                    retry_in=round(pause, 2),
+                    error=self.last_error,
+                )
                 attempt += 1
                 if stop is None:
                     await asyncio.sleep(pause)
@@ -61,8 +68,9 @@ class Keeper:
                     return False
 
     async def _start_once(self) -> None:
-        self.connection = await aio_pika.connect_robust(self.settings.rabbitmq_url,
-                                                        timeout=self.settings.broker_connect_timeout_seconds)
+        self.connection = await aio_pika.connect_robust(
+            self.settings.rabbitmq_url, timeout=self.settings.broker_connect_timeout_seconds
+        )
         channel = await self.connection.channel()
         await channel.set_qos(prefetch_count=64)
         for service in dead_letters.dlq_services():
@@ -103,5 +111,9 @@ class Keeper:
         await message.ack()
         if stored:
             metrics.DEAD_LETTERS_STORED.labels(service=service).inc()
-            log.info("dead_letter_stored", service=service, message_id=message.message_id,
-                     exception_type=row["exception_type"])
+            log.info(
+                "dead_letter_stored",
+                service=service,
+                message_id=message.message_id,
+                exception_type=row["exception_type"],
+            )

@@ -23,16 +23,25 @@ def build(settings: Settings) -> Payments:
     relay = OutboxRelay(engine, "payment", bus, settings.outbox_poll_seconds)
     provider = providers.from_settings(settings)
     payments = Payments(engine, bus, relay, {provider.name: provider}, settings)
-    bus.consume(topology.PAYMENT_NOTIFICATIONS, {
-        topology.PAYMENT_NOTIFIED: Route(PaymentNotified, payments.on_payment_notified),
-    })
-    bus.consume(topology.PAYMENT_ORDERS, {
-        topology.ORDER_HELD: Route(OrderHeld, payments.on_order_held),
-        topology.ORDER_REFUND_PENDING: Route(OrderRefundPending, payments.on_refund_pending),
-    })
-    bus.consume(topology.PAYMENT_COMMANDS, {
-        topology.PAYMENT_OP: Route(PaymentOp, PaymentOps(payments).on_payment_op),
-    })
+    bus.consume(
+        topology.PAYMENT_NOTIFICATIONS,
+        {
+            topology.PAYMENT_NOTIFIED: Route(PaymentNotified, payments.on_payment_notified),
+        },
+    )
+    bus.consume(
+        topology.PAYMENT_ORDERS,
+        {
+            topology.ORDER_HELD: Route(OrderHeld, payments.on_order_held),
+            topology.ORDER_REFUND_PENDING: Route(OrderRefundPending, payments.on_refund_pending),
+        },
+    )
+    bus.consume(
+        topology.PAYMENT_COMMANDS,
+        {
+            topology.PAYMENT_OP: Route(PaymentOp, PaymentOps(payments).on_payment_op),
+        },
+    )
     return payments
 
 
@@ -40,23 +49,37 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     settings = settings or get_settings()
     logs.configure("payment", settings.log_level, settings.log_json)
     payments = build(settings)
-    server = await health.serve_service_health("payment", settings.service_host, settings.payment_port, {
-        "database": runtime.database_check(payments.engine),
-        "rabbitmq": runtime.broker_check(payments.bus),
-    })
+    server = await health.serve_service_health(
+        "payment",
+        settings.service_host,
+        settings.payment_port,
+        {
+            "database": runtime.database_check(payments.engine),
+            "rabbitmq": runtime.broker_check(payments.bus),
+        },
+    )
     if not await payments.bus.start(declare_services=("payment",), stop=stop):
         await runtime.stop_unstarted(server, payments.engine)
         return
     payments.attempts.start()
     tasks = [
         asyncio.create_task(payments.relay.run(), name="outbox-relay"),
-        asyncio.create_task(runtime.every(settings.payment_reconcile_interval_seconds, payments.reconcile_once,
-                                  "reconcile"), name="reconcile"),
-        asyncio.create_task(runtime.every(settings.payment_refund_retry_seconds, payments.refund_due, "refunds"),
-                            name="refunds"),
+        asyncio.create_task(
+            runtime.every(settings.payment_reconcile_interval_seconds, payments.reconcile_once, "reconcile"),
+            name="reconcile",
+        ),
+        asyncio.create_task(
+            runtime.every(settings.payment_refund_retry_seconds, payments.refund_due, "refunds"), name="refunds"
+        ),
     ]
     log.info("payment_started", prefix=settings.prefix)
     await stop.wait()
     log.info("payment_stopping")
-    await runtime.stop_outbox_service(bus=payments.bus, relay=payments.relay, engine=payments.engine,
-                                      tasks=tasks, server=server, after_consumers=payments.attempts.stop)
+    await runtime.stop_outbox_service(
+        bus=payments.bus,
+        relay=payments.relay,
+        engine=payments.engine,
+        tasks=tasks,
+        server=server,
+        after_consumers=payments.attempts.stop,
+    )

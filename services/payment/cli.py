@@ -30,8 +30,9 @@ def _default_actor() -> str:
     return f"{os.environ.get('USER') or getpass.getuser()}@{socket.gethostname()}"
 
 
-actor_option = click.option("--actor", default=_default_actor, show_default="$USER@host",
-                            help="Who is acting (recorded in payment.op_audit).")
+actor_option = click.option(
+    "--actor", default=_default_actor, show_default="$USER@host", help="Who is acting (recorded in payment.op_audit)."
+)
 # Said the way the HTTP API says it, so an operator reads the same words in both.
 REFUSALS = {
     PaymentOpOutcome.NOT_FOUND: "404 not found",
@@ -47,8 +48,10 @@ async def _request(action: PaymentOpAction, actor: str, target: str = "", limit:
     await bus.start(once=True)
     try:
         result = await requester.request(
-            PaymentOp(action=action, actor=f"cli:{actor}", target=target, limit=limit), PaymentOpAnswered,
-            timeout=WAIT_SECONDS)
+            PaymentOp(action=action, actor=f"cli:{actor}", target=target, limit=limit),
+            PaymentOpAnswered,
+            timeout=WAIT_SECONDS,
+        )
     finally:
         await bus.stop()
     if result is None:
@@ -90,8 +93,7 @@ def review_group() -> None:
 def review_ls(limit: int, actor: str, as_json: bool) -> None:
     """List the attempts held for review."""
     rows = _run(PaymentOpAction.LIST_REVIEW, actor, limit=limit).items or []
-    _emit(rows, ["txn_ref", "order_id", "amount", "response_code", "order_status", "expires_at", "held_since"],
-          as_json)
+    _emit(rows, ["txn_ref", "order_id", "amount", "response_code", "order_status", "expires_at", "held_since"], as_json)
 
 
 @review_group.command("accept")

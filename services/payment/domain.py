@@ -28,8 +28,9 @@ class AttemptStatus(enum.StrEnum):
 
 
 ATTEMPT_TRANSITIONS: dict[AttemptStatus, frozenset[AttemptStatus]] = {
-    AttemptStatus.STARTED: frozenset({AttemptStatus.SUCCEEDED, AttemptStatus.FAILED, AttemptStatus.REVIEW,
-                                      AttemptStatus.ABANDONED}),
+    AttemptStatus.STARTED: frozenset(
+        {AttemptStatus.SUCCEEDED, AttemptStatus.FAILED, AttemptStatus.REVIEW, AttemptStatus.ABANDONED}
+    ),
     # A recorded failure the provider contradicts: its word that the money was taken wins (answers.supersedes).
     AttemptStatus.FAILED: frozenset({AttemptStatus.SUCCEEDED, AttemptStatus.REVIEW}),
     AttemptStatus.REVIEW: frozenset({AttemptStatus.ACCEPTED, AttemptStatus.REJECTED}),

@@ -72,8 +72,16 @@ class Payments:
                     raise RuntimeError(f"order {msg.order_id} not visible yet")  # retried alone, then the ladder
                 # The attempt's vnp_CreateDate is the order's creation time: what the gateway signed, and what
                 # querydr must be given back as vnp_TransactionDate.
-                await store.register_attempt(conn, provider.name, provider.txn_ref(msg.order_id, 1), msg.order_id,
-                                             1, msg.total, facts.created_at, msg.expires_at)
+                await store.register_attempt(
+                    conn,
+                    provider.name,
+                    provider.txn_ref(msg.order_id, 1),
+                    msg.order_id,
+                    1,
+                    msg.total,
+                    facts.created_at,
+                    msg.expires_at,
+                )
         return [None] * len(held)
 
     # --- notifications ----------------------------------------------------------------------------
@@ -105,8 +113,9 @@ class Payments:
                 log.warning("notification_refused", txn_ref=n.txn_ref, code=refusal, source=source)
                 return refusal
             assert facts is not None and facts.expires_at is not None
-            await store.register_attempt(conn, n.provider, n.txn_ref, n.order_id, n.attempt, n.amount,
-                                         facts.created_at, facts.expires_at)
+            await store.register_attempt(
+                conn, n.provider, n.txn_ref, n.order_id, n.attempt, n.amount, facts.created_at, facts.expires_at
+            )
             if not await store.record_transaction(conn, n, source):
                 recorded = await store.recorded_outcome(conn, n.provider, n.txn_ref)
                 if recorded is None or not answers.supersedes(n.outcome, recorded):
@@ -115,26 +124,57 @@ class Payments:
                 # or a buyer would pay and never get the tickets (nor a refund).
                 await store.supersede_transaction(conn, n, source)
                 PAYMENT_CONTRADICTIONS.labels(provider=n.provider, source=source).inc()
-                log.error("payment_record_contradicted", txn_ref=n.txn_ref, order_id=str(n.order_id),
-                          recorded=recorded.value, now=n.outcome.value, source=source)
+                log.error(
+                    "payment_record_contradicted",
+                    txn_ref=n.txn_ref,
+                    order_id=str(n.order_id),
+                    recorded=recorded.value,
+                    now=n.outcome.value,
+                    source=source,
+                )
             else:
                 await store.settle_attempt(conn, n.txn_ref, domain.attempt_status(n.outcome))
             following = domain.next_attempt(n, facts)
             if following is not None:
                 provider = self.providers[n.provider]
-                await store.register_attempt(conn, n.provider, provider.txn_ref(n.order_id, following), n.order_id,
-                                             following, n.amount, await store.now(conn), facts.expires_at)
+                await store.register_attempt(
+                    conn,
+                    n.provider,
+                    provider.txn_ref(n.order_id, following),
+                    n.order_id,
+                    following,
+                    n.amount,
+                    await store.now(conn),
+                    facts.expires_at,
+                )
             if n.outcome is Outcome.SUCCEEDED:
                 paid_at = n.paid_at or await store.now(conn)
-                await outbox.add(conn, "payment", [Outgoing.of(
-                    PaymentSucceeded(order_id=n.order_id, provider=n.provider, txn_ref=n.txn_ref, amount=n.amount,
-                                     provider_txn_no=n.provider_txn_no, paid_at=paid_at)
-                )])
+                await outbox.add(
+                    conn,
+                    "payment",
+                    [
+                        Outgoing.of(
+                            PaymentSucceeded(
+                                order_id=n.order_id,
+                                provider=n.provider,
+                                txn_ref=n.txn_ref,
+                                amount=n.amount,
+                                provider_txn_no=n.provider_txn_no,
+                                paid_at=paid_at,
+                            )
+                        )
+                    ],
+                )
         if n.outcome is Outcome.SUCCEEDED:
             self.relay.wake()
         if n.outcome is Outcome.REVIEW:
-            log.warning("payment_held_for_review", txn_ref=n.txn_ref, order_id=str(n.order_id),
-                        response_code=n.response_code, transaction_status=n.transaction_status)
+            log.warning(
+                "payment_held_for_review",
+                txn_ref=n.txn_ref,
+                order_id=str(n.order_id),
+                response_code=n.response_code,
+                transaction_status=n.transaction_status,
+            )
         PAYMENT_RESULTS.labels(provider=n.provider, outcome=n.outcome.value, source=source).inc()
         log.info("payment_recorded", txn_ref=n.txn_ref, outcome=n.outcome.value, source=source)
         return answers.RECORDED
@@ -145,9 +185,12 @@ class Payments:
         """querydr the attempts near or past expiry with no result; apply what the provider knows. Applied count."""
         s = self.settings
         async with self.engine.begin() as conn:
-            due = await store.claim_attempts_to_reconcile(conn, s.payment_reconcile_lead_seconds,
-                                                          s.payment_reconcile_interval_seconds,
-                                                          s.payment_reconcile_window_seconds)
+            due = await store.claim_attempts_to_reconcile(
+                conn,
+                s.payment_reconcile_lead_seconds,
+                s.payment_reconcile_interval_seconds,
+                s.payment_reconcile_window_seconds,
+            )
         applied = 0
         for attempt in due:
             provider = self.providers.get(attempt.provider)
@@ -191,8 +234,9 @@ class Payments:
         confirmed = 0
         for r in due:
             provider = self.providers[r.provider]
-            result = await provider.refund(RefundRequest(r.txn_ref, r.amount, r.provider_txn_no, r.transaction_date,
-                                                         r.reason))
+            result = await provider.refund(
+                RefundRequest(r.txn_ref, r.amount, r.provider_txn_no, r.transaction_date, r.reason)
+            )
             if result.status is RefundStatus.IN_PROGRESS:
                 # "Already requested": our earlier request may have succeeded with its answer lost. Ask.
                 known = await provider.query(r.txn_ref, r.transaction_date)
@@ -202,10 +246,22 @@ class Payments:
             async with self.engine.begin() as conn:
                 if result.status is RefundStatus.CONFIRMED:
                     if await store.finish_refund(conn, r.order_id, "CONFIRMED", result.detail, result.raw):
-                        await outbox.add(conn, "payment", [Outgoing.of(
-                            PaymentRefunded(order_id=r.order_id, provider=r.provider, txn_ref=r.txn_ref,
-                                            amount=r.amount, refunded_at=await store.now(conn), detail=r.reason)
-                        )])
+                        await outbox.add(
+                            conn,
+                            "payment",
+                            [
+                                Outgoing.of(
+                                    PaymentRefunded(
+                                        order_id=r.order_id,
+                                        provider=r.provider,
+                                        txn_ref=r.txn_ref,
+                                        amount=r.amount,
+                                        refunded_at=await store.now(conn),
+                                        detail=r.reason,
+                                    )
+                                )
+                            ],
+                        )
                         confirmed += 1
                 elif result.status is RefundStatus.REFUSED:
                     # The provider will not refund (it holds no successful payment): a human must look.

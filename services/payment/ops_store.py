@@ -24,8 +24,10 @@ STALE_REQUEST_SECONDS = 120
 
 async def audit(conn: AsyncConnection, actor: str, action: str, target: str, result: str, detail: str = "") -> None:
     await conn.execute(
-        text("INSERT INTO payment.op_audit (actor, action, target, result, detail) "
-             "VALUES (:actor, :action, :target, :result, :detail)"),
+        text(
+            "INSERT INTO payment.op_audit (actor, action, target, result, detail) "
+            "VALUES (:actor, :action, :target, :result, :detail)"
+        ),
         {"actor": actor, "action": action, "target": target, "result": result, "detail": detail[:2000]},
     )
 
@@ -75,8 +77,11 @@ async def decide(conn: AsyncConnection, txn_ref: str, status: AttemptStatus) -> 
             {"r": txn_ref, "s": status.value, "from": sources_of(status)},
         )
     ).first()
-    return Decided(row.txn_ref, row.provider, row.order_id, row.amount, row.provider_txn_no, row.paid_at,
-                   row.created_at) if row else None
+    return (
+        Decided(row.txn_ref, row.provider, row.order_id, row.amount, row.provider_txn_no, row.paid_at, row.created_at)
+        if row
+        else None
+    )
 
 
 # --- refunds of rejected reviews ----------------------------------------------------------------------
@@ -84,8 +89,10 @@ async def decide(conn: AsyncConnection, txn_ref: str, status: AttemptStatus) -> 
 
 async def request_review_refund(conn: AsyncConnection, d: Decided) -> None:
     await conn.execute(
-        text("INSERT INTO payment.review_refunds (txn_ref, provider, order_id, amount, status) "
-             "VALUES (:r, :p, :o, :a, 'REQUESTED') ON CONFLICT (txn_ref) DO NOTHING"),
+        text(
+            "INSERT INTO payment.review_refunds (txn_ref, provider, order_id, amount, status) "
+            "VALUES (:r, :p, :o, :a, 'REQUESTED') ON CONFLICT (txn_ref) DO NOTHING"
+        ),
         {"r": d.txn_ref, "p": d.provider, "o": d.order_id, "a": d.amount},
     )
 
@@ -117,12 +124,16 @@ async def review_refund_request(conn: AsyncConnection, txn_ref: str) -> Decided 
             {"r": txn_ref},
         )
     ).first()
-    return Decided(row.txn_ref, row.provider, row.order_id, row.amount, row.provider_txn_no, row.paid_at,
-                   row.created_at) if row else None
+    return (
+        Decided(row.txn_ref, row.provider, row.order_id, row.amount, row.provider_txn_no, row.paid_at, row.created_at)
+        if row
+        else None
+    )
 
 
-async def finish_review_refund(conn: AsyncConnection, txn_ref: str, status: str, detail: str,
-                               response: dict[str, Any] | None) -> bool:
+async def finish_review_refund(
+    conn: AsyncConnection, txn_ref: str, status: str, detail: str, response: dict[str, Any] | None
+) -> bool:
     row = (
         await conn.execute(
             text(
@@ -137,8 +148,7 @@ async def finish_review_refund(conn: AsyncConnection, txn_ref: str, status: str,
 
 async def review_refund_status(conn: AsyncConnection, txn_ref: str) -> tuple[str, str] | None:
     row = (
-        await conn.execute(text("SELECT status, detail FROM payment.review_refunds WHERE txn_ref = :r"),
-                           {"r": txn_ref})
+        await conn.execute(text("SELECT status, detail FROM payment.review_refunds WHERE txn_ref = :r"), {"r": txn_ref})
     ).first()
     return (row.status, row.detail) if row else None
 
@@ -150,8 +160,10 @@ async def reopen_refused_refund(conn: AsyncConnection, txn_ref: str) -> UUID | N
     """REFUSED -> REQUESTED, due now: the normal refund path then asks the provider again."""
     return (  # type: ignore[no-any-return]
         await conn.execute(
-            text("UPDATE payment.refunds SET status = 'REQUESTED', next_try_at = now(), last_error = NULL "
-                 "WHERE txn_ref = :r AND status = 'REFUSED' RETURNING order_id"),
+            text(
+                "UPDATE payment.refunds SET status = 'REQUESTED', next_try_at = now(), last_error = NULL "
+                "WHERE txn_ref = :r AND status = 'REFUSED' RETURNING order_id"
+            ),
             {"r": txn_ref},
         )
     ).scalar_one_or_none()
@@ -159,8 +171,10 @@ async def reopen_refused_refund(conn: AsyncConnection, txn_ref: str) -> UUID | N
 
 async def refund_status(conn: AsyncConnection, txn_ref: str) -> tuple[str, str] | None:
     row = (
-        await conn.execute(text("SELECT status, coalesce(last_error, '') AS detail FROM payment.refunds "
-                                "WHERE txn_ref = :r"), {"r": txn_ref})
+        await conn.execute(
+            text("SELECT status, coalesce(last_error, '') AS detail FROM payment.refunds WHERE txn_ref = :r"),
+            {"r": txn_ref},
+        )
     ).first()
     return (row.status, row.detail) if row else None
 

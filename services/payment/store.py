@@ -30,8 +30,14 @@ async def order_facts(conn: AsyncConnection, order_id: UUID) -> OrderFacts | Non
 
 
 async def register_attempt(
-    conn: AsyncConnection, provider: str, txn_ref: str, order_id: UUID, attempt: int, amount: int,
-    created_at: datetime, expires_at: datetime,
+    conn: AsyncConnection,
+    provider: str,
+    txn_ref: str,
+    order_id: UUID,
+    attempt: int,
+    amount: int,
+    created_at: datetime,
+    expires_at: datetime,
 ) -> None:
     await conn.execute(
         text(
@@ -40,8 +46,15 @@ async def register_attempt(
             "VALUES (:txn_ref, :provider, :order_id, :attempt, :amount, 'STARTED', :created_at, :expires_at) "
             "ON CONFLICT DO NOTHING"
         ),
-        {"txn_ref": txn_ref, "provider": provider, "order_id": order_id, "attempt": attempt, "amount": amount,
-         "created_at": created_at, "expires_at": expires_at},
+        {
+            "txn_ref": txn_ref,
+            "provider": provider,
+            "order_id": order_id,
+            "attempt": attempt,
+            "amount": amount,
+            "created_at": created_at,
+            "expires_at": expires_at,
+        },
     )
 
 
@@ -55,9 +68,19 @@ async def record_transaction(conn: AsyncConnection, n: Notification, source: str
                 ":order_id, :amount, :outcome, :rc, :ts, :no, :paid_at, :source, CAST(:params AS jsonb)) "
                 "ON CONFLICT (provider, txn_ref) DO NOTHING RETURNING txn_ref"
             ),
-            {"provider": n.provider, "txn_ref": n.txn_ref, "order_id": n.order_id, "amount": n.amount,
-             "outcome": n.outcome.value, "rc": n.response_code, "ts": n.transaction_status, "no": n.provider_txn_no,
-             "paid_at": n.paid_at, "source": source, "params": json.dumps(_without_hash(n.params))},
+            {
+                "provider": n.provider,
+                "txn_ref": n.txn_ref,
+                "order_id": n.order_id,
+                "amount": n.amount,
+                "outcome": n.outcome.value,
+                "rc": n.response_code,
+                "ts": n.transaction_status,
+                "no": n.provider_txn_no,
+                "paid_at": n.paid_at,
+                "source": source,
+                "params": json.dumps(_without_hash(n.params)),
+            },
         )
     ).first()
     return row is not None
@@ -86,22 +109,34 @@ async def supersede_transaction(conn: AsyncConnection, n: Notification, source: 
                 "params = CAST(:params AS jsonb), recorded_at = now() "
                 "WHERE provider = :provider AND txn_ref = :txn_ref AND outcome = 'FAILED' RETURNING txn_ref"
             ),
-            {"provider": n.provider, "txn_ref": n.txn_ref, "outcome": n.outcome.value, "rc": n.response_code,
-             "ts": n.transaction_status, "no": n.provider_txn_no, "paid_at": n.paid_at, "source": source,
-             "params": json.dumps(_without_hash(n.params))},
+            {
+                "provider": n.provider,
+                "txn_ref": n.txn_ref,
+                "outcome": n.outcome.value,
+                "rc": n.response_code,
+                "ts": n.transaction_status,
+                "no": n.provider_txn_no,
+                "paid_at": n.paid_at,
+                "source": source,
+                "params": json.dumps(_without_hash(n.params)),
+            },
         )
     ).first()
     if row is None:
         return False
     await conn.execute(
-        text("UPDATE payment.attempts SET status = :s, outcome_confirmed = true, updated_at = now() "
-             "WHERE txn_ref = :r AND status = ANY(:from)"),
+        text(
+            "UPDATE payment.attempts SET status = :s, outcome_confirmed = true, updated_at = now() "
+            "WHERE txn_ref = :r AND status = ANY(:from)"
+        ),
         {"r": n.txn_ref, "s": n.outcome.value, "from": sources_of(AttemptStatus(n.outcome.value))},
     )
     # The attempt registered after the failure will never be paid: the money came through this one.
     await conn.execute(
-        text("UPDATE payment.attempts SET status = 'ABANDONED', updated_at = now() "
-             "WHERE order_id = :o AND attempt > :a AND status = ANY(:from)"),
+        text(
+            "UPDATE payment.attempts SET status = 'ABANDONED', updated_at = now() "
+            "WHERE order_id = :o AND attempt > :a AND status = ANY(:from)"
+        ),
         {"o": n.order_id, "a": n.attempt, "from": sources_of(AttemptStatus.ABANDONED)},
     )
     return True
@@ -109,9 +144,7 @@ async def supersede_transaction(conn: AsyncConnection, n: Notification, source: 
 
 async def confirm_outcome(conn: AsyncConnection, txn_ref: str) -> None:
     """The provider agrees with what is recorded: reconciliation stops asking."""
-    await conn.execute(
-        text("UPDATE payment.attempts SET outcome_confirmed = true WHERE txn_ref = :r"), {"r": txn_ref}
-    )
+    await conn.execute(text("UPDATE payment.attempts SET outcome_confirmed = true WHERE txn_ref = :r"), {"r": txn_ref})
 
 
 def _without_hash(params: dict[str, str]) -> dict[str, str]:
@@ -120,8 +153,10 @@ def _without_hash(params: dict[str, str]) -> dict[str, str]:
 
 async def settle_attempt(conn: AsyncConnection, txn_ref: str, status: AttemptStatus) -> None:
     await conn.execute(
-        text("UPDATE payment.attempts SET status = :s, updated_at = now() "
-             "WHERE txn_ref = :r AND status = 'STARTED' AND status = ANY(:from)"),
+        text(
+            "UPDATE payment.attempts SET status = :s, updated_at = now() "
+            "WHERE txn_ref = :r AND status = 'STARTED' AND status = ANY(:from)"
+        ),
         {"r": txn_ref, "s": status, "from": sources_of(status)},
     )
 
@@ -216,8 +251,9 @@ class DueRefund:
     transaction_date: datetime
 
 
-async def claim_due_refunds(conn: AsyncConnection, retry_seconds: float, order_id: UUID | None = None,
-                            limit: int = 50) -> list[DueRefund]:
+async def claim_due_refunds(
+    conn: AsyncConnection, retry_seconds: float, order_id: UUID | None = None, limit: int = 50
+) -> list[DueRefund]:
     """Refunds to ask the provider about now; claiming pushes their next try out, so one worker asks at a time."""
     only = "AND q.order_id = :id" if order_id else ""
     rows = await conn.execute(
@@ -232,12 +268,14 @@ async def claim_due_refunds(conn: AsyncConnection, retry_seconds: float, order_i
         ),
         {"retry": retry_seconds, "n": limit, **({"id": order_id} if order_id else {})},
     )
-    return [DueRefund(r.order_id, r.provider, r.txn_ref, r.amount, r.reason, r.provider_txn_no, r.created_at)
-            for r in rows]
+    return [
+        DueRefund(r.order_id, r.provider, r.txn_ref, r.amount, r.reason, r.provider_txn_no, r.created_at) for r in rows
+    ]
 
 
-async def finish_refund(conn: AsyncConnection, order_id: UUID, status: str, detail: str,
-                        response: dict[str, Any] | None) -> bool:
+async def finish_refund(
+    conn: AsyncConnection, order_id: UUID, status: str, detail: str, response: dict[str, Any] | None
+) -> bool:
     row = (
         await conn.execute(
             text(

@@ -9,5 +9,11 @@ from shared.settings import get_settings
 if __name__ == "__main__":
     settings = get_settings()
     logs.configure("paysim", settings.log_level, settings.log_json)
-    uvicorn.run(create_app(settings), host=settings.service_host, port=settings.paysim_port, log_level="warning",
-                access_log=False, log_config=None)  # log_config=None: keep shared.logs' pipeline
+    uvicorn.run(
+        create_app(settings),
+        host=settings.service_host,
+        port=settings.paysim_port,
+        log_level="warning",
+        access_log=False,
+        log_config=None,
+    )  # log_config=None: keep shared.logs' pipeline

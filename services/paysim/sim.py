@@ -99,8 +99,7 @@ class Simulator:
         self._seq += 1
         response_code = code or ("00" if approve else "24")
         status = "00" if response_code == "00" else ("07" if response_code == "07" else "02")
-        txn = Txn(txn_ref, params, response_code, status, str(self._seq),
-                  vnpay.vn_time(datetime.now(UTC)))
+        txn = Txn(txn_ref, params, response_code, status, str(self._seq), vnpay.vn_time(datetime.now(UTC)))
         self.txns[txn_ref] = txn
         self._spawn(self.deliver_ipn(txn, self.fault_for(txn_ref)))
         return txn
@@ -108,10 +107,16 @@ class Simulator:
     def result_params(self, txn: Txn) -> dict[str, str]:
         p = txn.pay_params
         return {
-            "vnp_Amount": p["vnp_Amount"], "vnp_BankCode": "NCB", "vnp_BankTranNo": f"VNP{txn.transaction_no}",
-            "vnp_CardType": "ATM", "vnp_OrderInfo": p.get("vnp_OrderInfo", ""), "vnp_PayDate": txn.pay_date,
-            "vnp_ResponseCode": txn.response_code, "vnp_TmnCode": p["vnp_TmnCode"],
-            "vnp_TransactionNo": txn.transaction_no, "vnp_TransactionStatus": txn.transaction_status,
+            "vnp_Amount": p["vnp_Amount"],
+            "vnp_BankCode": "NCB",
+            "vnp_BankTranNo": f"VNP{txn.transaction_no}",
+            "vnp_CardType": "ATM",
+            "vnp_OrderInfo": p.get("vnp_OrderInfo", ""),
+            "vnp_PayDate": txn.pay_date,
+            "vnp_ResponseCode": txn.response_code,
+            "vnp_TmnCode": p["vnp_TmnCode"],
+            "vnp_TransactionNo": txn.transaction_no,
+            "vnp_TransactionStatus": txn.transaction_status,
             "vnp_TxnRef": txn.txn_ref,
         }
 
@@ -166,20 +171,35 @@ class Simulator:
 
     # --- merchant API -----------------------------------------------------------------------------
 
-    def _answer(self, body: dict[str, str], code: str, message: str, txn: Txn | None,
-                fields: tuple[str, ...], transaction_type: str = "01") -> dict[str, str]:
+    def _answer(
+        self,
+        body: dict[str, str],
+        code: str,
+        message: str,
+        txn: Txn | None,
+        fields: tuple[str, ...],
+        transaction_type: str = "01",
+    ) -> dict[str, str]:
         out = {
-            "vnp_ResponseId": uuid.uuid4().hex, "vnp_Command": body.get("vnp_Command", ""),
-            "vnp_ResponseCode": code, "vnp_Message": message, "vnp_TmnCode": self.settings.vnpay_tmn_code,
+            "vnp_ResponseId": uuid.uuid4().hex,
+            "vnp_Command": body.get("vnp_Command", ""),
+            "vnp_ResponseCode": code,
+            "vnp_Message": message,
+            "vnp_TmnCode": self.settings.vnpay_tmn_code,
             "vnp_TxnRef": body.get("vnp_TxnRef", ""),
         }
         if txn is not None:
-            out.update({
-                "vnp_Amount": body.get("vnp_Amount") or txn.pay_params["vnp_Amount"], "vnp_BankCode": "NCB",
-                "vnp_PayDate": txn.pay_date, "vnp_TransactionNo": txn.transaction_no,
-                "vnp_TransactionType": transaction_type, "vnp_TransactionStatus": txn.transaction_status,
-                "vnp_OrderInfo": txn.pay_params.get("vnp_OrderInfo", ""),
-            })
+            out.update(
+                {
+                    "vnp_Amount": body.get("vnp_Amount") or txn.pay_params["vnp_Amount"],
+                    "vnp_BankCode": "NCB",
+                    "vnp_PayDate": txn.pay_date,
+                    "vnp_TransactionNo": txn.transaction_no,
+                    "vnp_TransactionType": transaction_type,
+                    "vnp_TransactionStatus": txn.transaction_status,
+                    "vnp_OrderInfo": txn.pay_params.get("vnp_OrderInfo", ""),
+                }
+            )
         out["vnp_SecureHash"] = vnpay.pipe_hash(self.secret, out, fields)
         return out
 
@@ -285,9 +305,16 @@ def create_app(settings: Settings) -> FastAPI:
         txn = sim.txns.get(txn_ref)
         if txn is None:
             return JSONResponse({"detail": "not found"}, status_code=404)
-        return JSONResponse({"txn_ref": txn.txn_ref, "response_code": txn.response_code,
-                             "transaction_status": txn.transaction_status, "refunded": txn.refunded,
-                             "ipn_calls": txn.ipn_calls, "return_url": sim.return_redirect(txn)})
+        return JSONResponse(
+            {
+                "txn_ref": txn.txn_ref,
+                "response_code": txn.response_code,
+                "transaction_status": txn.transaction_status,
+                "refunded": txn.refunded,
+                "ipn_calls": txn.ipn_calls,
+                "return_url": sim.return_redirect(txn),
+            }
+        )
 
     @app.get("/healthz")
     @app.get("/readyz")

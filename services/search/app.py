@@ -32,11 +32,14 @@ def build(settings: Settings) -> tuple[Bus, SearchHandlers]:
     index = Index(redis, Names(settings.prefix))
     handlers = SearchHandlers(engine, redis, index, make_cache(redis, settings))
     bus = Bus(settings, "search")
-    bus.consume(topology.SEARCH_CATALOG, {
-        topology.EVENT_CREATED: Route(EventCreated, handlers.on_event_changed),
-        topology.TICKET_TYPE_ADDED: Route(TicketTypeAdded, handlers.on_event_changed),
-        topology.STOCK_CHANGED: Route(StockChanged, handlers.on_stock_changed),
-    })
+    bus.consume(
+        topology.SEARCH_CATALOG,
+        {
+            topology.EVENT_CREATED: Route(EventCreated, handlers.on_event_changed),
+            topology.TICKET_TYPE_ADDED: Route(TicketTypeAdded, handlers.on_event_changed),
+            topology.STOCK_CHANGED: Route(StockChanged, handlers.on_stock_changed),
+        },
+    )
     return bus, handlers
 
 
@@ -78,11 +81,16 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     async def redis_check() -> None:
         await handlers.redis.ping()
 
-    server = await health.serve_service_health("search", settings.service_host, settings.search_port, {
-        "database": runtime.database_check(handlers.engine),
-        "rabbitmq": runtime.broker_check(bus),
-        "redis": redis_check,
-    })
+    server = await health.serve_service_health(
+        "search",
+        settings.service_host,
+        settings.search_port,
+        {
+            "database": runtime.database_check(handlers.engine),
+            "rabbitmq": runtime.broker_check(bus),
+            "redis": redis_check,
+        },
+    )
     if not await bus.start(declare_services=("search",), stop=stop):
         await handlers.redis.aclose()
         await runtime.stop_unstarted(server, handlers.engine)

@@ -35,8 +35,12 @@ def reindex() -> None:
             total, _ = await store.catalog_state(engine)
             with Progress(*Progress.get_default_columns(), MofNCompleteColumn(), console=Console(stderr=True)) as bar:
                 task = bar.add_task("indexing events", total=total)
-                return await rebuild.rebuild(Index(redis, Names(settings.prefix)), engine, reason="manual",
-                                             progress=lambda read: bar.update(task, completed=read))
+                return await rebuild.rebuild(
+                    Index(redis, Names(settings.prefix)),
+                    engine,
+                    reason="manual",
+                    progress=lambda read: bar.update(task, completed=read),
+                )
         finally:
             await redis.aclose()
             await engine.dispose()
@@ -44,5 +48,7 @@ def reindex() -> None:
     report = asyncio.run(run())
     if report is None:
         raise click.ClickException("another rebuild is running (lock held); try again when it finishes")
-    click.echo(f"indexed {report.events} events into generation {report.generation} in {report.seconds:.2f} s "
-               f"(caught up {report.caught_up}, dropped {report.dropped_keys} old keys)")
+    click.echo(
+        f"indexed {report.events} events into generation {report.generation} in {report.seconds:.2f} s "
+        f"(caught up {report.caught_up}, dropped {report.dropped_keys} old keys)"
+    )

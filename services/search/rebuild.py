@@ -36,8 +36,9 @@ class RebuildReport:
     dropped_keys: int
 
 
-async def _reporting(batches: AsyncIterator[list[store.Doc]], progress: Callable[[int], None]
-                     ) -> AsyncIterator[list[store.Doc]]:
+async def _reporting(
+    batches: AsyncIterator[list[store.Doc]], progress: Callable[[int], None]
+) -> AsyncIterator[list[store.Doc]]:
     read = 0
     async for b in batches:
         read += len(b)
@@ -45,8 +46,14 @@ async def _reporting(batches: AsyncIterator[list[store.Doc]], progress: Callable
         yield b
 
 
-async def rebuild(index: Index, engine: AsyncEngine, reason: str, lock_seconds: int = 900,
-                  batch: int = 2000, progress: Callable[[int], None] | None = None) -> RebuildReport | None:
+async def rebuild(
+    index: Index,
+    engine: AsyncEngine,
+    reason: str,
+    lock_seconds: int = 900,
+    batch: int = 2000,
+    progress: Callable[[int], None] | None = None,
+) -> RebuildReport | None:
     """Rebuild into a new generation; None if another rebuild holds the lock.
 
     ``progress(events_read)`` is called after each batch is read from PostgreSQL."""
@@ -86,6 +93,12 @@ async def rebuild(index: Index, engine: AsyncEngine, reason: str, lock_seconds: 
     seconds = time.perf_counter() - started
     metrics.INDEX_REBUILDS.labels(reason=reason).inc()
     metrics.INDEX_REBUILD_SECONDS.observe(seconds)
-    log.info("search_index_rebuilt", generation=gen, events=count, seconds=round(seconds, 3), reason=reason,
-             caught_up=caught_up)
+    log.info(
+        "search_index_rebuilt",
+        generation=gen,
+        events=count,
+        seconds=round(seconds, 3),
+        reason=reason,
+        caught_up=caught_up,
+    )
     return RebuildReport(gen, count, seconds, caught_up, dropped)

@@ -84,8 +84,10 @@ class EventCache:
 
     def _keys(self, event_id: str) -> tuple[str, str, str, str]:
         tag = "{ev:" + event_id + "}"
-        return tuple(self.names.redis_key("cache", tag, part)  # type: ignore[return-value]
-                     for part in ("detail", "ver", "lock", "avail"))
+        return tuple(
+            self.names.redis_key("cache", tag, part)  # type: ignore[return-value]
+            for part in ("detail", "ver", "lock", "avail")
+        )
 
     async def invalidate(self, event_id: str, version: int) -> bool:
         """Drop the cached detail unless it was already dropped for this version (or a newer one)."""
@@ -94,11 +96,13 @@ class EventCache:
 
     async def stock_changed(self, event_id: str, ticket_type_id: str, available: int) -> None:
         _, _, _, avail = self._keys(event_id)
-        await self._stock(keys=[avail], args=[ticket_type_id, max(available, 0),
-                                              int(self.availability_ttl_seconds * 1000)])
+        await self._stock(
+            keys=[avail], args=[ticket_type_id, max(available, 0), int(self.availability_ttl_seconds * 1000)]
+        )
 
-    async def get_event(self, event_id: str, load: Loader, load_availability: AvailabilityLoader
-                        ) -> dict[str, Any] | None:
+    async def get_event(
+        self, event_id: str, load: Loader, load_availability: AvailabilityLoader
+    ) -> dict[str, Any] | None:
         """The event detail: cached body, availability overlaid from the brief cache (or PostgreSQL)."""
         detail_key, _, lock_key, avail_key = self._keys(event_id)
         pipe = self.redis.pipeline(transaction=False)
@@ -146,13 +150,20 @@ class EventCache:
             stock += [str(t["ticket_type_id"]), int(t["available"])]
         await self._set(
             keys=[detail_key, ver_key, avail_key],
-            args=[version, orjson.dumps(event), int(self.ttl_seconds * 1000),
-                  int(self.availability_ttl_seconds * 1000), len(stock) // 2, *stock],
+            args=[
+                version,
+                orjson.dumps(event),
+                int(self.ttl_seconds * 1000),
+                int(self.availability_ttl_seconds * 1000),
+                len(stock) // 2,
+                *stock,
+            ],
         )
         return event
 
-    async def _with_availability(self, event: dict[str, Any], avail: dict[bytes, bytes], avail_key: str,
-                                 load_availability: AvailabilityLoader) -> dict[str, Any]:
+    async def _with_availability(
+        self, event: dict[str, Any], avail: dict[bytes, bytes], avail_key: str, load_availability: AvailabilityLoader
+    ) -> dict[str, Any]:
         types = event.get("ticket_types", [])
         cached = {k.decode(): int(v) for k, v in avail.items()}
         if any(str(t["ticket_type_id"]) not in cached for t in types):
@@ -172,5 +183,9 @@ class EventCache:
 
 
 def make_cache(redis: aioredis.Redis, settings: Settings) -> EventCache:
-    return EventCache(redis, Names(settings.prefix), ttl_seconds=settings.event_cache_ttl_seconds,
-                      availability_ttl_seconds=settings.availability_cache_ttl_seconds)
+    return EventCache(
+        redis,
+        Names(settings.prefix),
+        ttl_seconds=settings.event_cache_ttl_seconds,
+        availability_ttl_seconds=settings.availability_cache_ttl_seconds,
+    )

@@ -182,8 +182,7 @@ class Split:
     pieces: tuple[str, ...]  # every piece a whole word, except the last piece of the last query word: a prefix
 
 
-def splits(folded: str, last: bool, is_word: Callable[[str], bool],
-           is_prefix: Callable[[str], bool]) -> list[Split]:
+def splits(folded: str, last: bool, is_word: Callable[[str], bool], is_prefix: Callable[[str], bool]) -> list[Split]:
     """Ways to read ``folded`` as 2..MAX_PIECES words, fewest pieces first (stable), at most MAX_SPLITS.
 
     The index runs the same walk inside Redis (index.SEARCH); keep the two in step."""
@@ -224,7 +223,7 @@ class DocMatcher:
 
 
 def word_matches(word: QueryWord, m: DocMatcher) -> bool:
-    if (m.prefix(word.folded) if word.last else m.word(word.folded)):
+    if m.prefix(word.folded) if word.last else m.word(word.folded):
         return True
     return bool(splits(word.folded, word.last, m.word, m.prefix))
 

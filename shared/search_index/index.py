@@ -112,11 +112,20 @@ def new_generation() -> str:
 
 
 def encode_doc(doc: Doc) -> bytes:
-    return orjson.dumps({
-        "id": doc.event_id, "t": doc.title, "v": doc.venue, "c": doc.city, "s": doc.starts_at.isoformat(),
-        "p": doc.lowest_price, "a": doc.available, "n": list(doc.ticket_type_names),
-        "tt": dict(doc.stock), "ver": str(doc.version),
-    })
+    return orjson.dumps(
+        {
+            "id": doc.event_id,
+            "t": doc.title,
+            "v": doc.venue,
+            "c": doc.city,
+            "s": doc.starts_at.isoformat(),
+            "p": doc.lowest_price,
+            "a": doc.available,
+            "n": list(doc.ticket_type_names),
+            "tt": dict(doc.stock),
+            "ver": str(doc.version),
+        }
+    )
 
 
 def decode_doc(raw: bytes | str) -> Doc:
@@ -125,9 +134,16 @@ def decode_doc(raw: bytes | str) -> Doc:
     if isinstance(tt, list):  # Lua's cjson writes an empty table as a list
         tt = {}
     return Doc(
-        event_id=d["id"], title=d["t"], venue=d["v"], city=d["c"], starts_at=datetime.fromisoformat(d["s"]),
-        ticket_type_names=tuple(d.get("n") or ()), lowest_price=d.get("p"), available=int(d.get("a") or 0),
-        version=int(d.get("ver") or 0), stock=tuple((k, int(v)) for k, v in tt.items()),
+        event_id=d["id"],
+        title=d["t"],
+        venue=d["v"],
+        city=d["c"],
+        starts_at=datetime.fromisoformat(d["s"]),
+        ticket_type_names=tuple(d.get("n") or ()),
+        lowest_price=d.get("p"),
+        available=int(d.get("a") or 0),
+        version=int(d.get("ver") or 0),
+        stock=tuple((k, int(v)) for k, v in tt.items()),
     )
 
 
@@ -373,9 +389,17 @@ class Index:
             add = sorted(new_terms - old_terms)
             result = await self._upsert(
                 keys=[k.ids, k.seq, k.docs, k.events, k.price, k.instock, k.meta, *remove, *add],
-                args=[doc.event_id, str(old.version) if old else "", encode_doc(doc), str(doc.version),
-                      int(doc.starts_at.timestamp()), "" if doc.lowest_price is None else doc.lowest_price,
-                      doc.available, len(remove), len(add)],
+                args=[
+                    doc.event_id,
+                    str(old.version) if old else "",
+                    encode_doc(doc),
+                    str(doc.version),
+                    int(doc.starts_at.timestamp()),
+                    "" if doc.lowest_price is None else doc.lowest_price,
+                    doc.available,
+                    len(remove),
+                    len(add),
+                ],
             )
             if int(result[0]) == 1:
                 return True
@@ -384,8 +408,9 @@ class Index:
     async def set_stock(self, gen: str, event_id: str, ticket_type_id: str, available: int) -> int:
         """Record one ticket type's availability; -1 when the event is not in this generation (yet)."""
         k = self.keys(gen)
-        return int(await self._stock(keys=[k.ids, k.docs, k.instock],
-                                     args=[event_id, ticket_type_id, max(available, 0)]))
+        return int(
+            await self._stock(keys=[k.ids, k.docs, k.instock], args=[event_id, ticket_type_id, max(available, 0)])
+        )
 
     async def build(self, gen: str, batches: AsyncIterator[list[Doc]], versions: dict[str, int] | None = None) -> int:
         """Load a new generation in bulk (postings grouped per term, so a few commands per term).
@@ -429,23 +454,29 @@ class Index:
         pending = 0
         for key, members in postings.items():
             for i in range(0, len(members), 5000):
-                pipe.sadd(key, *members[i:i + 5000])
+                pipe.sadd(key, *members[i : i + 5000])
                 pending += 1
             if pending >= 2000:
                 await pipe.execute()
                 pending = 0
         await pipe.execute()
         await self.redis.set(k.seq, seq)
-        await self.redis.hset(k.meta, mapping={
-            "state": "ready", "events": seq, "max_version": max_version,
-            "built_at": datetime.now(UTC).isoformat(),
-        })
+        await self.redis.hset(
+            k.meta,
+            mapping={
+                "state": "ready",
+                "events": seq,
+                "max_version": max_version,
+                "built_at": datetime.now(UTC).isoformat(),
+            },
+        )
         return seq
 
     # --- reads --------------------------------------------------------------------------------------
 
-    async def search(self, gen: str, query: Query, filters: Filters, offset: int, limit: int,
-                     now: datetime | None = None) -> Page | None:
+    async def search(
+        self, gen: str, query: Query, filters: Filters, offset: int, limit: int, now: datetime | None = None
+    ) -> Page | None:
         """One page of hits and the total, in one round trip; None when this generation is gone or not ready."""
         k = self.keys(gen)
         now = now or datetime.now(UTC)
@@ -462,21 +493,40 @@ class Index:
         for w in query.words:
             n = len(w.folded)
             splittable = n <= domain.MAX_SPLIT_LEN
-            sub = {f"{i}:{j}": ref(k.word(w.folded[i:j]))
-                   for i in range(n) for j in range(i + domain.MIN_PIECE, n + 1)
-                   if splittable and not (i == 0 and j == n)}
-            pre = {str(i): ref(k.prefix(w.folded[i:]))
-                   for i in range(domain.MIN_PIECE, n - domain.MIN_PIECE + 1)} if splittable and w.last else {}
-            words.append({"direct": ref(k.prefix(w.folded) if w.last else k.word(w.folded)), "n": n,
-                          "last": w.last, "sub": sub, "pre": pre})
-        exact = [ref(k.exact_prefix(w.exact) if w.last else k.exact_word(w.exact))
-                 for w in query.words if w.accented]
+            sub = {
+                f"{i}:{j}": ref(k.word(w.folded[i:j]))
+                for i in range(n)
+                for j in range(i + domain.MIN_PIECE, n + 1)
+                if splittable and not (i == 0 and j == n)
+            }
+            pre = (
+                {str(i): ref(k.prefix(w.folded[i:])) for i in range(domain.MIN_PIECE, n - domain.MIN_PIECE + 1)}
+                if splittable and w.last
+                else {}
+            )
+            words.append(
+                {
+                    "direct": ref(k.prefix(w.folded) if w.last else k.word(w.folded)),
+                    "n": n,
+                    "last": w.last,
+                    "sub": sub,
+                    "pre": pre,
+                }
+            )
+        exact = [ref(k.exact_prefix(w.exact) if w.last else k.exact_word(w.exact)) for w in query.words if w.accented]
         plan: dict[str, Any] = {
-            "words": words, "exact": exact, "instock": filters.available_only,
+            "words": words,
+            "exact": exact,
+            "instock": filters.available_only,
             "city": ref(k.city(filters.city)) if filters.city else 0,
-            "min_price": filters.min_price, "max_price": filters.max_price,
-            "offset": offset, "limit": limit, "bonus": EXACT_BONUS,
-            "minp": domain.MIN_PIECE, "maxp": domain.MAX_PIECES, "maxs": domain.MAX_SPLITS,
+            "min_price": filters.min_price,
+            "max_price": filters.max_price,
+            "offset": offset,
+            "limit": limit,
+            "bonus": EXACT_BONUS,
+            "minp": domain.MIN_PIECE,
+            "maxp": domain.MAX_PIECES,
+            "maxs": domain.MAX_SPLITS,
         }
         plan["tmp0"] = len(keys)
         keys.extend(k.tmp() for _ in range(len(words) * (domain.MAX_SPLITS + 1) + 4))
@@ -485,6 +535,5 @@ class Index:
         res = await self._search(keys=keys, args=[orjson.dumps(plan), lo, hi])
         if not res or int(res[0]) < 0:
             return None
-        hits = [Hit(decode_doc(raw), float(score) < 0) for score, raw in zip(res[1::2], res[2::2], strict=True)
-                if raw]
+        hits = [Hit(decode_doc(raw), float(score) < 0) for score, raw in zip(res[1::2], res[2::2], strict=True) if raw]
         return Page(total=int(res[0]), hits=hits, source="index")

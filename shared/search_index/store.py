@@ -34,16 +34,24 @@ _GROUP = " GROUP BY e.id, e.title, e.venue, e.city, e.starts_at, e.updated_at "
 
 def _doc(r: Any) -> Doc:
     return Doc(
-        event_id=str(r.id), title=r.title, venue=r.venue, city=r.city, starts_at=r.starts_at,
-        ticket_type_names=tuple(r.names), lowest_price=r.lowest_price, available=int(r.available),
-        version=int(r.version), stock=tuple(zip(r.tt_ids, (int(a) for a in r.tt_avail), strict=True)),
+        event_id=str(r.id),
+        title=r.title,
+        venue=r.venue,
+        city=r.city,
+        starts_at=r.starts_at,
+        ticket_type_names=tuple(r.names),
+        lowest_price=r.lowest_price,
+        available=int(r.available),
+        version=int(r.version),
+        stock=tuple(zip(r.tt_ids, (int(a) for a in r.tt_avail), strict=True)),
     )
 
 
 async def load_docs(engine: AsyncEngine, event_ids: Sequence[UUID | str]) -> list[Doc]:
     async with engine.connect() as conn:
-        rows = await conn.execute(text(_DOC_SELECT + "WHERE e.id = ANY(:ids)" + _GROUP),
-                                  {"ids": [UUID(str(i)) for i in event_ids]})
+        rows = await conn.execute(
+            text(_DOC_SELECT + "WHERE e.id = ANY(:ids)" + _GROUP), {"ids": [UUID(str(i)) for i in event_ids]}
+        )
         return [_doc(r) for r in rows]
 
 
@@ -52,10 +60,12 @@ async def iter_docs(engine: AsyncEngine, batch: int = 2000) -> AsyncIterator[lis
     after = UUID(int=0)
     while True:
         async with engine.connect() as conn:
-            rows = (await conn.execute(
-                text(_DOC_SELECT + "WHERE e.id > :after" + _GROUP + "ORDER BY e.id LIMIT :n"),
-                {"after": after, "n": batch},
-            )).all()
+            rows = (
+                await conn.execute(
+                    text(_DOC_SELECT + "WHERE e.id > :after" + _GROUP + "ORDER BY e.id LIMIT :n"),
+                    {"after": after, "n": batch},
+                )
+            ).all()
         if not rows:
             return
         yield [_doc(r) for r in rows]
@@ -76,21 +86,24 @@ async def db_now(engine: AsyncEngine) -> datetime:
 async def catalog_state(engine: AsyncEngine) -> tuple[int, int]:
     """(number of events, newest version): what a complete, current index must also report."""
     async with engine.connect() as conn:
-        row = (await conn.execute(text(
-            f"SELECT count(*) AS n, COALESCE(MAX({_VERSION}), 0) AS v FROM read_api.events e"
-        ))).one()
+        row = (
+            await conn.execute(text(f"SELECT count(*) AS n, COALESCE(MAX({_VERSION}), 0) AS v FROM read_api.events e"))
+        ).one()
     return int(row.n), int(row.v)
 
 
 async def event_version(engine: AsyncEngine, event_id: UUID) -> int | None:
     async with engine.connect() as conn:
-        return (await conn.execute(  # type: ignore[no-any-return]
-            text(f"SELECT {_VERSION} FROM read_api.events e WHERE e.id = :id"), {"id": event_id}
-        )).scalar_one_or_none()
+        return (
+            await conn.execute(  # type: ignore[no-any-return]
+                text(f"SELECT {_VERSION} FROM read_api.events e WHERE e.id = :id"), {"id": event_id}
+            )
+        ).scalar_one_or_none()
 
 
-async def search(engine: AsyncEngine, query: Query, filters: Filters, offset: int, limit: int,
-                 now: datetime | None = None) -> Page:
+async def search(
+    engine: AsyncEngine, query: Query, filters: Filters, offset: int, limit: int, now: datetime | None = None
+) -> Page:
     """The read-through path: SQL narrows the candidates (filters, and per query word an accent-class regex
     that every match satisfies), then the same matcher and ranking as the index decide. Slower, still correct."""
     now = now or datetime.now(UTC)
@@ -118,8 +131,10 @@ async def search(engine: AsyncEngine, query: Query, filters: Filters, offset: in
     if not query.words and filters.city is None:
         # Nothing for the matcher to decide (city is compared folded, in Python): SQL orders and pages, as the
         # ranking of a wordless query is just (starts_at, id), and the whole catalog never leaves PostgreSQL.
-        paged = (f"SELECT *, count(*) OVER () AS total FROM ({sql}) AS d ORDER BY d.starts_at, d.id "
-                 "LIMIT :limit OFFSET :offset")
+        paged = (
+            f"SELECT *, count(*) OVER () AS total FROM ({sql}) AS d ORDER BY d.starts_at, d.id "
+            "LIMIT :limit OFFSET :offset"
+        )
         async with engine.connect() as conn:
             rows = (await conn.execute(text(paged), {**params, "limit": limit, "offset": offset})).all()
         total = int(rows[0].total) if rows else await _count(engine, sql, params)
@@ -128,7 +143,7 @@ async def search(engine: AsyncEngine, query: Query, filters: Filters, offset: in
         rows = (await conn.execute(text(sql), params)).all()
     # Folding and matching every candidate is CPU work: off the event loop, so the gateway keeps answering.
     hits = await asyncio.to_thread(lambda: domain.search_docs(query, [_doc(r) for r in rows], filters, now))
-    return Page(total=len(hits), hits=hits[offset:offset + limit], source="database")
+    return Page(total=len(hits), hits=hits[offset : offset + limit], source="database")
 
 
 async def _count(engine: AsyncEngine, sql: str, params: dict[str, Any]) -> int:
@@ -141,8 +156,10 @@ async def upcoming(engine: AsyncEngine, offset: int, limit: int) -> list[Doc]:
     """The homepage from PostgreSQL: ordered and paged in SQL (no matcher needed)."""
     async with engine.connect() as conn:
         rows = await conn.execute(
-            text(_DOC_SELECT + "WHERE e.starts_at > now()" + _GROUP + "ORDER BY e.starts_at, e.id "
-                 "LIMIT :limit OFFSET :offset"),
+            text(
+                _DOC_SELECT + "WHERE e.starts_at > now()" + _GROUP + "ORDER BY e.starts_at, e.id "
+                "LIMIT :limit OFFSET :offset"
+            ),
             {"limit": limit, "offset": offset},
         )
         return [_doc(r) for r in rows]

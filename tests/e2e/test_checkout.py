@@ -39,11 +39,14 @@ async def test_flash_sale_2000_attempts_500_buyers_100_tickets_never_oversells(s
 
     # aiohttp: a client light enough that the load generator is not the bottleneck on two cores.
     connector = aiohttp.TCPConnector(limit=256)
-    async with aiohttp.ClientSession(stack.base_url, connector=connector,
-                                     timeout=aiohttp.ClientTimeout(total=120)) as client:
+    async with aiohttp.ClientSession(
+        stack.base_url, connector=connector, timeout=aiohttp.ClientTimeout(total=120)
+    ) as client:
+
         async def attempt(buyer: str) -> tuple[int, str, dict[str, object]]:
-            async with client.post("/checkout", json=checkout_body(tt),
-                                   headers={"Authorization": f"Bearer {tokens[buyer]}"}) as r:
+            async with client.post(
+                "/checkout", json=checkout_body(tt), headers={"Authorization": f"Bearer {tokens[buyer]}"}
+            ) as r:
                 return r.status, r.headers.get("content-type", ""), await r.json(content_type=None)
 
         watcher = asyncio.create_task(watch_invariant())
@@ -57,13 +60,18 @@ async def test_flash_sale_2000_attempts_500_buyers_100_tickets_never_oversells(s
     assert codes[201] == 100, codes
     assert codes[409] == 1900, codes
     assert not [r for r in responses if r[0] >= 500]
-    assert all(body["reason"] == "sold_out" and ctype == "application/problem+json"
-               for status, ctype, body in responses if status == 409)
+    assert all(
+        body["reason"] == "sold_out" and ctype == "application/problem+json"
+        for status, ctype, body in responses
+        if status == 409
+    )
     assert violations == [] and samples > 0
     assert await stack.stock(tt) == (100, 100, 0)
     held_orders = await stack.db.fetchval(
         "SELECT COALESCE(SUM(i.quantity), 0) FROM inventory.order_items i JOIN inventory.orders o ON o.id = i.order_id "
-        "WHERE i.ticket_type_id = $1 AND o.status = 'PENDING'", uuid.UUID(tt))
+        "WHERE i.ticket_type_id = $1 AND o.status = 'PENDING'",
+        uuid.UUID(tt),
+    )
     assert held_orders == 100
 
 
@@ -143,8 +151,9 @@ async def test_same_idempotency_key_returns_the_same_order_and_holds_once(stack:
     tt = event["ticket_types"][0]["ticket_type_id"]
     async with stack.client("retrier") as c, stack.client("someone-else") as other:
         headers = {"Idempotency-Key": "checkout-42"}
-        responses = await asyncio.gather(*(c.post("/checkout", json=checkout_body(tt, 2), headers=headers)
-                                           for _ in range(5)))
+        responses = await asyncio.gather(
+            *(c.post("/checkout", json=checkout_body(tt, 2), headers=headers) for _ in range(5))
+        )
         again = await c.post("/checkout", json=checkout_body(tt, 2), headers=headers)
         changed = await c.post("/checkout", json=checkout_body(tt, 3), headers=headers)
         theirs = await other.post("/checkout", json=checkout_body(tt, 2), headers=headers)
@@ -172,8 +181,9 @@ async def test_bad_input_gets_a_problem_and_holds_nothing(stack: Stack) -> None:
         }
         anonymous = await httpx.AsyncClient(base_url=stack.base_url).post("/checkout", json=checkout_body(tt))
         not_admin = await plain.post("/admin/events", json={})
-        past = await (stack.client("organiser", admin=True)).post("/admin/events", json={
-            "title": "x", "venue": "y", "city": "z", "starts_at": "2030-01-01T00:00:00"})
+        past = await (stack.client("organiser", admin=True)).post(
+            "/admin/events", json={"title": "x", "venue": "y", "city": "z", "starts_at": "2030-01-01T00:00:00"}
+        )
     for name, r in cases.items():
         assert r.status_code == 422, (name, r.status_code, r.text)
         assert r.headers["content-type"] == "application/problem+json", name

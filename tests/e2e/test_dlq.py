@@ -70,8 +70,9 @@ async def test_group_dry_run_replay_a_group_purge_and_audit(stack: Stack) -> Non
         # Fix the cause, then replay the group from the command line (a real `ticketing dlq` process).
         for to in blocked:
             handler.fix(to)
-        result = await cli(stack, "dlq", "replay", "mailer", "--group", group_a, "--rate", "100",
-                           "--actor", "alice", "--json")
+        result = await cli(
+            stack, "dlq", "replay", "mailer", "--group", group_a, "--rate", "100", "--actor", "alice", "--json"
+        )
         assert result["matched"] == 3 and result["affected"] == 3 and not result["dry_run"]
         await eventually(lambda: _all(all(len(handler.to(to)) == 1 for to in blocked)), what="replayed emails")
         assert all(not handler.to(to) for to in spammy)
@@ -90,12 +91,14 @@ async def test_group_dry_run_replay_a_group_purge_and_audit(stack: Stack) -> Non
         audit = (await admin.get("/admin/dlq/audit", params={"limit": 200})).json()
     entries = [a for a in audit if a["selector"].get("group") in (group_a, group_b)]
     summary = sorted((a["action"], a["actor"], a["dry_run"], a["matched"], a["affected"]) for a in entries)
-    assert summary == sorted([
-        ("replay", "user:operator", True, 3, 0),
-        ("replay", "alice", False, 3, 3),
-        ("purge", "user:operator", False, 2, 2),
-        ("replay", "user:operator", False, 0, 0),
-    ])
+    assert summary == sorted(
+        [
+            ("replay", "user:operator", True, 3, 0),
+            ("replay", "alice", False, 3, 3),
+            ("purge", "user:operator", False, 2, 2),
+            ("replay", "user:operator", False, 0, 0),
+        ]
+    )
     assert all(a["at"] for a in entries)
     cli_audit = await cli(stack, "dlq", "audit", "--json", "--limit", "200")
     assert any(a["actor"] == "alice" and a["selector"]["group"] == group_a for a in cli_audit)

@@ -74,18 +74,21 @@ class FaultStack:
 
 
 @contextlib.asynccontextmanager
-async def own_stack(base: Settings, monkeypatch: pytest.MonkeyPatch, own_broker: bool = False,
-                    services: tuple[str, ...] = SALE_SERVICES) -> AsyncIterator[FaultStack]:
+async def own_stack(
+    base: Settings, monkeypatch: pytest.MonkeyPatch, own_broker: bool = False, services: tuple[str, ...] = SALE_SERVICES
+) -> AsyncIterator[FaultStack]:
     node: BrokerNode | None = None
     if own_broker:
         node = BrokerNode.create("ticketing-faults")
         await asyncio.to_thread(node.start)
     env = run_environment(base)
-    env.update({
-        "TICKETING_CHECKOUT_WAIT_SECONDS": "5",  # a checkout whose decision is late answers 202 sooner
-        "TICKETING_BROKER_RETRY_INITIAL_SECONDS": "0.2",
-        "TICKETING_BROKER_RETRY_MAX_SECONDS": "1",
-    })
+    env.update(
+        {
+            "TICKETING_CHECKOUT_WAIT_SECONDS": "5",  # a checkout whose decision is late answers 202 sooner
+            "TICKETING_BROKER_RETRY_INITIAL_SECONDS": "0.2",
+            "TICKETING_BROKER_RETRY_MAX_SECONDS": "1",
+        }
+    )
     if node is not None:
         env["TICKETING_RABBITMQ_URL"] = node.url
     for key, value in env.items():
@@ -101,8 +104,15 @@ async def own_stack(base: Settings, monkeypatch: pytest.MonkeyPatch, own_broker:
     dsn = make_url(settings.database_url).set(drivername="postgresql").render_as_string(hide_password=False)
     db = await asyncpg.create_pool(dsn, min_size=1, max_size=4, server_settings={"application_name": TEST_APP})
     amqp = await aio_pika.connect_robust(settings.rabbitmq_url, timeout=10)
-    stack = Stack(env=env, settings=settings, base_url=f"http://127.0.0.1:{settings.gateway_port}", db=db,
-                  amqp=amqp, supervisor=supervisor, smtp=smtp)
+    stack = Stack(
+        env=env,
+        settings=settings,
+        base_url=f"http://127.0.0.1:{settings.gateway_port}",
+        db=db,
+        amqp=amqp,
+        supervisor=supervisor,
+        smtp=smtp,
+    )
     fs = FaultStack(stack=stack, node=node)
     try:
         await stack.wait_ready(90.0, services)
@@ -156,8 +166,10 @@ async def buy(stack: Stack, outcome: Outcome, pay: bool, gate: asyncio.Event | N
     async with stack.client(outcome.user) as c:
         while True:
             if time.monotonic() > deadline:
-                raise AssertionError(f"{outcome.user}: no final answer before the deadline "
-                                     f"({outcome.attempts} attempts, last {outcome.status})")
+                raise AssertionError(
+                    f"{outcome.user}: no final answer before the deadline "
+                    f"({outcome.attempts} attempts, last {outcome.status})"
+                )
             outcome.attempts += 1
             try:
                 r = await c.post("/checkout", json=body, headers={"Idempotency-Key": outcome.key}, timeout=15)
@@ -203,10 +215,12 @@ class Sale:
         return sum(1 for t in self.tasks if t.done())
 
 
-async def start_sale(stack: Stack, buyers: int = 60, capacity: int = 20, pay_ratio: float = 0.6,
-                     spread: float = 4.0) -> Sale:
-    event = await stack.create_event(capacity=capacity, per_user_limit=4, hold_seconds=HOLD_SECONDS,
-                                     price=50_000, extra_types=1)
+async def start_sale(
+    stack: Stack, buyers: int = 60, capacity: int = 20, pay_ratio: float = 0.6, spread: float = 4.0
+) -> Sale:
+    event = await stack.create_event(
+        capacity=capacity, per_user_limit=4, hold_seconds=HOLD_SECONDS, price=50_000, extra_types=1
+    )
     types = [t["ticket_type_id"] for t in event["ticket_types"]]
     rng = random.Random(buyers * 7919 + capacity)
     outcomes = []
@@ -216,15 +230,26 @@ async def start_sale(stack: Stack, buyers: int = 60, capacity: int = 20, pay_rat
         outcomes.append(Outcome(user=f"buyer-{i}-{uuid.uuid4().hex[:6]}", key=f"key-{uuid.uuid4()}", items=items))
     # The first 40 % arrive at once; the rest when the fault begins, so it always lands mid-sale.
     second_wave = asyncio.Event()
-    tasks = [asyncio.create_task(buy(stack, o, rng.random() < pay_ratio, second_wave if i >= buyers * 2 // 5 else None,
-                                     rng.uniform(0, spread)))
-             for i, o in enumerate(outcomes)]
-    return Sale(stack=stack, ticket_types=types, capacity=capacity, outcomes=outcomes, tasks=tasks,
-                second_wave=second_wave)
+    tasks = [
+        asyncio.create_task(
+            buy(
+                stack,
+                o,
+                rng.random() < pay_ratio,
+                second_wave if i >= buyers * 2 // 5 else None,
+                rng.uniform(0, spread),
+            )
+        )
+        for i, o in enumerate(outcomes)
+    ]
+    return Sale(
+        stack=stack, ticket_types=types, capacity=capacity, outcomes=outcomes, tasks=tasks, second_wave=second_wave
+    )
 
 
 async def mid_sale(sale: Sale, fault: Callable[[], Awaitable[None]]) -> int:
     """Let part of the sale happen, inject ``fault`` while the rest is in flight, then let every buyer finish."""
+
     async def some_decided() -> bool:
         return sale.decided() >= len(sale.tasks) // 10
 
@@ -243,16 +268,20 @@ async def busy(stack: Stack, services: tuple[str, ...]) -> list[str]:
     """What still holds a message: the outboxes, and each non-empty queue of the run's running ``services``
     (a queue nobody here consumes, e.g. search's when search does not run, fills by design; a hold's delay
     queue holds its expiry timer until the hold ends)."""
-    waiting = [f"{schema}.outbox" for schema in ("inventory", "payment")
-               if await stack.db.fetchval(f"SELECT count(*) FROM {schema}.outbox")]
-    names = all_queue_names(stack.names, (HOLD_SECONDS,),
-                            extra=(mailer_notifications(tuple(stack.settings.mailer_retry_delays)),))
+    waiting = [
+        f"{schema}.outbox"
+        for schema in ("inventory", "payment")
+        if await stack.db.fetchval(f"SELECT count(*) FROM {schema}.outbox")
+    ]
+    names = all_queue_names(
+        stack.names, (HOLD_SECONDS,), extra=(mailer_notifications(tuple(stack.settings.mailer_retry_delays)),)
+    )
     # A connection of its own each time: the broker test's bounce leaves a robust connection reconnecting.
     conn = await aio_pika.connect(stack.settings.rabbitmq_url, timeout=10)
     channel = await conn.channel()
     try:
         for name in names:
-            if name[len(stack.settings.prefix):].split(".", 1)[0] not in services or ".hold-delay" in name:
+            if name[len(stack.settings.prefix) :].split(".", 1)[0] not in services or ".hold-delay" in name:
                 continue  # a hold's expiry timer waits in its delay queue by design
             try:
                 q = await channel.declare_queue(name, passive=True)
@@ -322,9 +351,14 @@ async def assert_sale_adds_up(sale: Sale) -> dict[str, int]:
     # Stock: within capacity, and exactly what the orders hold and sold.
     for tt in sale.ticket_types:
         capacity, held, sold = await stack.stock(tt)
-        by_status = dict(await stack.db.fetch(
-            "SELECT o.status, sum(i.quantity) FROM inventory.order_items i JOIN inventory.orders o ON o.id = i.order_id"
-            " WHERE i.ticket_type_id = $1 GROUP BY o.status", uuid.UUID(tt)))
+        by_status = dict(
+            await stack.db.fetch(
+                "SELECT o.status, sum(i.quantity) FROM inventory.order_items i"
+                " JOIN inventory.orders o ON o.id = i.order_id"
+                " WHERE i.ticket_type_id = $1 GROUP BY o.status",
+                uuid.UUID(tt),
+            )
+        )
         assert held + sold <= capacity == sale.capacity
         assert held == by_status.get("PENDING", 0), (tt, held, by_status)
         assert sold == by_status.get("PAID", 0), (tt, sold, by_status)
@@ -345,8 +379,13 @@ async def assert_sale_adds_up(sale: Sale) -> dict[str, int]:
     attempts = stack.smtp.handler.attempts
     for o in outcomes:
         assert attempts[f"{o.user}@example.com"] == (1 if o.paid else 0), (o, attempts[f"{o.user}@example.com"])
-    return {"buyers": len(outcomes), "held": len(held_ids), "paid": len(paid),
-            "rejected": len(outcomes) - len(held_ids), "retries": sum(o.attempts - 1 for o in outcomes)}
+    return {
+        "buyers": len(outcomes),
+        "held": len(held_ids),
+        "paid": len(paid),
+        "rejected": len(outcomes) - len(held_ids),
+        "retries": sum(o.attempts - 1 for o in outcomes),
+    }
 
 
 async def _emails_at_least(stack: Stack, paid: list[Outcome]) -> bool:
@@ -379,23 +418,26 @@ async def run_fault(fs: FaultStack, fault: Callable[[FaultStack], Callable[[], A
     print(f"sale: {summary}")
 
 
-async def test_sigkill_inventory_mid_sale_loses_no_checkout(server_settings: Settings,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_sigkill_inventory_mid_sale_loses_no_checkout(
+    server_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async with own_stack(server_settings, monkeypatch) as fs:
         await run_fault(fs, lambda fs: kill(fs, "inventory"))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("service", ["payment", "gateway", "mailer"])
-async def test_sigkill_service_mid_sale_loses_no_checkout(service: str, server_settings: Settings,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_sigkill_service_mid_sale_loses_no_checkout(
+    service: str, server_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async with own_stack(server_settings, monkeypatch) as fs:
         await run_fault(fs, lambda fs: kill(fs, service))
 
 
 @pytest.mark.slow
-async def test_broker_app_stopped_and_started_mid_sale(server_settings: Settings,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_broker_app_stopped_and_started_mid_sale(
+    server_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def bounce(fs: FaultStack) -> Callable[[], Awaitable[None]]:
         node = fs.node
         assert node is not None
@@ -411,8 +453,9 @@ async def test_broker_app_stopped_and_started_mid_sale(server_settings: Settings
 
 
 @pytest.mark.slow
-async def test_postgres_backends_terminated_mid_sale(server_settings: Settings,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_postgres_backends_terminated_mid_sale(
+    server_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def terminate(fs: FaultStack) -> Callable[[], Awaitable[None]]:
         database = make_url(fs.stack.settings.database_url).database
 
@@ -422,7 +465,9 @@ async def test_postgres_backends_terminated_mid_sale(server_settings: Settings,
                 killed += await fs.stack.db.fetchval(
                     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
                     " WHERE datname = $1 AND pid <> pg_backend_pid() AND application_name <> $2",
-                    database, TEST_APP)
+                    database,
+                    TEST_APP,
+                )
                 await asyncio.sleep(0.3)  # the fault's own pacing
             assert killed > 0, "no backend of the services was terminated"
 

@@ -57,10 +57,17 @@ async def test_paid_order_gets_exactly_one_email_with_its_tickets_codes_and_qr_i
 async def test_english_locale_and_expiry_and_refund_emails(stack: Stack) -> None:
     to = recipient("locale")
     order = paid_order(to, locale="en-GB", tickets=1)
-    expired = OrderReleased(order_id=uuid.uuid4(), user_id="b", user_email=to, locale="en", status=OrderStatus.EXPIRED,
-                            items=[PricedLine(ticket_type_id=uuid.uuid4(), quantity=2, unit_price=100_000)])
-    refunded = OrderRefunded(order_id=uuid.uuid4(), user_id="b", user_email=to, locale="vi", amount=300_000,
-                             reason="late payment, sold out")
+    expired = OrderReleased(
+        order_id=uuid.uuid4(),
+        user_id="b",
+        user_email=to,
+        locale="en",
+        status=OrderStatus.EXPIRED,
+        items=[PricedLine(ticket_type_id=uuid.uuid4(), quantity=2, unit_price=100_000)],
+    )
+    refunded = OrderRefunded(
+        order_id=uuid.uuid4(), user_id="b", user_email=to, locale="vi", amount=300_000, reason="late payment, sold out"
+    )
     await publish(stack, topology.ORDER_PAID, order, f"paid:{order.order_id}")
     await publish(stack, topology.ORDER_EXPIRED, expired, f"expired:{expired.order_id}")
     await publish(stack, topology.ORDER_REFUNDED, refunded, f"refunded:{refunded.order_id}")
@@ -119,8 +126,14 @@ async def test_smtp_5xx_dead_letters_then_replay_after_the_fix_delivers_exactly_
     assert (await dead_letters(stack, message_id))[0]["status"] == "replayed"
 
     # Replaying (republishing as the replay does) the already-sent message sends nothing more.
-    await publish(stack, "", order, message_id, queue=stack.names.queue("mailer.notifications"),
-                  headers={"x-original-routing-key": topology.ORDER_PAID, "x-replay-count": 2})
+    await publish(
+        stack,
+        "",
+        order,
+        message_id,
+        queue=stack.names.queue("mailer.notifications"),
+        headers={"x-original-routing-key": topology.ORDER_PAID, "x-replay-count": 2},
+    )
     await eventually(lambda: _skipped(stack, order.order_id, 1), what="the replay to be recognised")
     assert len(stack.smtp.handler.to(to)) == 1
 
@@ -227,9 +240,14 @@ async def test_without_an_smtp_host_the_embedded_sink_keeps_mail_for_ticketing_m
     """What `ticketing up` does on a fresh machine: a mailer with no SMTP host starts its own sink."""
     prefix = f"{stack.settings.prefix}sink."
     health_port = free_port()
-    env = {**stack.env, "TICKETING_SMTP_HOST": "", "TICKETING_PREFIX": prefix,
-           "TICKETING_MAILER_PORT": str(health_port), "TICKETING_MAIL_SINK_PORT": str(free_port()),
-           "TICKETING_MAIL_SINK_DIR": str(tmp_path / "mail")}
+    env = {
+        **stack.env,
+        "TICKETING_SMTP_HOST": "",
+        "TICKETING_PREFIX": prefix,
+        "TICKETING_MAILER_PORT": str(health_port),
+        "TICKETING_MAIL_SINK_PORT": str(free_port()),
+        "TICKETING_MAIL_SINK_DIR": str(tmp_path / "mail"),
+    }
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.mailer", env=env)
     names = Names(prefix)
     try:
@@ -239,9 +257,13 @@ async def test_without_an_smtp_host_the_embedded_sink_keeps_mail_for_ticketing_m
         order = paid_order(to, locale="en")
         channel = await stack.amqp.channel(publisher_confirms=True)
         exchange = await channel.get_exchange(names.events_exchange)
-        await exchange.publish(aio_pika.Message(order.model_dump_json().encode(), message_id=f"paid:{order.order_id}",
-                                                content_type="application/json"), routing_key=topology.ORDER_PAID,
-                               mandatory=True)
+        await exchange.publish(
+            aio_pika.Message(
+                order.model_dump_json().encode(), message_id=f"paid:{order.order_id}", content_type="application/json"
+            ),
+            routing_key=topology.ORDER_PAID,
+            mandatory=True,
+        )
         await channel.close()
         await eventually(lambda: _async(list_mail(tmp_path / "mail")), what="mail in the sink")
 
@@ -273,8 +295,15 @@ async def _ready(port: int) -> bool:
 
 
 async def _run_cli(env: dict[str, str], *args: str) -> str:
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "ticketing.cli", *args, env={
-        **env, "COLUMNS": "250"}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "ticketing.cli",
+        *args,
+        env={**env, "COLUMNS": "250"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()
     return out.decode()
@@ -296,8 +325,12 @@ async def test_a_real_paid_order_gets_one_email_with_the_issued_tickets(stack: S
 
     mails = await eventually(lambda: _mails(stack, to, 1), timeout=30, what="the ticket email of a paid order")
     assert mails is not None and len(mails) == 1
-    codes = [row["code"] for row in await stack.db.fetch(
-        "SELECT code FROM inventory.tickets WHERE order_id = $1", uuid.UUID(order["order_id"]))]
+    codes = [
+        row["code"]
+        for row in await stack.db.fetch(
+            "SELECT code FROM inventory.tickets WHERE order_id = $1", uuid.UUID(order["order_id"])
+        )
+    ]
     assert len(codes) == 2
     text, html = mails[0].part("plain"), mails[0].part("html")
     assert "Đêm nhạc Trịnh Công Sơn" in text and "300.000 ₫" in text

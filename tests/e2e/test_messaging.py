@@ -20,8 +20,12 @@ async def publish(stack: Stack, routing_key: str, body: bytes, message_id: str) 
     try:
         exchange = await channel.get_exchange(stack.names.events_exchange)
         await exchange.publish(
-            aio_pika.Message(body, message_id=message_id, delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                             content_type="application/json"),
+            aio_pika.Message(
+                body,
+                message_id=message_id,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                content_type="application/json",
+            ),
             routing_key,
         )
     finally:
@@ -29,8 +33,12 @@ async def publish(stack: Stack, routing_key: str, body: bytes, message_id: str) 
 
 
 def checkout_command(ticket_type_id: str, user: str, quantity: int = 1) -> CheckoutRequested:
-    return CheckoutRequested(order_id=uuid.uuid4(), user_id=user, user_email=f"{user}@example.com",
-                             items=[OrderLine(ticket_type_id=uuid.UUID(ticket_type_id), quantity=quantity)])
+    return CheckoutRequested(
+        order_id=uuid.uuid4(),
+        user_id=user,
+        user_email=f"{user}@example.com",
+        items=[OrderLine(ticket_type_id=uuid.UUID(ticket_type_id), quantity=quantity)],
+    )
 
 
 async def test_redelivered_checkout_holds_once(stack: Stack) -> None:
@@ -71,13 +79,12 @@ async def test_redelivered_expiry_releases_once(stack: Stack) -> None:
     # The same expiry message again (a redelivery, or the sweeper and the delay queue both firing).
     again = HoldExpiryDue(order_id=uuid.UUID(first["order_id"]), expires_at=first["expires_at"])
     for _ in range(3):
-        await publish(stack, topology.HOLD_EXPIRY_DUE, again.model_dump_json().encode(),
-                      f"expiry:{first['order_id']}")
+        await publish(stack, topology.HOLD_EXPIRY_DUE, again.model_dump_json().encode(), f"expiry:{first['order_id']}")
     await eventually(lambda: _empty(stack, topology.INVENTORY_HOLD_EXPIRY.name), what="expiry queue drained")
     assert await stack.stock(tt) == (4, 0, 0)
     held = await stack.db.fetchval(
-        "SELECT quantity FROM inventory.user_holdings WHERE user_id = 'expiring' AND ticket_type_id = $1",
-        uuid.UUID(tt))
+        "SELECT quantity FROM inventory.user_holdings WHERE user_id = 'expiring' AND ticket_type_id = $1", uuid.UUID(tt)
+    )
     assert held == 0, "the buyer's per-user count must be released exactly once"
 
 
@@ -90,8 +97,9 @@ async def test_malformed_messages_are_dead_lettered_with_reason_and_the_queue_ke
     tt = event["ticket_types"][0]["ticket_type_id"]
     marker = uuid.uuid4().hex
     await publish(stack, topology.CHECKOUT_REQUESTED, b"{not json", f"garbage-{marker}")
-    await publish(stack, topology.CHECKOUT_REQUESTED, json.dumps({"order_id": "x", "items": []}).encode(),
-                  f"wrong-shape-{marker}")
+    await publish(
+        stack, topology.CHECKOUT_REQUESTED, json.dumps({"order_id": "x", "items": []}).encode(), f"wrong-shape-{marker}"
+    )
     bad_quantity = checkout_command(tt, "hostile").model_dump(mode="json")
     bad_quantity["items"][0]["quantity"] = -5
     await publish(stack, topology.CHECKOUT_REQUESTED, json.dumps(bad_quantity).encode(), f"negative-{marker}")
@@ -120,8 +128,9 @@ async def test_service_killed_between_commit_and_publish_loses_no_message(stack:
     event = await stack.create_event(capacity=5)
     tt = event["ticket_types"][0]["ticket_type_id"]
     channel = await stack.amqp.channel()
-    watch = await channel.declare_queue(stack.names.queue(f"test.order-held.{uuid.uuid4().hex[:8]}"),
-                                        exclusive=True, auto_delete=True)
+    watch = await channel.declare_queue(
+        stack.names.queue(f"test.order-held.{uuid.uuid4().hex[:8]}"), exclusive=True, auto_delete=True
+    )
     await watch.bind(stack.names.events_exchange, topology.ORDER_HELD)
 
     stack.supervisor.stop_service("inventory")

@@ -43,8 +43,9 @@ async def failed_refunds(stack: Stack) -> dict[str, dict[str, Any]]:
     return {row["txn_ref"]: row for row in r.json()}
 
 
-async def held_for_review(stack: Stack, user: str, capacity: int = 4, hold_seconds: int = 900
-                          ) -> tuple[str, dict[str, Any], str]:
+async def held_for_review(
+    stack: Stack, user: str, capacity: int = 4, hold_seconds: int = 900
+) -> tuple[str, dict[str, Any], str]:
     """A 07 (suspected fraud) payment: money taken, order PENDING, attempt REVIEW and listed for an operator."""
     event = await stack.create_event(capacity=capacity, hold_seconds=hold_seconds)
     tt = event["ticket_types"][0]["ticket_type_id"]
@@ -61,8 +62,7 @@ async def held_for_review(stack: Stack, user: str, capacity: int = 4, hold_secon
 
 
 async def audit(stack: Stack, ref: str) -> list[tuple[str, str, str]]:
-    rows = await stack.db.fetch("SELECT actor, action, result FROM payment.op_audit WHERE target = $1 ORDER BY id",
-                                ref)
+    rows = await stack.db.fetch("SELECT actor, action, result FROM payment.op_audit WHERE target = $1 ORDER BY id", ref)
     return [(r["actor"], r["action"], r["result"]) for r in rows]
 
 
@@ -70,8 +70,9 @@ async def test_accepting_a_review_pays_the_order_once(stack: Stack) -> None:
     tt, order, ref = await held_for_review(stack, "reviewed-buyer")
 
     # Two operators click at once: one conditional UPDATE wins, the other is told 409 and changes nothing.
-    r, other = await asyncio.gather(admin(stack, "POST", f"/review/{ref}/accept"),
-                                    admin(stack, "POST", f"/review/{ref}/accept"))
+    r, other = await asyncio.gather(
+        admin(stack, "POST", f"/review/{ref}/accept"), admin(stack, "POST", f"/review/{ref}/accept")
+    )
     assert sorted([r.status_code, other.status_code]) == [200, 409], (r.text, other.text)
     r = r if r.status_code == 200 else other
     assert r.json()["attempt_status"] == "ACCEPTED"
@@ -85,12 +86,22 @@ async def test_accepting_a_review_pays_the_order_once(stack: Stack) -> None:
     rejected_late = await admin(stack, "POST", f"/review/{ref}/reject")
     assert rejected_late.status_code == 409
     assert await stack.stock(tt) == (4, 0, 1)
-    assert await stack.db.fetchval("SELECT count(*) FROM inventory.order_payments WHERE order_id = $1",
-                                   uuid.UUID(order["order_id"])) == 1
+    assert (
+        await stack.db.fetchval(
+            "SELECT count(*) FROM inventory.order_payments WHERE order_id = $1", uuid.UUID(order["order_id"])
+        )
+        == 1
+    )
     assert (await sim_txn(stack, ref))["refunded"] is False
     actor = f"user:{ADMIN}"
-    assert sorted(await audit(stack, ref)) == sorted([(actor, "accept", "accepted"), (actor, "accept", "no_op"),
-                                                      (actor, "accept", "no_op"), (actor, "reject", "no_op")])
+    assert sorted(await audit(stack, ref)) == sorted(
+        [
+            (actor, "accept", "accepted"),
+            (actor, "accept", "no_op"),
+            (actor, "accept", "no_op"),
+            (actor, "reject", "no_op"),
+        ]
+    )
     missing = await admin(stack, "POST", "/review/NOSUCHREF01/accept")
     assert missing.status_code == 404
 
@@ -108,7 +119,11 @@ async def test_rejecting_a_review_refunds_it_and_the_order_expires(stack: Stack)
     assert (await admin(stack, "POST", f"/review/{ref}/accept")).status_code == 409
     assert (await admin(stack, "POST", f"/refunds/{ref}/retry")).status_code == 409  # confirmed: nothing to retry
     assert [a[1:] for a in await audit(stack, ref)] == [
-        ("reject", "rejected"), ("refund", "confirmed"), ("accept", "no_op"), ("retry_refund", "no_op")]
+        ("reject", "rejected"),
+        ("refund", "confirmed"),
+        ("accept", "no_op"),
+        ("retry_refund", "no_op"),
+    ]
 
 
 async def test_refused_review_refund_is_listed_and_retried(stack: Stack) -> None:
@@ -133,8 +148,14 @@ async def test_refused_review_refund_is_listed_and_retried(stack: Stack) -> None
     assert ref not in await failed_refunds(stack)
     assert (await admin(stack, "POST", f"/refunds/{ref}/retry")).status_code == 409
     assert [a[1:] for a in await audit(stack, ref)] == [
-        ("reject", "rejected"), ("refund", "failed"), ("retry_refund", "retrying"), ("refund", "failed"),
-        ("retry_refund", "retrying"), ("refund", "confirmed"), ("retry_refund", "no_op")]
+        ("reject", "rejected"),
+        ("refund", "failed"),
+        ("retry_refund", "retrying"),
+        ("refund", "failed"),
+        ("retry_refund", "retrying"),
+        ("refund", "confirmed"),
+        ("retry_refund", "no_op"),
+    ]
 
 
 async def test_refused_late_payment_refund_is_retried_to_refunded(stack: Stack) -> None:
@@ -159,8 +180,13 @@ async def test_refused_late_payment_refund_is_retried_to_refunded(stack: Stack) 
 
 async def test_payment_operations_are_admin_only(stack: Stack) -> None:
     async with stack.client("not-an-admin") as c:
-        for method, path in [("GET", "/review"), ("POST", "/review/ABC01/accept"), ("POST", "/review/ABC01/reject"),
-                             ("GET", "/refunds/failed"), ("POST", "/refunds/ABC01/retry")]:
+        for method, path in [
+            ("GET", "/review"),
+            ("POST", "/review/ABC01/accept"),
+            ("POST", "/review/ABC01/reject"),
+            ("GET", "/refunds/failed"),
+            ("POST", "/refunds/ABC01/retry"),
+        ]:
             r = await c.request(method, f"/admin/payments{path}")
             assert r.status_code == 403, (path, r.text)
             assert r.headers["content-type"].startswith("application/problem+json")
@@ -170,8 +196,15 @@ async def test_payment_operations_are_admin_only(stack: Stack) -> None:
 async def ticketing_cli(stack: Stack, *args: str) -> tuple[int, str]:
     """Run `ticketing payments ...` as an operator would, against this run's broker and prefix."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ticketing.cli", "payments", *args, env=stack.env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        sys.executable,
+        "-m",
+        "ticketing.cli",
+        "payments",
+        *args,
+        env=stack.env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     out, _ = await proc.communicate()
     return proc.returncode or 0, out.decode()
 

@@ -86,10 +86,16 @@ async def call_ipn(stack: Stack, query: str) -> dict[str, str]:
 
 def ipn_params(stack: Stack, ref: str, amount_vnd: int, code: str = "00") -> dict[str, str]:
     return {
-        "vnp_Amount": str(amount_vnd * 100), "vnp_BankCode": "NCB", "vnp_CardType": "ATM",
-        "vnp_OrderInfo": "Thanh toan", "vnp_PayDate": vn_time(datetime.now(TZ)), "vnp_ResponseCode": code,
-        "vnp_TmnCode": stack.settings.vnpay_tmn_code, "vnp_TransactionNo": str(random.randint(1, 10**8)),
-        "vnp_TransactionStatus": code, "vnp_TxnRef": ref,
+        "vnp_Amount": str(amount_vnd * 100),
+        "vnp_BankCode": "NCB",
+        "vnp_CardType": "ATM",
+        "vnp_OrderInfo": "Thanh toan",
+        "vnp_PayDate": vn_time(datetime.now(TZ)),
+        "vnp_ResponseCode": code,
+        "vnp_TmnCode": stack.settings.vnpay_tmn_code,
+        "vnp_TransactionNo": str(random.randint(1, 10**8)),
+        "vnp_TransactionStatus": code,
+        "vnp_TxnRef": ref,
     }
 
 
@@ -99,7 +105,8 @@ def secret(stack: Stack) -> str:
 
 async def payment_rows(stack: Stack, order_id: str) -> int:
     return await stack.db.fetchval(  # type: ignore[no-any-return]
-        "SELECT count(*) FROM payment.transactions WHERE order_id = $1", uuid.UUID(order_id))
+        "SELECT count(*) FROM payment.transactions WHERE order_id = $1", uuid.UUID(order_id)
+    )
 
 
 async def tickets(stack: Stack, order_id: str) -> list[str]:
@@ -239,8 +246,7 @@ async def test_declined_payment_keeps_the_hold_and_a_new_attempt_pays(stack: Sta
     url = await eventually(next_url, what="a payment URL for attempt 2")
     assert await ipn_codes(stack, first) == ["00"]  # a recorded failure is answered 00
     assert await stack.order_status(order["order_id"]) == "PENDING" and await stack.stock(tt) == (4, 1, 0)
-    assert from_settings(stack.settings).parse_txn_ref(query_of(url)["vnp_TxnRef"]) == (
-        uuid.UUID(order["order_id"]), 2)
+    assert from_settings(stack.settings).parse_txn_ref(query_of(url)["vnp_TxnRef"]) == (uuid.UUID(order["order_id"]), 2)
     await pay_with_simulator(url)
     await wait_status(stack, order["order_id"], "PAID")
     assert await stack.stock(tt) == (4, 0, 1)
@@ -277,10 +283,16 @@ async def test_late_payment_with_stock_still_free_is_paid(stack: Stack) -> None:
     await resend_ipn(stack, ref)
     await wait_status(stack, order["order_id"], "PAID")
     assert await stack.stock(tt) == (5, 0, 2)
-    assert await stack.db.fetchval("SELECT late FROM inventory.order_payments WHERE order_id = $1",
-                                   uuid.UUID(order["order_id"])) is True
-    assert await stack.db.fetchval("SELECT quantity FROM inventory.user_holdings WHERE user_id = $1",
-                                   "late-but-lucky") == 2
+    assert (
+        await stack.db.fetchval(
+            "SELECT late FROM inventory.order_payments WHERE order_id = $1", uuid.UUID(order["order_id"])
+        )
+        is True
+    )
+    assert (
+        await stack.db.fetchval("SELECT quantity FROM inventory.user_holdings WHERE user_id = $1", "late-but-lucky")
+        == 2
+    )
     assert len(await tickets(stack, order["order_id"])) == 2
 
 
@@ -294,19 +306,23 @@ async def test_late_payment_with_stock_gone_is_refunded(stack: Stack) -> None:
     assert (await sim_txn(stack, ref))["refunded"] is True
     assert await stack.stock(tt) == (1, 0, 1)
     assert await tickets(stack, late["order_id"]) == []
-    assert await stack.db.fetchval("SELECT status FROM payment.refunds WHERE order_id = $1",
-                                   uuid.UUID(late["order_id"])) == "CONFIRMED"
+    assert (
+        await stack.db.fetchval("SELECT status FROM payment.refunds WHERE order_id = $1", uuid.UUID(late["order_id"]))
+        == "CONFIRMED"
+    )
 
 
 async def test_refund_whose_answer_was_lost_is_confirmed_once(stack: Stack) -> None:
-    late, ref, tt = await late_payer_loses_the_seat(stack, "lost-refund-answer", "took-the-seat",
-                                                    refund_answer_lost=True)
+    late, ref, tt = await late_payer_loses_the_seat(
+        stack, "lost-refund-answer", "took-the-seat", refund_answer_lost=True
+    )
     # querydr sees the payment again (as VNPAY's would): that is how the lost refund answer is found out.
     await fault(stack, ref, ipn="send", refund_answer_lost=True)
     await resend_ipn(stack, ref)
     await wait_status(stack, late["order_id"], "REFUNDED")
-    row = await stack.db.fetchrow("SELECT status, tries FROM payment.refunds WHERE order_id = $1",
-                                  uuid.UUID(late["order_id"]))
+    row = await stack.db.fetchrow(
+        "SELECT status, tries FROM payment.refunds WHERE order_id = $1", uuid.UUID(late["order_id"])
+    )
     assert row is not None and row["status"] == "CONFIRMED" and row["tries"] >= 2
     assert (await sim_txn(stack, ref))["refunded"] is True
     assert await stack.stock(tt) == (1, 0, 1)
@@ -347,10 +363,12 @@ async def test_ipns_racing_expiry_have_one_winner_each(stack: Stack) -> None:
     assert await stack.stock(tt) == (n, 0, n)
     settled = await stack.db.fetch(
         "SELECT order_id, late FROM inventory.order_payments WHERE order_id = ANY($1::uuid[])",
-        [uuid.UUID(o["order_id"]) for o in orders])
+        [uuid.UUID(o["order_id"]) for o in orders],
+    )
     assert len(settled) == n  # one settlement per order: one winner each
-    assert await stack.db.fetchval("SELECT count(*) FROM inventory.tickets WHERE ticket_type_id = $1",
-                                   uuid.UUID(tt)) == n
+    assert (
+        await stack.db.fetchval("SELECT count(*) FROM inventory.tickets WHERE ticket_type_id = $1", uuid.UUID(tt)) == n
+    )
 
 
 # --- reconciliation and the return URL ------------------------------------------------------------------

@@ -60,19 +60,26 @@ def free_port_pair() -> int:
 
 
 def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
-    return [(dict(s.labels), s.value) for family in text_string_to_metric_families(text)
-            for s in family.samples if s.name == name]
+    return [
+        (dict(s.labels), s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name
+    ]
 
 
 def pid_of(metrics_text: str) -> int:
-    (labels, _), = samples(metrics_text, "ticketing_process_info")
+    ((labels, _),) = samples(metrics_text, "ticketing_process_info")
     return int(labels["pid"])
 
 
 def checkouts_served(metrics_text: str) -> float:
     """POST /checkout requests this gateway process answered (any status)."""
-    return sum(v for labels, v in samples(metrics_text, "http_requests_total")
-               if labels.get("handler") == "/checkout" and labels.get("method") == "POST")
+    return sum(
+        v
+        for labels, v in samples(metrics_text, "http_requests_total")
+        if labels.get("handler") == "/checkout" and labels.get("method") == "POST"
+    )
 
 
 @dataclass
@@ -97,16 +104,19 @@ class Scaled:
 
     async def stock(self, ticket_type_id: str) -> tuple[int, int, int]:
         row = await self.db.fetchrow(
-            "SELECT capacity, held, sold FROM inventory.ticket_types WHERE id = $1", uuid.UUID(ticket_type_id))
+            "SELECT capacity, held, sold FROM inventory.ticket_types WHERE id = $1", uuid.UUID(ticket_type_id)
+        )
         assert row is not None
         return row["capacity"], row["held"], row["sold"]
 
     async def create_event(self, capacity: int, per_user_limit: int) -> str:
         body = {
-            "title": "Scaled sale", "venue": "Nhà hát Lớn", "city": "Hà Nội",
-            "starts_at": "2030-01-01T20:00:00+07:00", "hold_seconds": HOLD_SECONDS,
-            "ticket_types": [{"name": "GA", "price": 100_000, "capacity": capacity,
-                              "per_user_limit": per_user_limit}],
+            "title": "Scaled sale",
+            "venue": "Nhà hát Lớn",
+            "city": "Hà Nội",
+            "starts_at": "2030-01-01T20:00:00+07:00",
+            "hold_seconds": HOLD_SECONDS,
+            "ticket_types": [{"name": "GA", "price": 100_000, "capacity": capacity, "per_user_limit": per_user_limit}],
         }
         headers = {"Authorization": f"Bearer {self.token('organiser', admin=True)}"}
         async with httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=60) as c:
@@ -116,8 +126,10 @@ class Scaled:
 
     async def inventory_metrics(self) -> dict[str, str]:
         async with httpx.AsyncClient(timeout=5) as c:
-            return {name: (await c.get(f"http://127.0.0.1:{port}/metrics")).text
-                    for name, port in self.inventory_ports.items()}
+            return {
+                name: (await c.get(f"http://127.0.0.1:{port}/metrics")).text
+                for name, port in self.inventory_ports.items()
+            }
 
     async def pinned_sessions(self, per_gateway: int) -> dict[str, list[aiohttp.ClientSession]]:
         """Sessions of one keep-alive connection each, ``per_gateway`` known to be on each gateway process
@@ -127,8 +139,9 @@ class Scaled:
         spare: list[aiohttp.ClientSession] = []
 
         async def enough() -> bool:
-            session = aiohttp.ClientSession(self.base_url, connector=aiohttp.TCPConnector(limit=1),
-                                            timeout=aiohttp.ClientTimeout(total=60))
+            session = aiohttp.ClientSession(
+                self.base_url, connector=aiohttp.TCPConnector(limit=1), timeout=aiohttp.ClientTimeout(total=60)
+            )
             async with session.get("/metrics", headers=admin) as r:
                 assert r.status == 200
                 name = self.gateway_pids[pid_of(await r.text())]
@@ -167,8 +180,9 @@ async def scaled(server_settings: Settings) -> AsyncIterator[Scaled]:
     supervisor.start()
     dsn = make_url(settings.database_url).set(drivername="postgresql").render_as_string(hide_password=False)
     db = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
-    s = Scaled(env=env, settings=settings, supervisor=supervisor, db=db,
-               base_url=f"http://127.0.0.1:{settings.gateway_port}")
+    s = Scaled(
+        env=env, settings=settings, supervisor=supervisor, db=db, base_url=f"http://127.0.0.1:{settings.gateway_port}"
+    )
     try:
         await wait_ready(s)
         yield s
@@ -176,8 +190,9 @@ async def scaled(server_settings: Settings) -> AsyncIterator[Scaled]:
         supervisor.stop()
         await db.close()
         names = Names(settings.prefix)
-        await broker_node.delete_prefix(settings.rabbitmq_url, settings.prefix,
-                                        all_queue_names(names, (HOLD_SECONDS,)), [names.events_exchange])
+        await broker_node.delete_prefix(
+            settings.rabbitmq_url, settings.prefix, all_queue_names(names, (HOLD_SECONDS,)), [names.events_exchange]
+        )
         r = aioredis.from_url(settings.redis_url)
         async for key in r.scan_iter(match=f"{settings.prefix}*", count=1000):
             await r.delete(key)
@@ -201,8 +216,9 @@ async def wait_ready(s: Scaled) -> None:
                     pass
         admin = {"Authorization": f"Bearer {s.token('observer', admin=True)}"}
         try:  # one connection: /readyz and /metrics are answered by the same process
-            async with aiohttp.ClientSession(s.base_url, connector=aiohttp.TCPConnector(limit=1),
-                                             timeout=aiohttp.ClientTimeout(total=2)) as session:
+            async with aiohttp.ClientSession(
+                s.base_url, connector=aiohttp.TCPConnector(limit=1), timeout=aiohttp.ClientTimeout(total=2)
+            ) as session:
                 async with session.get("/readyz") as r:
                     is_ready = r.status == 200
                 async with session.get("/metrics", headers=admin) as r:
@@ -236,11 +252,16 @@ async def test_flash_sale_on_two_inventories_and_two_gateways_sells_exactly_the_
 
     # 64 connections at once: the kernel spreads them over both gateway processes.
     connector = aiohttp.TCPConnector(limit=64)
-    async with aiohttp.ClientSession(scaled.base_url, connector=connector,
-                                     timeout=aiohttp.ClientTimeout(total=120)) as client:
+    async with aiohttp.ClientSession(
+        scaled.base_url, connector=connector, timeout=aiohttp.ClientTimeout(total=120)
+    ) as client:
+
         async def attempt(buyer: str) -> tuple[int, dict[str, Any]]:
-            async with client.post("/checkout", json={"items": [{"ticket_type_id": tt, "quantity": 1}]},
-                                   headers={"Authorization": f"Bearer {tokens[buyer]}"}) as r:
+            async with client.post(
+                "/checkout",
+                json={"items": [{"ticket_type_id": tt, "quantity": 1}]},
+                headers={"Authorization": f"Bearer {tokens[buyer]}"},
+            ) as r:
                 return r.status, await r.json(content_type=None)
 
         watcher = asyncio.create_task(watch_invariant())
@@ -257,7 +278,9 @@ async def test_flash_sale_on_two_inventories_and_two_gateways_sells_exactly_the_
     assert await scaled.stock(tt) == (100, 100, 0)
     held = await scaled.db.fetchval(
         "SELECT COALESCE(SUM(i.quantity), 0) FROM inventory.order_items i JOIN inventory.orders o "
-        "ON o.id = i.order_id WHERE i.ticket_type_id = $1 AND o.status = 'PENDING'", uuid.UUID(tt))
+        "ON o.id = i.order_id WHERE i.ticket_type_id = $1 AND o.status = 'PENDING'",
+        uuid.UUID(tt),
+    )
     assert held == 100
 
     # Both inventory processes decided checkouts of this sale (each counts on its own health port).
@@ -265,8 +288,8 @@ async def test_flash_sale_on_two_inventories_and_two_gateways_sells_exactly_the_
     decided = {}
     for name in scaled.inventory_ports:
         assert samples(after[name], "ticketing_process_info")[0][0]["replica"] == name
-        (_, now), = samples(after[name], "ticketing_hold_batch_size_sum")
-        (_, then), = samples(before[name], "ticketing_hold_batch_size_sum")
+        ((_, now),) = samples(after[name], "ticketing_hold_batch_size_sum")
+        ((_, then),) = samples(before[name], "ticketing_hold_batch_size_sum")
         decided[name] = now - then
     assert all(n > 0 for n in decided.values()), decided
 
@@ -279,8 +302,9 @@ async def test_per_buyer_limit_holds_across_both_gateways_and_inventories(scaled
         headers = {"Authorization": f"Bearer {scaled.token('greedy-scaled')}"}
 
         async def attempt(session: aiohttp.ClientSession) -> tuple[int, dict[str, Any]]:
-            async with session.post("/checkout", json={"items": [{"ticket_type_id": tt, "quantity": 1}]},
-                                    headers=headers) as r:
+            async with session.post(
+                "/checkout", json={"items": [{"ticket_type_id": tt, "quantity": 1}]}, headers=headers
+            ) as r:
                 return r.status, await r.json(content_type=None)
 
         # 20 checkouts by one buyer at once, 10 through each gateway process.
@@ -296,7 +320,8 @@ async def test_per_buyer_limit_holds_across_both_gateways_and_inventories(scaled
     assert await scaled.stock(tt) == (100, 4, 0)
     holding = await scaled.db.fetchval(
         "SELECT quantity FROM inventory.user_holdings WHERE user_id = 'greedy-scaled' AND ticket_type_id = $1",
-        uuid.UUID(tt))
+        uuid.UUID(tt),
+    )
     assert holding == 4
     served = {name: checkouts_served(after[name]) - checkouts_served(before[name]) for name in after}
     assert served == {name: 10 for name in after}, served
@@ -308,6 +333,7 @@ async def test_an_idempotency_key_repeated_on_both_gateways_makes_one_order(scal
     body = {"items": [{"ticket_type_id": tt, "quantity": 2}]}
     headers = {"Authorization": f"Bearer {scaled.token('retrying-scaled')}", "Idempotency-Key": "scaled-once"}
     try:
+
         async def attempt(session: aiohttp.ClientSession) -> tuple[int, dict[str, Any]]:
             async with session.post("/checkout", json=body, headers=headers) as r:
                 return r.status, await r.json(content_type=None)
@@ -338,6 +364,7 @@ async def test_a_replica_that_dies_is_restarted_and_the_sale_goes_on(scaled: Sca
     sup.restart = True
     watcher = asyncio.create_task(asyncio.to_thread(sup.watch, stop))
     try:
+
         async def restarted() -> bool:
             proc = sup.procs["inventory-2"]
             if proc is victim or proc.poll() is not None:
@@ -355,8 +382,9 @@ async def test_a_replica_that_dies_is_restarted_and_the_sale_goes_on(scaled: Sca
         sup.restart = False
         await watcher
     tt = await scaled.create_event(capacity=3, per_user_limit=3)
-    async with httpx.AsyncClient(base_url=scaled.base_url, timeout=60,
-                                 headers={"Authorization": f"Bearer {scaled.token('after-restart')}"}) as c:
+    async with httpx.AsyncClient(
+        base_url=scaled.base_url, timeout=60, headers={"Authorization": f"Bearer {scaled.token('after-restart')}"}
+    ) as c:
         r = await c.post("/checkout", json={"items": [{"ticket_type_id": tt, "quantity": 3}]})
     assert r.status_code == 201, r.text
     assert await scaled.stock(tt) == (3, 3, 0)

@@ -36,10 +36,16 @@ def at(days: float) -> str:
     return (NOW + timedelta(days=days)).isoformat()
 
 
-async def create(stack: Stack, title: str, city: str, days: float, types: list[tuple[str, int, int]],
-                 venue: str = "Nhà hát Lớn") -> dict[str, Any]:
-    body = {"title": title, "venue": venue, "city": city, "starts_at": at(days),
-            "ticket_types": [{"name": n, "price": p, "capacity": c} for n, p, c in types]}
+async def create(
+    stack: Stack, title: str, city: str, days: float, types: list[tuple[str, int, int]], venue: str = "Nhà hát Lớn"
+) -> dict[str, Any]:
+    body = {
+        "title": title,
+        "venue": venue,
+        "city": city,
+        "starts_at": at(days),
+        "ticket_types": [{"name": n, "price": p, "capacity": c} for n, p, c in types],
+    }
     async with stack.client("organiser", admin=True) as c:
         r = await c.post("/admin/events", json=body)
     assert r.status_code == 201, r.text
@@ -91,23 +97,27 @@ async def catalog(stack: Stack) -> AsyncIterator[tuple[str, dict[str, str]]]:
 A, B, C, D = "Múa rối nước Thăng Long", "Mua roi nuoc ban khong dau", "Đêm nhạc Trịnh", "Rock Đà Nẵng"
 
 
-@pytest.mark.parametrize(("q", "expected"), [
-    ("múa rối nước", [A, B]),  # typed with accents: the exact-accent title first, although later
-    ("mua roi nuoc", [B, A]),  # no accents typed: soonest first
-    ("MÚA RỐI", [A, B]),
-    ("mua roi nu", [B, A]),  # the last word is a prefix (search as you type)
-    ("roinuoc", [B, A]),  # missing space
-    ("muaroinuoc thang", [A]),
-    ("da nang", [D]),
-    ("danang", [D]),
-    ("trin", [C]),
-    ("pho thong", [D]),  # ticket type names are searchable
-    ("nha hat lon", [C, B, A, D]),  # the venue too
-    ("mu roi", []),  # only the last word is a prefix
-    ("xyzzy", []),
-])
+@pytest.mark.parametrize(
+    ("q", "expected"),
+    [
+        ("múa rối nước", [A, B]),  # typed with accents: the exact-accent title first, although later
+        ("mua roi nuoc", [B, A]),  # no accents typed: soonest first
+        ("MÚA RỐI", [A, B]),
+        ("mua roi nu", [B, A]),  # the last word is a prefix (search as you type)
+        ("roinuoc", [B, A]),  # missing space
+        ("muaroinuoc thang", [A]),
+        ("da nang", [D]),
+        ("danang", [D]),
+        ("trin", [C]),
+        ("pho thong", [D]),  # ticket type names are searchable
+        ("nha hat lon", [C, B, A, D]),  # the venue too
+        ("mu roi", []),  # only the last word is a prefix
+        ("xyzzy", []),
+    ],
+)
 async def test_accent_prefix_and_missing_space_queries_find_the_events_in_order(
-        stack: Stack, catalog: tuple[str, dict[str, str]], q: str, expected: list[str]) -> None:
+    stack: Stack, catalog: tuple[str, dict[str, str]], q: str, expected: list[str]
+) -> None:
     city, _ = catalog
     page = await search(stack.base_url, q=q, city=city)
     assert page["source"] == "index"
@@ -138,8 +148,7 @@ async def test_filters_and_paging(stack: Stack, catalog: tuple[str, dict[str, st
     assert hit[C]["available"] == 0
 
 
-async def test_the_read_through_path_gives_the_same_answers(stack: Stack,
-                                                           catalog: tuple[str, dict[str, str]]) -> None:
+async def test_the_read_through_path_gives_the_same_answers(stack: Stack, catalog: tuple[str, dict[str, str]]) -> None:
     """PostgreSQL's path (used while the index is missing) against the index, query by query."""
     city, _ = catalog
     engine = make_engine(stack.settings.database_url, pool_size=1)
@@ -149,8 +158,12 @@ async def test_the_read_through_path_gives_the_same_answers(stack: Stack,
             for extra in extras:
                 filters = domain.Filters(city=city, **extra)
                 from_db = await search_store.search(engine, domain.parse(q), filters, 0, 50)
-                params = {"q": q, "city": city, "available": "true" if extra.get("available_only") else None,
-                          "min_price": extra.get("min_price")}
+                params = {
+                    "q": q,
+                    "city": city,
+                    "available": "true" if extra.get("available_only") else None,
+                    "min_price": extra.get("min_price"),
+                }
                 from_index = await search(stack.base_url, **params)
                 assert [str(h.doc.event_id) for h in from_db.hits] == [h["event_id"] for h in from_index["results"]]
                 assert from_db.total == from_index["total"]
@@ -159,13 +172,16 @@ async def test_the_read_through_path_gives_the_same_answers(stack: Stack,
 
 
 async def test_a_ticket_type_added_is_searchable_when_the_call_returns_and_leaves_available_when_sold_out(
-        stack: Stack) -> None:
+    stack: Stack,
+) -> None:
     city = f"Huế {tag()}"
     event = await create(stack, "Hòa nhạc mùa thu", city, 5, [])
     assert (await search(stack.base_url, q="early bird", city=city))["total"] == 0
     async with stack.client("organiser", admin=True) as c:
-        r = await c.post(f"/admin/events/{event['event_id']}/ticket-types",
-                         json={"name": "Early bird", "price": 150_000, "capacity": 2})
+        r = await c.post(
+            f"/admin/events/{event['event_id']}/ticket-types",
+            json={"name": "Early bird", "price": 150_000, "capacity": 2},
+        )
     assert r.status_code == 201 and r.json()["searchable"] is True
     # no polling: the admin call returned, so the index has it
     page = await search(stack.base_url, q="early bi", city=city, available="true")
@@ -175,8 +191,9 @@ async def test_a_ticket_type_added_is_searchable_when_the_call_returns_and_leave
     assert event["event_id"] in homepage
 
     async with stack.client("fan") as c:
-        bought = await c.post("/checkout", json={"items": [{"ticket_type_id": r.json()["ticket_type_id"],
-                                                            "quantity": 2}]})
+        bought = await c.post(
+            "/checkout", json={"items": [{"ticket_type_id": r.json()["ticket_type_id"], "quantity": 2}]}
+        )
     assert bought.status_code == 201, bought.text
 
     async def gone_from_available() -> bool:
@@ -203,15 +220,17 @@ async def test_event_detail_is_never_stale_after_a_change_and_follows_stock(stac
         cached = (await anon.get(f"/events/{eid}")).json()
         assert first == cached and len(first["ticket_types"]) == 1
         async with stack.client("organiser", admin=True) as admin:
-            added = await admin.post(f"/admin/events/{eid}/ticket-types",
-                                     json={"name": "VIP", "price": 500_000, "capacity": 3})
+            added = await admin.post(
+                f"/admin/events/{eid}/ticket-types", json={"name": "VIP", "price": 500_000, "capacity": 3}
+            )
         assert added.status_code == 201
         after = (await anon.get(f"/events/{eid}")).json()
         assert sorted(t["name"] for t in after["ticket_types"]) == ["Thường", "VIP"]
         tt = next(t["ticket_type_id"] for t in after["ticket_types"] if t["name"] == "Thường")
         async with stack.client("buyer-detail") as buyer:
-            assert (await buyer.post("/checkout", json={"items": [{"ticket_type_id": tt, "quantity": 2}]})
-                    ).status_code == 201
+            assert (
+                await buyer.post("/checkout", json={"items": [{"ticket_type_id": tt, "quantity": 2}]})
+            ).status_code == 201
 
         async def availability_followed() -> bool:
             detail = (await anon.get(f"/events/{eid}")).json()
@@ -240,12 +259,20 @@ async def test_concurrent_cache_misses_rebuild_the_detail_once(stack: Stack) -> 
 
 
 async def test_reindex_command_switches_generations_without_losing_results(
-        stack: Stack, catalog: tuple[str, dict[str, str]]) -> None:
+    stack: Stack, catalog: tuple[str, dict[str, str]]
+) -> None:
     city, _ = catalog
     before = await search(stack.base_url, q="mua roi", city=city)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ticketing.cli", "search", "reindex", env=stack.env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "ticketing.cli",
+        "search",
+        "reindex",
+        env=stack.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     out, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()
     assert re.search(r"indexed \d+ events into generation g", out.decode())
@@ -254,14 +281,17 @@ async def test_reindex_command_switches_generations_without_losing_results(
 
 
 async def test_with_the_search_service_down_the_admin_call_says_not_yet_searchable_then_it_catches_up(
-        stack: Stack) -> None:
+    stack: Stack,
+) -> None:
     city = f"Quy Nhơn {tag()}"
     event = await create(stack, "Lễ hội ánh sáng", city, 9, [])
     stack.supervisor.stop_service("search")
     try:
         async with stack.client("organiser", admin=True) as c:
-            r = await c.post(f"/admin/events/{event['event_id']}/ticket-types",
-                             json={"name": "Đêm bế mạc", "price": 90_000, "capacity": 4})
+            r = await c.post(
+                f"/admin/events/{event['event_id']}/ticket-types",
+                json={"name": "Đêm bế mạc", "price": 90_000, "capacity": 4},
+            )
         assert r.status_code == 201  # the change is committed either way
         assert r.json()["searchable"] is False and r.headers["x-searchable"] == "false"
         assert (await search(stack.base_url, q="be mac", city=city))["total"] == 0
@@ -276,21 +306,38 @@ async def test_with_the_search_service_down_the_admin_call_says_not_yet_searchab
 
 
 async def test_after_flushall_search_answers_from_postgresql_and_the_index_rebuilds_itself(
-        stack: Stack, catalog: tuple[str, dict[str, str]]) -> None:
+    stack: Stack, catalog: tuple[str, dict[str, str]]
+) -> None:
     """FLUSHALL only on a Redis this test starts for itself, with its own search service and gateway."""
     city, _ = catalog
     expected = titles(await search(stack.base_url, q="mua roi", city=city))
     port = free_port()
     redis_proc = await asyncio.create_subprocess_exec(
-        "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        "redis-server",
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     prefix = f"{stack.settings.prefix}flush."
-    env = {**stack.env, "TICKETING_REDIS_URL": f"redis://127.0.0.1:{port}/0", "TICKETING_PREFIX": prefix,
-           "TICKETING_GATEWAY_PORT": str(free_port()), "TICKETING_SEARCH_PORT": str(free_port())}
+    env = {
+        **stack.env,
+        "TICKETING_REDIS_URL": f"redis://127.0.0.1:{port}/0",
+        "TICKETING_PREFIX": prefix,
+        "TICKETING_GATEWAY_PORT": str(free_port()),
+        "TICKETING_SEARCH_PORT": str(free_port()),
+    }
     private = Supervisor(env=env, services=("search", "gateway"), quiet=True)
     base_url = f"http://127.0.0.1:{env['TICKETING_GATEWAY_PORT']}"
     r = aioredis.from_url(env["TICKETING_REDIS_URL"])
     try:
+
         async def redis_up() -> bool:
             try:
                 return bool(await r.ping())
@@ -318,8 +365,10 @@ async def test_after_flushall_search_answers_from_postgresql_and_the_index_rebui
         finally:
             private.procs["search"].send_signal(signal.SIGCONT)
         await eventually(answered_by_index, timeout=30, interval=0.1, what="the index to rebuild itself")
-        rebuilds = await metric(f"http://127.0.0.1:{env['TICKETING_SEARCH_PORT']}/metrics",
-                                'ticketing_search_rebuilds_total{reason="missing"}')
+        rebuilds = await metric(
+            f"http://127.0.0.1:{env['TICKETING_SEARCH_PORT']}/metrics",
+            'ticketing_search_rebuilds_total{reason="missing"}',
+        )
         assert rebuilds >= 2  # at start (empty Redis) and after FLUSHALL
     finally:
         private.stop()

@@ -30,8 +30,9 @@ async def test_claim_lease_failure_and_sent(stack: Stack) -> None:
         await store.mark_sent(spec, "250 OK")
         assert await store.claim(spec, "m1", "s") is Claim.ALREADY_SENT
         assert await store.claim(spec, "m2", "s") is Claim.ALREADY_SENT  # a replay with another message id
-        row = await stack.db.fetchrow("SELECT * FROM mailer.emails WHERE order_id = $1 AND kind = 'paid'",
-                                      uuid.UUID(spec.order_id))
+        row = await stack.db.fetchrow(
+            "SELECT * FROM mailer.emails WHERE order_id = $1 AND kind = 'paid'", uuid.UUID(spec.order_id)
+        )
         assert row["status"] == "sent" and row["attempts"] == 3 and row["duplicates_skipped"] == 2
     finally:
         await engine.dispose()
@@ -52,9 +53,13 @@ async def test_mailer_and_ops_expose_their_metrics(stack: Stack) -> None:
     async with httpx.AsyncClient(timeout=5) as c:
         mailer = (await c.get(f"http://127.0.0.1:{stack.settings.mailer_port}/metrics")).text
         ops = (await c.get(f"http://127.0.0.1:{stack.settings.ops_port}/metrics")).text
-    for name in ("ticketing_emails_sent_total", "ticketing_emails_failed_total",
-                 "ticketing_emails_duplicate_skipped_total", "ticketing_messages_retried_total",
-                 "ticketing_messages_dead_lettered_total"):
+    for name in (
+        "ticketing_emails_sent_total",
+        "ticketing_emails_failed_total",
+        "ticketing_emails_duplicate_skipped_total",
+        "ticketing_messages_retried_total",
+        "ticketing_messages_dead_lettered_total",
+    ):
         assert f"# TYPE {name} counter" in mailer
     for name in ("ticketing_dead_letters_stored_total", "ticketing_dead_letters_replayed_total"):
         assert f"# TYPE {name} counter" in ops

@@ -19,8 +19,9 @@ from shared.settings import Settings
 @pytest.fixture
 async def bus(server_settings: Settings) -> AsyncIterator[Bus]:
     prefix = f"overload-{uuid.uuid4().hex[:8]}."
-    settings = server_settings.model_copy(update={"prefix": prefix, "work_queue_max_length": 3,
-                                                  "publish_timeout_seconds": 5.0})
+    settings = server_settings.model_copy(
+        update={"prefix": prefix, "work_queue_max_length": 3, "publish_timeout_seconds": 5.0}
+    )
     b = Bus(settings, "overload-test")
     await b.start(once=True)
     yield b
@@ -35,8 +36,9 @@ async def bus(server_settings: Settings) -> AsyncIterator[Bus]:
 
 
 def checkout() -> CheckoutRequested:
-    return CheckoutRequested(order_id=uuid.uuid4(), user_id="u",
-                             items=[OrderLine(ticket_type_id=uuid.uuid4(), quantity=1)])
+    return CheckoutRequested(
+        order_id=uuid.uuid4(), user_id="u", items=[OrderLine(ticket_type_id=uuid.uuid4(), quantity=1)]
+    )
 
 
 async def test_a_full_work_queue_refuses_the_next_publish(bus: Bus) -> None:

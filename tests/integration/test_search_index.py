@@ -18,11 +18,57 @@ from shared.settings import Settings
 from shared.topology import Names
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
-WORDS = ["Múa", "rối", "nước", "Đêm", "nhạc", "Trịnh", "Hà", "Nội", "Rock", "Jazz", "Hài", "kịch", "Sài", "Gòn",
-         "mua", "roi", "nuoc", "Thăng", "Long", "Hòa", "tấu", "Giao", "hưởng", "Nhà", "hát", "Lớn"]
+WORDS = [
+    "Múa",
+    "rối",
+    "nước",
+    "Đêm",
+    "nhạc",
+    "Trịnh",
+    "Hà",
+    "Nội",
+    "Rock",
+    "Jazz",
+    "Hài",
+    "kịch",
+    "Sài",
+    "Gòn",
+    "mua",
+    "roi",
+    "nuoc",
+    "Thăng",
+    "Long",
+    "Hòa",
+    "tấu",
+    "Giao",
+    "hưởng",
+    "Nhà",
+    "hát",
+    "Lớn",
+]
 CITIES = ["Hà Nội", "Đà Nẵng", "TP. Hồ Chí Minh", "Huế"]
-QUERIES = ["múa rối", "mua roi", "roinuoc", "mua roi n", "da nang", "nha hat l", "hà", "ha", "dem nhac tri", "jazz",
-           "hoa tau", "hoatau", "giaohuong", "saigon", "xyz", "roc", "nuo", "rối nước", "kich hai", "vip"]
+QUERIES = [
+    "múa rối",
+    "mua roi",
+    "roinuoc",
+    "mua roi n",
+    "da nang",
+    "nha hat l",
+    "hà",
+    "ha",
+    "dem nhac tri",
+    "jazz",
+    "hoa tau",
+    "hoatau",
+    "giaohuong",
+    "saigon",
+    "xyz",
+    "roc",
+    "nuo",
+    "rối nước",
+    "kich hai",
+    "vip",
+]
 
 
 def catalog(n: int, seed: int) -> list[Doc]:
@@ -31,13 +77,19 @@ def catalog(n: int, seed: int) -> list[Doc]:
     for i in range(n):
         title = " ".join(rnd.choice(WORDS) for _ in range(rnd.randint(1, 4)))
         types = tuple(rnd.sample(["VIP", "Thường", "Phổ thông", "Early bird"], rnd.randint(0, 2)))
-        docs.append(Doc(
-            event_id=str(uuid.UUID(int=rnd.getrandbits(128))), title=title,
-            venue=rnd.choice(["Nhà hát Lớn", "Cung Tiên Sơn"]),
-            city=rnd.choice(CITIES), starts_at=NOW + timedelta(hours=rnd.randint(-48, 24 * 60), seconds=i),
-            ticket_type_names=types, lowest_price=rnd.choice([100_000, 250_000, 800_000]) if types else None,
-            available=rnd.choice([0, 5]) if types else 0, version=1,
-        ))
+        docs.append(
+            Doc(
+                event_id=str(uuid.UUID(int=rnd.getrandbits(128))),
+                title=title,
+                venue=rnd.choice(["Nhà hát Lớn", "Cung Tiên Sơn"]),
+                city=rnd.choice(CITIES),
+                starts_at=NOW + timedelta(hours=rnd.randint(-48, 24 * 60), seconds=i),
+                ticket_type_names=types,
+                lowest_price=rnd.choice([100_000, 250_000, 800_000]) if types else None,
+                available=rnd.choice([0, 5]) if types else 0,
+                version=1,
+            )
+        )
     return docs
 
 
@@ -56,15 +108,21 @@ async def index() -> AsyncIterator[Index]:
 
 async def batches(docs: list[Doc]) -> AsyncIterator[list[Doc]]:
     for i in range(0, len(docs), 50):
-        yield docs[i:i + 50]
+        yield docs[i : i + 50]
 
 
 def same(index_hits: list[domain.Hit], oracle: list[domain.Hit]) -> None:
     assert [(h.doc.event_id, h.exact) for h in index_hits] == [(h.doc.event_id, h.exact) for h in oracle]
 
 
-FILTERS = [Filters(), Filters(city="ha noi"), Filters(available_only=True), Filters(min_price=200_000),
-           Filters(max_price=250_000, city="Đà Nẵng"), Filters(starts_to=NOW + timedelta(days=20))]
+FILTERS = [
+    Filters(),
+    Filters(city="ha noi"),
+    Filters(available_only=True),
+    Filters(min_price=200_000),
+    Filters(max_price=250_000, city="Đà Nẵng"),
+    Filters(starts_to=NOW + timedelta(days=20)),
+]
 
 
 async def test_bulk_built_index_answers_like_the_oracle(index: Index) -> None:
@@ -94,8 +152,17 @@ async def test_incremental_writes_updates_and_stock_match_the_oracle(index: Inde
     for d in docs:
         assert await index.upsert(gen, d)
     # a change: new title and ticket types, newer version; an older version is refused
-    changed = Doc(**{**docs[0].__dict__, "title": "Hòa tấu Giao hưởng", "ticket_type_names": ("VIP",),
-                     "version": 2, "lowest_price": 1, "available": 3, "stock": (("tt-1", 3),)})
+    changed = Doc(
+        **{
+            **docs[0].__dict__,
+            "title": "Hòa tấu Giao hưởng",
+            "ticket_type_names": ("VIP",),
+            "version": 2,
+            "lowest_price": 1,
+            "available": 3,
+            "stock": (("tt-1", 3),),
+        }
+    )
     assert await index.upsert(gen, changed)
     assert not await index.upsert(gen, docs[0])
     # stock: the changed event sells out

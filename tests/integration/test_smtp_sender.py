@@ -26,15 +26,23 @@ def _authenticator(server: Any, session: Any, envelope: Any, mechanism: str, aut
 
 
 def _config(port: int, password: str) -> SmtpConfig:
-    return SmtpConfig(host="127.0.0.1", port=port, tls="none", username="mailer", password=password, timeout=5,
-                      sender="Ticketing <tickets@example.com>")
+    return SmtpConfig(
+        host="127.0.0.1",
+        port=port,
+        tls="none",
+        username="mailer",
+        password=password,
+        timeout=5,
+        sender="Ticketing <tickets@example.com>",
+    )
 
 
 async def test_credentials_are_used_and_a_refused_login_is_permanent() -> None:
     handler = ScriptedHandler()
     port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port, authenticator=_authenticator,
-                            auth_require_tls=False)
+    controller = Controller(
+        handler, hostname="127.0.0.1", port=port, authenticator=_authenticator, auth_require_tls=False
+    )
     controller.start()
     try:
         spec = domain.for_paid(paid_order("buyer@example.com"))

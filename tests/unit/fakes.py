@@ -60,9 +60,13 @@ class FakeOrders:
         return self._copy(order_id) if order_id in self.rows else None
 
     async def lock_pending(self, order_ids: Sequence[UUID], *, due_only: bool) -> list[Order]:
-        return [self._copy(i) for i in sorted(set(order_ids)) if i in self.rows
-                and self.rows[i].status is OrderStatus.PENDING
-                and (not due_only or (self.rows[i].expires_at or NOW) <= NOW)]
+        return [
+            self._copy(i)
+            for i in sorted(set(order_ids))
+            if i in self.rows
+            and self.rows[i].status is OrderStatus.PENDING
+            and (not due_only or (self.rows[i].expires_at or NOW) <= NOW)
+        ]
 
     async def lock_overdue(self, limit: int) -> list[Order]:
         due = [o.id for o in self.rows.values() if o.status is OrderStatus.PENDING and (o.expires_at or NOW) <= NOW]
@@ -97,8 +101,16 @@ class FakeStock:
         for key, delta in effect.holdings.items():
             self.held_by[key] = self.held_by.get(key, 0) + delta
             assert self.held_by[key] >= 0
-        return [StockChanged(ticket_type_id=tt, event_id=self.levels[tt].event_id, capacity=self.levels[tt].capacity,
-                             held=self.levels[tt].held, sold=self.levels[tt].sold) for tt in effect.ticket_type_ids]
+        return [
+            StockChanged(
+                ticket_type_id=tt,
+                event_id=self.levels[tt].event_id,
+                capacity=self.levels[tt].capacity,
+                held=self.levels[tt].held,
+                sold=self.levels[tt].sold,
+            )
+            for tt in effect.ticket_type_ids
+        ]
 
 
 class FakeCatalog:
@@ -123,11 +135,25 @@ class FakeCatalog:
         ev = self.events.get(event_id)
         if ev is None:
             return None
-        return EventInfo(event_id=ev.event_id, title=ev.title, venue=ev.venue, city=ev.city, starts_at=ev.starts_at,
-                         description=ev.description, hold_seconds=ev.hold_seconds,
-                         ticket_types=[TicketTypeInfo(ticket_type_id=t.ticket_type_id, name=t.name, price=t.price,
-                                                      capacity=t.capacity, per_user_limit=t.per_user_limit)
-                                       for t in self.types[event_id]])
+        return EventInfo(
+            event_id=ev.event_id,
+            title=ev.title,
+            venue=ev.venue,
+            city=ev.city,
+            starts_at=ev.starts_at,
+            description=ev.description,
+            hold_seconds=ev.hold_seconds,
+            ticket_types=[
+                TicketTypeInfo(
+                    ticket_type_id=t.ticket_type_id,
+                    name=t.name,
+                    price=t.price,
+                    capacity=t.capacity,
+                    per_user_limit=t.per_user_limit,
+                )
+                for t in self.types[event_id]
+            ],
+        )
 
 
 class FakeSales:
@@ -140,8 +166,16 @@ class FakeSales:
         found = self.settlements.get(order_id)
         return None if found is None else str(found["txn_ref"])
 
-    async def record(self, order_id: UUID, provider: str, txn_ref: str, amount: int, late: bool,
-                     outcome: OrderStatus, paid_at: datetime) -> None:
+    async def record(
+        self,
+        order_id: UUID,
+        provider: str,
+        txn_ref: str,
+        amount: int,
+        late: bool,
+        outcome: OrderStatus,
+        paid_at: datetime,
+    ) -> None:
         assert order_id not in self.settlements  # one settlement per order (a primary key in SQL)
         self.settlements[order_id] = {"txn_ref": txn_ref, "late": late, "outcome": outcome}
 
@@ -149,9 +183,11 @@ class FakeSales:
         self.settlements[order_id]["outcome"] = outcome
 
     async def issue_tickets(self, order: Order) -> list[IssuedTicket]:
-        issued = [IssuedTicket(code=f"code-{next(self._codes)}", ticket_type_id=line.ticket_type_id,
-                               ticket_type_name="A")
-                  for line in order.lines for _ in range(line.quantity)]
+        issued = [
+            IssuedTicket(code=f"code-{next(self._codes)}", ticket_type_id=line.ticket_type_id, ticket_type_name="A")
+            for line in order.lines
+            for _ in range(line.quantity)
+        ]
         self.tickets[order.id] = issued
         return issued
 
@@ -176,8 +212,9 @@ class FakeInventoryUnitOfWork:
         self._pending = []
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._pending = []  # not committed: rolled back, nothing published
 
     def emit(self, events: Iterable[Message], correlation_id: str = "") -> None:

@@ -20,14 +20,21 @@ NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 EVENT = uuid.uuid4()
 
 
-def level(capacity: int = 10, held: int = 0, sold: int = 0, limit: int = 4, event: uuid.UUID = EVENT,
-          starts_at: datetime = NOW + timedelta(days=30)) -> StockLevel:
+def level(
+    capacity: int = 10,
+    held: int = 0,
+    sold: int = 0,
+    limit: int = 4,
+    event: uuid.UUID = EVENT,
+    starts_at: datetime = NOW + timedelta(days=30),
+) -> StockLevel:
     return StockLevel(uuid.uuid4(), event, 50_000, capacity, held, sold, limit, 900, starts_at)
 
 
 def request(user: str, *lines: tuple[StockLevel, int]) -> CheckoutRequest:
-    return CheckoutRequest(uuid.uuid4(), user,
-                           tuple(OrderLine(ticket_type_id=s.ticket_type_id, quantity=q) for s, q in lines))
+    return CheckoutRequest(
+        uuid.uuid4(), user, tuple(OrderLine(ticket_type_id=s.ticket_type_id, quantity=q) for s, q in lines)
+    )
 
 
 def test_holds_until_capacity_then_rejects_as_sold_out() -> None:
@@ -52,8 +59,13 @@ def test_multi_item_order_is_all_or_nothing() -> None:
 def test_per_user_limit_counts_what_the_buyer_already_holds() -> None:
     a = level(capacity=100, limit=4)
     holdings = {("alice", a.ticket_type_id): 3}
-    decisions = decide([request("alice", (a, 1)), request("alice", (a, 1)), request("bob", (a, 4))],
-                       {a.ticket_type_id: a}, holdings, NOW, 20)
+    decisions = decide(
+        [request("alice", (a, 1)), request("alice", (a, 1)), request("bob", (a, 4))],
+        {a.ticket_type_id: a},
+        holdings,
+        NOW,
+        20,
+    )
     assert isinstance(decisions[0], Held)
     assert isinstance(decisions[1], Rejected) and decisions[1].reason is RejectReason.LIMIT_EXCEEDED
     assert isinstance(decisions[2], Held)
@@ -68,7 +80,9 @@ def test_unknown_ticket_type_oversized_and_mixed_events_are_invalid() -> None:
     mixed = request("u", (a, 1), (other, 1))
     d = decide([ghost, too_many, mixed], stock, {}, NOW, 20)
     assert [x.reason for x in d if isinstance(x, Rejected)] == [
-        RejectReason.UNKNOWN_TICKET_TYPE, RejectReason.INVALID_ORDER, RejectReason.INVALID_ORDER,
+        RejectReason.UNKNOWN_TICKET_TYPE,
+        RejectReason.INVALID_ORDER,
+        RejectReason.INVALID_ORDER,
     ]
     assert a.held == 0 and b.held == 0 and other.held == 0
 
@@ -81,8 +95,14 @@ def test_sales_close_when_the_event_starts() -> None:
 
 def test_duplicate_lines_are_merged_and_deltas_summed() -> None:
     a = level(capacity=10, limit=10)
-    req = CheckoutRequest(uuid.uuid4(), "u", (OrderLine(ticket_type_id=a.ticket_type_id, quantity=2),
-                                             OrderLine(ticket_type_id=a.ticket_type_id, quantity=3)))
+    req = CheckoutRequest(
+        uuid.uuid4(),
+        "u",
+        (
+            OrderLine(ticket_type_id=a.ticket_type_id, quantity=2),
+            OrderLine(ticket_type_id=a.ticket_type_id, quantity=3),
+        ),
+    )
     decisions = decide([req, request("v", (a, 1))], {a.ticket_type_id: a}, {}, NOW, 20)
     assert held_deltas(decisions) == {a.ticket_type_id: 6}
 

@@ -42,11 +42,25 @@ def stock_of(uow: FakeInventoryUnitOfWork, capacity: int = 10, held: int = 0, so
     return level
 
 
-def order_in(uow: FakeInventoryUnitOfWork, level: StockLevel, status: OrderStatus, quantity: int = 2,
-             user: str = "lan", expires_in: float = 600) -> Order:
-    order = Order(id=uuid.uuid4(), user_id=user, user_email=f"{user}@example.com", locale="vi", status=status,
-                  total=quantity * level.price, event_id=EVENT, expires_at=NOW + timedelta(seconds=expires_in),
-                  lines=(PricedLine(ticket_type_id=level.ticket_type_id, quantity=quantity, unit_price=level.price),))
+def order_in(
+    uow: FakeInventoryUnitOfWork,
+    level: StockLevel,
+    status: OrderStatus,
+    quantity: int = 2,
+    user: str = "lan",
+    expires_in: float = 600,
+) -> Order:
+    order = Order(
+        id=uuid.uuid4(),
+        user_id=user,
+        user_email=f"{user}@example.com",
+        locale="vi",
+        status=status,
+        total=quantity * level.price,
+        event_id=EVENT,
+        expires_at=NOW + timedelta(seconds=expires_in),
+        lines=(PricedLine(ticket_type_id=level.ticket_type_id, quantity=quantity, unit_price=level.price),),
+    )
     if status is OrderStatus.PENDING:
         level.held += quantity
         uow.stock.held_by[(user, level.ticket_type_id)] = quantity
@@ -84,7 +98,8 @@ async def test_another_buyers_order_cannot_be_cancelled_and_a_paid_one_is_not_pe
     level = stock_of(uow)
     held, sold = order_in(uow, level, OrderStatus.PENDING), order_in(uow, level, OrderStatus.PAID)
     assert (await handlers.cancel_order(CancelOrder(order_id=held.id, user_id="mai"), uow)).outcome is (
-        CancelOutcome.NOT_FOUND)
+        CancelOutcome.NOT_FOUND
+    )
     answer = await handlers.cancel_order(CancelOrder(order_id=sold.id, user_id="lan"), uow)
     assert answer.outcome is CancelOutcome.NOT_PENDING and answer.order and answer.order.status is OrderStatus.PAID
     assert uow.published == [] and uow.commits == 0 and level.held == 2
@@ -99,8 +114,9 @@ async def test_expiry_releases_only_due_pending_orders() -> None:
     due = order_in(uow, level, OrderStatus.PENDING, quantity=1, user="a", expires_in=-1)
     not_yet = order_in(uow, level, OrderStatus.PENDING, quantity=1, user="b", expires_in=60)
     async with uow:
-        released = await releases.release(uow, await uow.orders.lock_pending([due.id, not_yet.id], due_only=True),
-                                          "expire")
+        released = await releases.release(
+            uow, await uow.orders.lock_pending([due.id, not_yet.id], due_only=True), "expire"
+        )
         await uow.commit()
     assert [o.id for o in released] == [due.id]
     assert uow.orders.rows[due.id].status is OrderStatus.EXPIRED
@@ -140,8 +156,10 @@ async def test_a_late_payment_takes_free_stock_again_or_is_refunded() -> None:
     assert uow.orders.rows[unlucky.id].status is OrderStatus.REFUND_PENDING and level.sold == 1
     assert isinstance(uow.published[-1], OrderRefundPending) and uow.published[-1].amount == unlucky.total
 
-    await sales.payment_refunded(PaymentRefunded(order_id=unlucky.id, provider="vnpay", txn_ref="ref-b",
-                                                 amount=unlucky.total, refunded_at=NOW), uow)
+    await sales.payment_refunded(
+        PaymentRefunded(order_id=unlucky.id, provider="vnpay", txn_ref="ref-b", amount=unlucky.total, refunded_at=NOW),
+        uow,
+    )
     assert uow.orders.rows[unlucky.id].status is OrderStatus.REFUNDED
     assert isinstance(uow.published[-1], OrderRefunded)
     assert uow.sales.settlements[unlucky.id]["outcome"] is OrderStatus.REFUNDED
@@ -162,8 +180,9 @@ async def test_a_wrong_amount_is_a_permanent_error_and_changes_nothing() -> None
 async def test_creating_an_event_twice_creates_it_once_and_adding_a_type_needs_the_event() -> None:
     uow = FakeInventoryUnitOfWork()
     new_type = NewTicketType(ticket_type_id=uuid.uuid4(), name="A", price=1, capacity=5)
-    cmd = CreateEvent(event_id=uuid.uuid4(), title="Đêm nhạc", venue="V", city="Huế", starts_at=NOW,
-                      ticket_types=[new_type])
+    cmd = CreateEvent(
+        event_id=uuid.uuid4(), title="Đêm nhạc", venue="V", city="Huế", starts_at=NOW, ticket_types=[new_type]
+    )
     assert (await handlers.create_event(cmd, uow)).outcome is CatalogOutcome.CREATED
     assert (await handlers.create_event(cmd, uow)).outcome is CatalogOutcome.ALREADY_EXISTED
     assert [type(m) for m in uow.published] == [EventCreated]
@@ -178,10 +197,16 @@ async def test_creating_an_event_twice_creates_it_once_and_adding_a_type_needs_t
 # --- the aggregate -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("start", "move"), [
-    (OrderStatus.PAID, "expire"), (OrderStatus.EXPIRED, "cancel"), (OrderStatus.REFUNDED, "pay"),
-    (OrderStatus.REJECTED, "pay"), (OrderStatus.PENDING, "refunded"),
-])
+@pytest.mark.parametrize(
+    ("start", "move"),
+    [
+        (OrderStatus.PAID, "expire"),
+        (OrderStatus.EXPIRED, "cancel"),
+        (OrderStatus.REFUNDED, "pay"),
+        (OrderStatus.REJECTED, "pay"),
+        (OrderStatus.PENDING, "refunded"),
+    ],
+)
 def test_an_illegal_move_is_a_domain_error(start: OrderStatus, move: str) -> None:
     order = Order(id=uuid.uuid4(), user_id="u", user_email="", locale="vi", status=start)
     with pytest.raises(IllegalTransition):

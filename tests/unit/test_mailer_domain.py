@@ -15,9 +15,17 @@ from shared.messages import OrderRefunded, OrderReleased, OrderStatus, PricedLin
 from tests.mailer_support import paid_order
 
 
-@pytest.mark.parametrize(("given", "expected"), [
-    ("vi", "vi"), ("en", "en"), ("en-GB", "en"), ("EN_us", "en"), ("fr", "vi"), ("", "vi"),
-])
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("vi", "vi"),
+        ("en", "en"),
+        ("en-GB", "en"),
+        ("EN_us", "en"),
+        ("fr", "vi"),
+        ("", "vi"),
+    ],
+)
 def test_locale_falls_back_to_vietnamese(given: str, expected: str) -> None:
     assert domain.pick_locale(given) == expected
 
@@ -27,23 +35,30 @@ def test_money_is_integer_vnd_in_the_buyers_convention() -> None:
     assert domain.format_vnd(1_250_000, "en") == "1,250,000 VND"
 
 
-@pytest.mark.parametrize(("exc", "expected"), [
-    (aiosmtplib.SMTPDataError(550, "mailbox unavailable"), Classification.PERMANENT),
-    (aiosmtplib.SMTPDataError(554, "rejected"), Classification.PERMANENT),
-    (aiosmtplib.SMTPDataError(451, "try later"), Classification.TRANSIENT),
-    (aiosmtplib.SMTPSenderRefused(421, "busy", "a@b.c"), Classification.TRANSIENT),
-    (aiosmtplib.SMTPRecipientsRefused([aiosmtplib.SMTPRecipientRefused(550, "no", "a@b.c")]),
-     Classification.PERMANENT),
-    (aiosmtplib.SMTPRecipientsRefused([aiosmtplib.SMTPRecipientRefused(450, "later", "a@b.c")]),
-     Classification.TRANSIENT),
-    (aiosmtplib.SMTPAuthenticationError(535, "bad credentials"), Classification.PERMANENT),
-    (aiosmtplib.SMTPConnectError("refused"), Classification.TRANSIENT),
-    (aiosmtplib.SMTPServerDisconnected("gone"), Classification.TRANSIENT),
-    (aiosmtplib.SMTPTimeoutError("slow"), Classification.TRANSIENT),
-    (ConnectionRefusedError(111, "refused"), Classification.TRANSIENT),
-    (TimeoutError(), Classification.TRANSIENT),
-    (InvalidEmailData("no address"), Classification.PERMANENT),
-])
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (aiosmtplib.SMTPDataError(550, "mailbox unavailable"), Classification.PERMANENT),
+        (aiosmtplib.SMTPDataError(554, "rejected"), Classification.PERMANENT),
+        (aiosmtplib.SMTPDataError(451, "try later"), Classification.TRANSIENT),
+        (aiosmtplib.SMTPSenderRefused(421, "busy", "a@b.c"), Classification.TRANSIENT),
+        (
+            aiosmtplib.SMTPRecipientsRefused([aiosmtplib.SMTPRecipientRefused(550, "no", "a@b.c")]),
+            Classification.PERMANENT,
+        ),
+        (
+            aiosmtplib.SMTPRecipientsRefused([aiosmtplib.SMTPRecipientRefused(450, "later", "a@b.c")]),
+            Classification.TRANSIENT,
+        ),
+        (aiosmtplib.SMTPAuthenticationError(535, "bad credentials"), Classification.PERMANENT),
+        (aiosmtplib.SMTPConnectError("refused"), Classification.TRANSIENT),
+        (aiosmtplib.SMTPServerDisconnected("gone"), Classification.TRANSIENT),
+        (aiosmtplib.SMTPTimeoutError("slow"), Classification.TRANSIENT),
+        (ConnectionRefusedError(111, "refused"), Classification.TRANSIENT),
+        (TimeoutError(), Classification.TRANSIENT),
+        (InvalidEmailData("no address"), Classification.PERMANENT),
+    ],
+)
 def test_smtp_failures_are_classified(exc: BaseException, expected: Classification) -> None:
     assert domain.classify(exc) is expected
 
@@ -86,11 +101,27 @@ def test_a_paid_order_without_tickets_is_a_data_error() -> None:
 def test_expired_and_refunded_emails_render_in_both_locales() -> None:
     items = [PricedLine(ticket_type_id=uuid.uuid4(), quantity=3, unit_price=100_000)]
     for locale in ("vi", "en"):
-        expired = domain.for_expired(OrderReleased(order_id=uuid.uuid4(), user_id="u", user_email="a@example.com",
-                                                   locale=locale, status=OrderStatus.EXPIRED, items=items))
+        expired = domain.for_expired(
+            OrderReleased(
+                order_id=uuid.uuid4(),
+                user_id="u",
+                user_email="a@example.com",
+                locale=locale,
+                status=OrderStatus.EXPIRED,
+                items=items,
+            )
+        )
         assert expired.context["quantity"] == 3
-        refunded = domain.for_refunded(OrderRefunded(order_id=uuid.uuid4(), user_id="u", user_email="a@example.com",
-                                                     locale=locale, amount=300_000, reason="late"))
+        refunded = domain.for_refunded(
+            OrderRefunded(
+                order_id=uuid.uuid4(),
+                user_id="u",
+                user_email="a@example.com",
+                locale=locale,
+                amount=300_000,
+                reason="late",
+            )
+        )
         for spec in (expired, refunded):
             msg = render(spec, "t@example.com")
             assert spec.context["order_id"] in msg.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]

@@ -16,8 +16,7 @@ NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 def note(amount: int = 100_000, outcome: Outcome = Outcome.SUCCEEDED, attempt: int = 1) -> Notification:
     order = uuid.uuid4()
-    return Notification("vnpay", f"{order.hex}{attempt:02d}", order, attempt, amount, outcome, "00", "00", "1", NOW,
-                        {})
+    return Notification("vnpay", f"{order.hex}{attempt:02d}", order, attempt, amount, outcome, "00", "00", "1", NOW, {})
 
 
 def facts(total: int = 100_000, status: str = "PENDING", held: bool = True) -> answers.OrderFacts:
@@ -55,8 +54,9 @@ def test_late_payment_takes_the_stock_again_only_if_it_fits() -> None:
     assert stock_still_free([line(free, 2)], {free.ticket_type_id: free}, {}, "u")
     assert not stock_still_free([line(tight, 2)], {tight.ticket_type_id: tight}, {}, "u")
     assert not stock_still_free([line(free, 2)], {free.ticket_type_id: free}, {("u", free.ticket_type_id): 3}, "u")
-    assert not stock_still_free([line(free, 1), line(tight, 2)],
-                                {free.ticket_type_id: free, tight.ticket_type_id: tight}, {}, "u")
+    assert not stock_still_free(
+        [line(free, 1), line(tight, 2)], {free.ticket_type_id: free, tight.ticket_type_id: tight}, {}, "u"
+    )
 
 
 def test_the_payment_attempt_state_machine_guards_every_move() -> None:

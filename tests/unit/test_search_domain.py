@@ -10,11 +10,25 @@ from shared.search_index.domain import Doc, Filters
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 
 
-def doc(title: str, days: int, city: str = "Hà Nội", venue: str = "Nhà hát Lớn", types: tuple[str, ...] = ("Thường",),
-        price: int | None = 100_000, available: int = 10) -> Doc:
-    return Doc(event_id=f"{days:04d}-{title}", title=title, venue=venue, city=city,
-               starts_at=NOW + timedelta(days=days), ticket_type_names=types, lowest_price=price,
-               available=available)
+def doc(
+    title: str,
+    days: int,
+    city: str = "Hà Nội",
+    venue: str = "Nhà hát Lớn",
+    types: tuple[str, ...] = ("Thường",),
+    price: int | None = 100_000,
+    available: int = 10,
+) -> Doc:
+    return Doc(
+        event_id=f"{days:04d}-{title}",
+        title=title,
+        venue=venue,
+        city=city,
+        starts_at=NOW + timedelta(days=days),
+        ticket_type_names=types,
+        lowest_price=price,
+        available=available,
+    )
 
 
 CATALOG = [
@@ -82,11 +96,16 @@ def test_ticket_type_names_and_venue_are_searchable() -> None:
 def test_filters_city_dates_price_and_availability() -> None:
     assert titles("", Filters(city="da nang")) == ["Đêm nhạc Trịnh"]
     assert titles("", Filters(starts_from=NOW + timedelta(days=2), starts_to=NOW + timedelta(days=3, hours=1))) == [
-        "Mua roi nuoc (ban khong dau)", "Múa rối nước Thăng Long"]
+        "Mua roi nuoc (ban khong dau)",
+        "Múa rối nước Thăng Long",
+    ]
     assert titles("", Filters(min_price=200_000)) == ["Đêm nhạc Trịnh"]
     assert "Rock Hà Nội" not in titles("", Filters(max_price=1_000_000))  # no price: outside any price range
     assert titles("", Filters(available_only=True)) == [
-        "Đêm nhạc Trịnh", "Mua roi nuoc (ban khong dau)", "Múa rối nước Thăng Long"]
+        "Đêm nhạc Trịnh",
+        "Mua roi nuoc (ban khong dau)",
+        "Múa rối nước Thăng Long",
+    ]
     # past events are not upcoming
     assert titles("", Filters()) == titles("", Filters(starts_from=NOW))
     assert domain.search_docs(domain.parse(""), CATALOG, Filters(), NOW + timedelta(days=10)) == []
@@ -98,7 +117,8 @@ def test_splits_prefer_fewest_pieces_and_cap_alternatives() -> None:
     assert [s.pieces for s in out] == [("ha", "noi"), ("han", "oi")]
     # the last query word: its last piece may be a prefix
     assert [s.pieces for s in domain.splits("hano", True, words.__contains__, {"no", "noi"}.__contains__)] == [
-        ("ha", "no")]
+        ("ha", "no")
+    ]
     assert len(domain.splits("a" * 20, True, lambda w: True, lambda p: True)) <= domain.MAX_SPLITS
 
 

@@ -14,10 +14,15 @@ def test_a_scale_spec_names_a_count_per_service() -> None:
     assert parse_scale("") == {}
 
 
-@pytest.mark.parametrize(("spec", "says"), [
-    ("inventory=0", "at least one"), ("inventory", "SERVICE=COUNT"), ("inventory=two", "SERVICE=COUNT"),
-    ("warehouse=2", "not a service"),
-])
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [
+        ("inventory=0", "at least one"),
+        ("inventory", "SERVICE=COUNT"),
+        ("inventory=two", "SERVICE=COUNT"),
+        ("warehouse=2", "not a service"),
+    ],
+)
 def test_a_bad_scale_spec_says_what_is_wrong(spec: str, says: str) -> None:
     with pytest.raises(ValueError, match=says):
         parse_scale(spec, SERVICES)

@@ -54,11 +54,21 @@ def test_public_vector_raw_hmac() -> None:
 
 def test_payment_url_example_matches_the_doc_byte_for_byte() -> None:
     params = {
-        "vnp_Amount": "1806000", "vnp_Command": "pay", "vnp_CreateDate": "20210801153333", "vnp_CurrCode": "VND",
-        "vnp_ExpireDate": "20210801154833", "vnp_IpAddr": "127.0.0.1", "vnp_Locale": "vn",
-        "vnp_OrderInfo": "Thanh toan don hang :5", "vnp_OrderType": "other",
-        "vnp_ReturnUrl": "https://domainmerchant.vn/ReturnUrl", "vnp_TmnCode": "DEMOV210", "vnp_TxnRef": "5",
-        "vnp_Version": "2.1.0", "vnp_SecureHash": "ignored", "vnp_BankCode": "",
+        "vnp_Amount": "1806000",
+        "vnp_Command": "pay",
+        "vnp_CreateDate": "20210801153333",
+        "vnp_CurrCode": "VND",
+        "vnp_ExpireDate": "20210801154833",
+        "vnp_IpAddr": "127.0.0.1",
+        "vnp_Locale": "vn",
+        "vnp_OrderInfo": "Thanh toan don hang :5",
+        "vnp_OrderType": "other",
+        "vnp_ReturnUrl": "https://domainmerchant.vn/ReturnUrl",
+        "vnp_TmnCode": "DEMOV210",
+        "vnp_TxnRef": "5",
+        "vnp_Version": "2.1.0",
+        "vnp_SecureHash": "ignored",
+        "vnp_BankCode": "",
     }
     assert sign_data(params) == (
         "vnp_Amount=1806000&vnp_Command=pay&vnp_CreateDate=20210801153333&vnp_CurrCode=VND&vnp_ExpireDate=20210801154833"
@@ -72,15 +82,48 @@ def test_payment_url_example_matches_the_doc_byte_for_byte() -> None:
 
 
 def test_querydr_and_refund_checksums() -> None:
-    q = dict(zip(QUERYDR_REQUEST, ["REQ20240521001", "2.1.0", "querydr", "DEMOV210", "5", "20210801153333",
-                                   "20240521100000", "10.0.0.1", "Truy van GD ma:5"], strict=True))
+    q = dict(
+        zip(
+            QUERYDR_REQUEST,
+            [
+                "REQ20240521001",
+                "2.1.0",
+                "querydr",
+                "DEMOV210",
+                "5",
+                "20210801153333",
+                "20240521100000",
+                "10.0.0.1",
+                "Truy van GD ma:5",
+            ],
+            strict=True,
+        )
+    )
     assert pipe_hash("test_secret", q, QUERYDR_REQUEST) == (
         "d97889edda9a13aba8da4bed3e1da6d328d25df062f1a7a3deade77d8e2158d4431107e3256e23f627c100279f081f72fa02c9b8eea0fd"
         "03644f3ea19fe85400"
     )
-    r = dict(zip(REFUND_REQUEST, ["REF20240521001", "2.1.0", "refund", "DEMOV210", "02", "5", "1806000", "14226112",
-                                  "20210801153333", "admin", "20240521100000", "10.0.0.1", "Hoan tien GD ma:5"],
-                 strict=True))
+    r = dict(
+        zip(
+            REFUND_REQUEST,
+            [
+                "REF20240521001",
+                "2.1.0",
+                "refund",
+                "DEMOV210",
+                "02",
+                "5",
+                "1806000",
+                "14226112",
+                "20210801153333",
+                "admin",
+                "20240521100000",
+                "10.0.0.1",
+                "Hoan tien GD ma:5",
+            ],
+            strict=True,
+        )
+    )
     assert pipe_hash("test_secret", r, REFUND_REQUEST) == (
         "ecdaa60c1229e3f8af0c8fef9cda5b4ffcc4b20ef514a7c0cfc44d69f8060202a24e1e5ca48180e70382a3ad9a09a2cd1f7096119864"
         "125d1c87885cca8eba4d"
@@ -121,8 +164,9 @@ def test_success_needs_both_codes_and_07_is_review() -> None:
 
 
 def _provider() -> VnpayProvider:
-    return VnpayProvider("TICKETDV", "s3cret", "https://pay.example/vpcpay.html", "https://api.example",
-                         "https://shop.example/return")
+    return VnpayProvider(
+        "TICKETDV", "s3cret", "https://pay.example/vpcpay.html", "https://api.example", "https://shop.example/return"
+    )
 
 
 def test_txn_ref_is_unique_per_attempt_and_maps_back() -> None:
@@ -152,9 +196,16 @@ def test_payment_url_is_signed_and_carries_every_required_field() -> None:
 
 def test_notification_divides_the_amount_only_after_verifying() -> None:
     p, order = _provider(), uuid.uuid4()
-    params = {"vnp_Amount": "15000000", "vnp_TxnRef": p.txn_ref(order, 2), "vnp_TmnCode": "TICKETDV",
-              "vnp_ResponseCode": "00", "vnp_TransactionStatus": "00", "vnp_TransactionNo": "42",
-              "vnp_PayDate": "20261125171000", "vnp_BankCode": "NCB"}
+    params = {
+        "vnp_Amount": "15000000",
+        "vnp_TxnRef": p.txn_ref(order, 2),
+        "vnp_TmnCode": "TICKETDV",
+        "vnp_ResponseCode": "00",
+        "vnp_TransactionStatus": "00",
+        "vnp_TransactionNo": "42",
+        "vnp_PayDate": "20261125171000",
+        "vnp_BankCode": "NCB",
+    }
     n = p.notification(params)
     assert (n.order_id, n.attempt, n.amount, n.outcome) == (order, 2, 150_000, Outcome.SUCCEEDED)
     with pytest.raises(ValueError):
@@ -165,9 +216,17 @@ def test_notification_divides_the_amount_only_after_verifying() -> None:
 
 
 def _result_params(p: VnpayProvider, order: uuid.UUID) -> dict[str, str]:
-    return {"vnp_Amount": "15000000", "vnp_TxnRef": p.txn_ref(order, 1), "vnp_TmnCode": "TICKETDV",
-            "vnp_ResponseCode": "00", "vnp_TransactionStatus": "00", "vnp_TransactionNo": "42",
-            "vnp_PayDate": "20261125171000", "vnp_BankCode": "NCB", "vnp_OrderInfo": "Ve"}
+    return {
+        "vnp_Amount": "15000000",
+        "vnp_TxnRef": p.txn_ref(order, 1),
+        "vnp_TmnCode": "TICKETDV",
+        "vnp_ResponseCode": "00",
+        "vnp_TransactionStatus": "00",
+        "vnp_TransactionNo": "42",
+        "vnp_PayDate": "20261125171000",
+        "vnp_BankCode": "NCB",
+        "vnp_OrderInfo": "Ve",
+    }
 
 
 def test_our_own_payment_url_is_never_taken_for_a_provider_result() -> None:
@@ -185,8 +244,9 @@ def test_our_own_payment_url_is_never_taken_for_a_provider_result() -> None:
         p.notification(stripped)
 
 
-@pytest.mark.parametrize("field", ["vnp_ResponseCode", "vnp_TransactionStatus", "vnp_TransactionNo", "vnp_PayDate",
-                                   "vnp_BankCode"])
+@pytest.mark.parametrize(
+    "field", ["vnp_ResponseCode", "vnp_TransactionStatus", "vnp_TransactionNo", "vnp_PayDate", "vnp_BankCode"]
+)
 def test_a_result_without_each_response_field_is_refused(field: str) -> None:
     p, order = _provider(), uuid.uuid4()
     params = _result_params(p, order)
@@ -204,11 +264,19 @@ def test_a_result_carrying_a_request_only_field_is_refused(field: str) -> None:
         p.notification({**_result_params(p, order), field: "x"})
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("vnp_Amount", "1.5e9"), ("vnp_Amount", "-15000000"), ("vnp_Amount", "9" * 30),
-    ("vnp_Amount", "\uff11\uff15" + "\uff10" * 6),  # full-width digits: str.isdigit() says yes
-    ("vnp_ResponseCode", "0"), ("vnp_TransactionNo", "12a"), ("vnp_PayDate", "2026-11-25"), ("vnp_BankCode", "N C B"),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("vnp_Amount", "1.5e9"),
+        ("vnp_Amount", "-15000000"),
+        ("vnp_Amount", "9" * 30),
+        ("vnp_Amount", "\uff11\uff15" + "\uff10" * 6),  # full-width digits: str.isdigit() says yes
+        ("vnp_ResponseCode", "0"),
+        ("vnp_TransactionNo", "12a"),
+        ("vnp_PayDate", "2026-11-25"),
+        ("vnp_BankCode", "N C B"),
+    ],
+)
 def test_fields_looser_than_vnpays_format_are_refused(field: str, value: str) -> None:
     p, order = _provider(), uuid.uuid4()
     with pytest.raises(ValueError):

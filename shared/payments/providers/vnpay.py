@@ -49,26 +49,85 @@ RSP_MESSAGES = {
     "99": "Unknown error",
 }
 
-QUERYDR_REQUEST = ("vnp_RequestId", "vnp_Version", "vnp_Command", "vnp_TmnCode", "vnp_TxnRef",
-                   "vnp_TransactionDate", "vnp_CreateDate", "vnp_IpAddr", "vnp_OrderInfo")
-QUERYDR_RESPONSE = ("vnp_ResponseId", "vnp_Command", "vnp_ResponseCode", "vnp_Message", "vnp_TmnCode", "vnp_TxnRef",
-                    "vnp_Amount", "vnp_BankCode", "vnp_PayDate", "vnp_TransactionNo", "vnp_TransactionType",
-                    "vnp_TransactionStatus", "vnp_OrderInfo", "vnp_PromotionCode", "vnp_PromotionAmount")
-REFUND_REQUEST = ("vnp_RequestId", "vnp_Version", "vnp_Command", "vnp_TmnCode", "vnp_TransactionType", "vnp_TxnRef",
-                  "vnp_Amount", "vnp_TransactionNo", "vnp_TransactionDate", "vnp_CreateBy", "vnp_CreateDate",
-                  "vnp_IpAddr", "vnp_OrderInfo")
-REFUND_RESPONSE = ("vnp_ResponseId", "vnp_Command", "vnp_ResponseCode", "vnp_Message", "vnp_TmnCode", "vnp_TxnRef",
-                   "vnp_Amount", "vnp_BankCode", "vnp_PayDate", "vnp_TransactionNo", "vnp_TransactionType",
-                   "vnp_TransactionStatus", "vnp_OrderInfo")
+QUERYDR_REQUEST = (
+    "vnp_RequestId",
+    "vnp_Version",
+    "vnp_Command",
+    "vnp_TmnCode",
+    "vnp_TxnRef",
+    "vnp_TransactionDate",
+    "vnp_CreateDate",
+    "vnp_IpAddr",
+    "vnp_OrderInfo",
+)
+QUERYDR_RESPONSE = (
+    "vnp_ResponseId",
+    "vnp_Command",
+    "vnp_ResponseCode",
+    "vnp_Message",
+    "vnp_TmnCode",
+    "vnp_TxnRef",
+    "vnp_Amount",
+    "vnp_BankCode",
+    "vnp_PayDate",
+    "vnp_TransactionNo",
+    "vnp_TransactionType",
+    "vnp_TransactionStatus",
+    "vnp_OrderInfo",
+    "vnp_PromotionCode",
+    "vnp_PromotionAmount",
+)
+REFUND_REQUEST = (
+    "vnp_RequestId",
+    "vnp_Version",
+    "vnp_Command",
+    "vnp_TmnCode",
+    "vnp_TransactionType",
+    "vnp_TxnRef",
+    "vnp_Amount",
+    "vnp_TransactionNo",
+    "vnp_TransactionDate",
+    "vnp_CreateBy",
+    "vnp_CreateDate",
+    "vnp_IpAddr",
+    "vnp_OrderInfo",
+)
+REFUND_RESPONSE = (
+    "vnp_ResponseId",
+    "vnp_Command",
+    "vnp_ResponseCode",
+    "vnp_Message",
+    "vnp_TmnCode",
+    "vnp_TxnRef",
+    "vnp_Amount",
+    "vnp_BankCode",
+    "vnp_PayDate",
+    "vnp_TransactionNo",
+    "vnp_TransactionType",
+    "vnp_TransactionStatus",
+    "vnp_OrderInfo",
+)
 
 # A provider result (IPN and return URL, A5/A6) carries these, each non-empty. Our own payment URL is signed with
 # the same secret and canonical form but carries none of them, and carries request-only fields instead: both
 # checks together keep a buyer's payment URL, replayed as an IPN, from ever being taken for VNPAY's answer.
 RESULT_FIELDS = ("vnp_ResponseCode", "vnp_TransactionStatus", "vnp_TransactionNo", "vnp_PayDate", "vnp_BankCode")
-REQUEST_ONLY_FIELDS = frozenset({
-    "vnp_Version", "vnp_Command", "vnp_CreateDate", "vnp_CurrCode", "vnp_IpAddr", "vnp_Locale", "vnp_OrderType",
-    "vnp_ReturnUrl", "vnp_ExpireDate", "vnp_RequestId", "vnp_CreateBy", "vnp_TransactionDate",
-})
+REQUEST_ONLY_FIELDS = frozenset(
+    {
+        "vnp_Version",
+        "vnp_Command",
+        "vnp_CreateDate",
+        "vnp_CurrCode",
+        "vnp_IpAddr",
+        "vnp_Locale",
+        "vnp_OrderType",
+        "vnp_ReturnUrl",
+        "vnp_ExpireDate",
+        "vnp_RequestId",
+        "vnp_CreateBy",
+        "vnp_TransactionDate",
+    }
+)
 # The formats of VNPAY's fields (A2, A5): anything looser is not VNPAY's.
 _FORMATS = {
     "vnp_Amount": re.compile(r"[1-9][0-9]{2,17}"),  # VND x 100
@@ -94,7 +153,8 @@ def enc(value: str) -> str:
 
 def sign_data(params: Mapping[str, Any]) -> str:
     items = sorted(
-        (k, str(v)) for k, v in params.items()
+        (k, str(v))
+        for k, v in params.items()
         if k.startswith("vnp_") and k not in HASH_FIELDS and v is not None and str(v) != ""
     )
     return "&".join(f"{enc(k)}={enc(v)}" for k, v in items)
@@ -165,13 +225,22 @@ def rsp(code: str) -> dict[str, str]:
 # --- the provider -----------------------------------------------------------------------------------
 
 
-
 class VnpayProvider:
     name = "vnpay"
 
-    def __init__(self, tmn_code: str, hash_secret: str, pay_url: str, api_url: str, return_url: str, *,
-                 locale: str = "vn", order_type: str = "other", server_ip: str = "127.0.0.1",
-                 timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        tmn_code: str,
+        hash_secret: str,
+        pay_url: str,
+        api_url: str,
+        return_url: str,
+        *,
+        locale: str = "vn",
+        order_type: str = "other",
+        server_ip: str = "127.0.0.1",
+        timeout: float = 10.0,
+    ) -> None:
         self.tmn_code = tmn_code
         self._secret = hash_secret  # never logged, never in repr
         self.pay_url = pay_url
@@ -247,10 +316,16 @@ class VnpayProvider:
         response_code = params.get("vnp_ResponseCode", "")
         status = params.get("vnp_TransactionStatus", "")
         return Notification(
-            provider=self.name, txn_ref=txn_ref, order_id=parsed[0], attempt=parsed[1],
+            provider=self.name,
+            txn_ref=txn_ref,
+            order_id=parsed[0],
+            attempt=parsed[1],
             amount=int(raw_amount) // 100,  # divided only after the signature passed (A9)
-            outcome=outcome_of(response_code, status), response_code=response_code, transaction_status=status,
-            provider_txn_no=params.get("vnp_TransactionNo", ""), paid_at=parse_vn_time(params.get("vnp_PayDate", "")),
+            outcome=outcome_of(response_code, status),
+            response_code=response_code,
+            transaction_status=status,
+            provider_txn_no=params.get("vnp_TransactionNo", ""),
+            paid_at=parse_vn_time(params.get("vnp_PayDate", "")),
             params=dict(params),
         )
 
@@ -337,6 +412,10 @@ class VnpayProvider:
         except (httpx.HTTPError, ValueError) as exc:
             return RefundResult(RefundStatus.ERROR, f"{type(exc).__name__}: {exc}"[:300])
         code = data.get("vnp_ResponseCode", "")
-        status = {"00": RefundStatus.CONFIRMED, "94": RefundStatus.IN_PROGRESS, "95": RefundStatus.REFUSED,
-                  "91": RefundStatus.REFUSED}.get(code, RefundStatus.ERROR)
+        status = {
+            "00": RefundStatus.CONFIRMED,
+            "94": RefundStatus.IN_PROGRESS,
+            "95": RefundStatus.REFUSED,
+            "91": RefundStatus.REFUSED,
+        }.get(code, RefundStatus.ERROR)
         return RefundResult(status, f"refund answered {code}: {data.get('vnp_Message', '')}"[:300], data)
