@@ -23,7 +23,6 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared import logs, metrics
-from shared.messages import Message
 from shared.messaging import Bus, encode
 
 log = logs.get_logger(__name__)
@@ -39,13 +38,6 @@ class Outgoing:
     message_id: str
     exchange: str = EVENTS_EXCHANGE  # "" = the default exchange (routing_key is a queue name)
     headers: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, message: Message, correlation_id: str = "") -> Outgoing:
-        """A message on the events exchange, its routing key and id derived from it (``shared.envelopes``)."""
-        from shared import envelopes  # envelopes needs the topology, which needs nothing of the outbox
-
-        return cls.event(envelopes.routing_key(message), message, envelopes.message_id(message), correlation_id)
 
     @classmethod
     def event(cls, routing_key: str, model: BaseModel, message_id: str, correlation_id: str = "") -> Outgoing:

@@ -16,7 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.payment import domain, store
 from services.payment.metrics import PAYMENT_CONTRADICTIONS, PAYMENT_RESULTS, RECONCILE_QUERIES, REFUNDS
-from shared import logs, outbox
+from services.payment.uow import PaymentUnitOfWork
+from shared import logs
 from shared.batching import GroupCommit
 from shared.messages import (
     NotificationAnswered,
@@ -27,7 +28,7 @@ from shared.messages import (
     PaymentSucceeded,
 )
 from shared.messaging import Bus, Delivery
-from shared.outbox import OutboxRelay, Outgoing
+from shared.outbox import OutboxRelay
 from shared.payments import answers
 from shared.payments.providers.base import (
     NotANotification,
@@ -56,6 +57,9 @@ class Payments:
     def __post_init__(self) -> None:
         # A flash sale holds hundreds of orders a second: register their attempts in shared transactions.
         self.attempts = GroupCommit("attempt-registrar", self._register_attempts, max_batch=256)
+
+    def new_uow(self) -> PaymentUnitOfWork:
+        return PaymentUnitOfWork(self.engine, "payment", self.relay)
 
     # --- attempts ---------------------------------------------------------------------------------
 
@@ -106,7 +110,8 @@ class Payments:
         return await self.apply(n, "ipn")
 
     async def apply(self, n: Notification, source: str) -> str:
-        async with self.engine.begin() as conn:
+        async with self.new_uow() as uow:
+            conn = uow.conn
             facts = await store.order_facts(conn, n.order_id)
             refusal = answers.precheck(n, facts)
             if refusal is not None:
@@ -148,25 +153,20 @@ class Payments:
                     facts.expires_at,
                 )
             if n.outcome is Outcome.SUCCEEDED:
-                paid_at = n.paid_at or await store.now(conn)
-                await outbox.add(
-                    conn,
-                    "payment",
+                paid_at = n.paid_at or await uow.now()
+                uow.emit(
                     [
-                        Outgoing.of(
-                            PaymentSucceeded(
-                                order_id=n.order_id,
-                                provider=n.provider,
-                                txn_ref=n.txn_ref,
-                                amount=n.amount,
-                                provider_txn_no=n.provider_txn_no,
-                                paid_at=paid_at,
-                            )
+                        PaymentSucceeded(
+                            order_id=n.order_id,
+                            provider=n.provider,
+                            txn_ref=n.txn_ref,
+                            amount=n.amount,
+                            provider_txn_no=n.provider_txn_no,
+                            paid_at=paid_at,
                         )
-                    ],
+                    ]
                 )
-        if n.outcome is Outcome.SUCCEEDED:
-            self.relay.wake()
+            await uow.commit()
         if n.outcome is Outcome.REVIEW:
             log.warning(
                 "payment_held_for_review",
@@ -243,24 +243,21 @@ class Payments:
                 if known.refunded:
                     result = RefundResult(RefundStatus.CONFIRMED, "refund confirmed by querydr", result.raw)
             REFUNDS.labels(status=result.status.value).inc()
-            async with self.engine.begin() as conn:
+            async with self.new_uow() as uow:
+                conn = uow.conn
                 if result.status is RefundStatus.CONFIRMED:
                     if await store.finish_refund(conn, r.order_id, "CONFIRMED", result.detail, result.raw):
-                        await outbox.add(
-                            conn,
-                            "payment",
+                        uow.emit(
                             [
-                                Outgoing.of(
-                                    PaymentRefunded(
-                                        order_id=r.order_id,
-                                        provider=r.provider,
-                                        txn_ref=r.txn_ref,
-                                        amount=r.amount,
-                                        refunded_at=await store.now(conn),
-                                        detail=r.reason,
-                                    )
+                                PaymentRefunded(
+                                    order_id=r.order_id,
+                                    provider=r.provider,
+                                    txn_ref=r.txn_ref,
+                                    amount=r.amount,
+                                    refunded_at=await uow.now(),
+                                    detail=r.reason,
                                 )
-                            ],
+                            ]
                         )
                         confirmed += 1
                 elif result.status is RefundStatus.REFUSED:
@@ -270,8 +267,7 @@ class Payments:
                 else:  # in progress or a transient error: the claim already scheduled the next try
                     await store.note_refund_error(conn, r.order_id, result.detail)
                     log.warning("refund_not_confirmed_yet", order_id=str(r.order_id), detail=result.detail)
-        if confirmed:
-            self.relay.wake()
+                await uow.commit()
         return confirmed
 
     def _default_provider(self) -> PaymentProvider:

@@ -15,11 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from services.payment import ops_store, store
+from services.payment import ops_store
 from services.payment.domain import AttemptStatus
 from services.payment.handlers import Payments
 from services.payment.metrics import OPERATOR_ACTIONS, REFUNDS
-from shared import logs, outbox
+from shared import logs
 from shared.messages import PaymentOp, PaymentOpAction, PaymentOpAnswered, PaymentOpOutcome, PaymentSucceeded
 from shared.messaging import Delivery
 from shared.payments.providers.base import RefundRequest, RefundResult, RefundStatus
@@ -67,31 +67,28 @@ class PaymentOps:
         )
 
     async def accept(self, actor: str, txn_ref: str) -> PaymentOpAnswered:
-        async with self.payments.engine.begin() as conn:
-            d = await ops_store.decide(conn, txn_ref, AttemptStatus.ACCEPTED)
+        async with self.payments.new_uow() as uow:
+            d = await ops_store.decide(uow.conn, txn_ref, AttemptStatus.ACCEPTED)
             if d is None:
-                return await self._not_in_review(conn, actor, "accept", txn_ref)
+                refused = await self._not_in_review(uow.conn, actor, "accept", txn_ref)
+                await uow.commit()  # a refusal is audited too
+                return refused
             # Same event and message id as an IPN success: inventory cannot tell (and need not) that a human
             # decided, and a duplicate is deduplicated like any other.
-            paid_at = d.paid_at or await store.now(conn)
-            await outbox.add(
-                conn,
-                "payment",
+            uow.emit(
                 [
-                    outbox.Outgoing.of(
-                        PaymentSucceeded(
-                            order_id=d.order_id,
-                            provider=d.provider,
-                            txn_ref=d.txn_ref,
-                            amount=d.amount,
-                            provider_txn_no=d.provider_txn_no,
-                            paid_at=paid_at,
-                        )
+                    PaymentSucceeded(
+                        order_id=d.order_id,
+                        provider=d.provider,
+                        txn_ref=d.txn_ref,
+                        amount=d.amount,
+                        provider_txn_no=d.provider_txn_no,
+                        paid_at=d.paid_at or await uow.now(),
                     )
-                ],
+                ]
             )
-            await ops_store.audit(conn, actor, "accept", txn_ref, "accepted", f"order {d.order_id}")
-        self.payments.relay.wake()
+            await ops_store.audit(uow.conn, actor, "accept", txn_ref, "accepted", f"order {d.order_id}")
+            await uow.commit()
         log.info("review_accepted", txn_ref=txn_ref, order_id=str(d.order_id), actor=actor)
         return PaymentOpAnswered(
             outcome=PaymentOpOutcome.DONE,
