@@ -20,10 +20,12 @@ def health_router(
     checks: dict[str, ReadinessCheck],
     show_details: Callable[[Request], Awaitable[bool]] | None = None,
     metrics: bool = True,
+    warnings: Callable[[], list[str]] | None = None,
 ) -> APIRouter:
     """``show_details`` decides per request whether /readyz names the failing checks and their errors (which
     tell hosts and ports); None means always (the consumer services' own ports are not public).
-    ``metrics=False`` leaves /metrics to the caller (the gateway serves it to admins only)."""
+    ``metrics=False`` leaves /metrics to the caller (the gateway serves it to admins only). ``warnings``: what an
+    operator should know that does not make the service unready (the broker's descriptor budget)."""
     router = APIRouter(tags=["ops"])
 
     @router.get("/healthz")
@@ -39,10 +41,11 @@ def health_router(
             except Exception as exc:
                 failures[name] = f"{type(exc).__name__}: {exc}"[:300]
         detailed = show_details is None or await show_details(request)
+        notes = {"warnings": warnings()} if detailed and warnings is not None and warnings() else {}
         if failures:
-            body = {"status": "unavailable", **({"failures": failures} if detailed else {})}
+            body = {"status": "unavailable", **({"failures": failures} if detailed else {}), **notes}
             return JSONResponse(body, status_code=503)
-        return JSONResponse({"status": "ready", **({"checks": sorted(checks)} if detailed else {})})
+        return JSONResponse({"status": "ready", **({"checks": sorted(checks)} if detailed else {}), **notes})
 
     if metrics:
 
@@ -74,7 +77,11 @@ async def serve(app: FastAPI, host: str, port: int) -> uvicorn.Server:
 
 
 async def serve_service_health(
-    service: str, host: str, port: int, checks: dict[str, ReadinessCheck]
+    service: str,
+    host: str,
+    port: int,
+    checks: dict[str, ReadinessCheck],
+    warnings: Callable[[], list[str]] | None = None,
 ) -> uvicorn.Server | None:
     """A consumer service's own /healthz, /readyz and /metrics on ``port`` (0 = none)."""
     # Several replicas may run (`ticketing up --scale`): /metrics says which one this is.
@@ -84,5 +91,5 @@ async def serve_service_health(
     if not port:
         return None
     app = FastAPI(title=f"ticketing {service}")
-    app.include_router(health_router(checks))
+    app.include_router(health_router(checks, warnings=warnings))
     return await serve(app, host, port)

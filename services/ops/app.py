@@ -14,8 +14,30 @@ from shared.db import make_engine
 from shared.messages import DlqAction
 from shared.messaging import Bus, Delivery, Route
 from shared.settings import Settings, get_settings
+from ticketing import doctor
 
 log = logs.get_logger(__name__)
+
+BUDGET_CHECK_SECONDS = 300.0  # rabbitmqctl costs the machine about a second of CPU
+
+
+class BrokerBudget:
+    """The broker's file-descriptor budget, as `ticketing doctor` reads it, checked every five minutes so that the ops
+    service's /readyz warns (without becoming unready) long before the broker would wedge."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.latest: list[str] = []
+
+    def warnings(self) -> list[str]:
+        return self.latest
+
+    async def check(self) -> int:
+        figures = await asyncio.to_thread(doctor.broker_figures, self.settings, 10.0)
+        self.latest = doctor.broker_warnings(figures)
+        for warning in self.latest:
+            log.warning("broker_budget", warning=warning)
+        return len(self.latest)
 
 
 async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
@@ -39,6 +61,7 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
         async with engine.connect() as conn:
             await conn.execute(text("SELECT 1 FROM ops.dead_letters LIMIT 1"))
 
+    budget = BrokerBudget(settings)
     server = await health.serve_service_health(
         "ops",
         settings.service_host,
@@ -48,14 +71,19 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
             "rabbitmq": broker_check,
             "ops_schema": table_check,
         },
+        warnings=budget.warnings,
     )
     if not await keeper.start(stop) or not await bus.start(declare_services=("ops",), stop=stop):
         await runtime.stop_unstarted(server, engine)
         return
     reporter = asyncio.create_task(keeper.report_depths(15.0), name="dlq-depths")
+    watcher = asyncio.create_task(
+        runtime.every(BUDGET_CHECK_SECONDS, budget.check, "broker-budget"), name="broker-budget"
+    )
     await stop.wait()
     log.info("ops_stopping")
     reporter.cancel()
+    watcher.cancel()
     await bus.stop()
     await keeper.stop()
     if server:
