@@ -74,6 +74,20 @@ def run_demo(buyers: int, tickets: int, hold_seconds: int) -> int:
     finally:
         with console.status("Stopping the services..."):
             sup.stop()
+        with console.status("Deleting the demo's queues and exchange..."):
+            asyncio.run(_delete_demo_queues(settings))
+
+
+async def _delete_demo_queues(settings: Settings) -> None:
+    """A demo leaves nothing on the broker (its database stays, for `ticketing mail ls` and a look around)."""
+    from shared.topology import Names, all_queue_names
+    from ticketing.broker_node import delete_prefix
+
+    names = Names(settings.prefix)
+    try:
+        await delete_prefix(settings.rabbitmq_url, settings.prefix, all_queue_names(names), [names.events_exchange])
+    except Exception as exc:  # the demo's result is printed already; say what is left, do not fail
+        console.print(f"[yellow]could not delete the demo's queues ({type(exc).__name__}: {exc})[/yellow]")
 
 
 async def _wait_ready(settings: Settings) -> None:
