@@ -27,6 +27,28 @@ class Kind(enum.StrEnum):
     REFUNDED = "refunded"
 
 
+class EmailStatus(enum.StrEnum):
+    """The statuses of ``mailer.emails`` (its CHECK constraint lists the same)."""
+
+    SENDING = "sending"  # claimed by a worker, under a lease (claimed_at)
+    FAILED = "failed"  # the last try failed; the next delivery of the message may claim it again
+    SENT = "sent"  # the SMTP server took it: never sent again
+
+
+# Which status may follow which; every UPDATE in store.py is guarded by it. SENDING -> SENDING is a claim whose
+# lease ran out (its worker died). FAILED -> SENT: a send that finished after another worker took its claim
+# over and failed; the email did go out, so it must never be sent again.
+EMAIL_TRANSITIONS: dict[EmailStatus, frozenset[EmailStatus]] = {
+    EmailStatus.SENDING: frozenset({EmailStatus.SENT, EmailStatus.FAILED, EmailStatus.SENDING}),
+    EmailStatus.FAILED: frozenset({EmailStatus.SENDING, EmailStatus.SENT}),
+}
+
+
+def email_sources_of(new: EmailStatus) -> list[str]:
+    """The statuses an email may move to ``new`` from: the guard of the UPDATE that moves it."""
+    return sorted(s.value for s, targets in EMAIL_TRANSITIONS.items() if new in targets)
+
+
 class Classification(enum.StrEnum):
     TRANSIENT = "transient"  # the retry ladder may help
     PERMANENT = "permanent"  # retrying cannot help: dead-letter at once

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.mailer.domain import EmailSpec
+from services.mailer.domain import EmailSpec, EmailStatus, email_sources_of
 
 
 class Claim(enum.StrEnum):
@@ -39,8 +39,8 @@ class EmailStore:
                 ON CONFLICT (order_id, kind) DO UPDATE
                    SET status = 'sending', claimed_at = now(), attempts = e.attempts + 1, updated_at = now(),
                        message_id = EXCLUDED.message_id
-                 WHERE e.status = 'failed'
-                    OR (e.status = 'sending' AND e.claimed_at < now() - make_interval(secs => :lease))
+                 WHERE e.status = ANY(:reclaimable)
+                   AND (e.status <> 'sending' OR e.claimed_at < now() - make_interval(secs => :lease))
                 RETURNING e.status
             """),
                     {
@@ -52,6 +52,7 @@ class EmailStore:
                         "message_id": message_id,
                         "email_message_id": spec.email_message_id,
                         "lease": self.lease_seconds,
+                        "reclaimable": email_sources_of(EmailStatus.SENDING),
                     },
                 )
             ).first()
@@ -76,9 +77,14 @@ class EmailStore:
                 text("""
                 UPDATE mailer.emails SET status = 'sent', sent_at = now(), smtp_response = :resp,
                        last_error = NULL, updated_at = now()
-                 WHERE order_id = CAST(:order_id AS uuid) AND kind = :kind
+                 WHERE order_id = CAST(:order_id AS uuid) AND kind = :kind AND status = ANY(:from)
             """),
-                {"order_id": spec.order_id, "kind": spec.kind.value, "resp": smtp_response[:500]},
+                {
+                    "order_id": spec.order_id,
+                    "kind": spec.kind.value,
+                    "resp": smtp_response[:500],
+                    "from": email_sources_of(EmailStatus.SENT),
+                },
             )
 
     async def mark_failed(self, spec: EmailSpec, error: str) -> None:
@@ -86,7 +92,12 @@ class EmailStore:
             await conn.execute(
                 text("""
                 UPDATE mailer.emails SET status = 'failed', last_error = :err, claimed_at = NULL, updated_at = now()
-                 WHERE order_id = CAST(:order_id AS uuid) AND kind = :kind AND status = 'sending'
+                 WHERE order_id = CAST(:order_id AS uuid) AND kind = :kind AND status = ANY(:from)
             """),
-                {"order_id": spec.order_id, "kind": spec.kind.value, "err": error[:2000]},
+                {
+                    "order_id": spec.order_id,
+                    "kind": spec.kind.value,
+                    "err": error[:2000],
+                    "from": email_sources_of(EmailStatus.FAILED),
+                },
             )

@@ -136,3 +136,11 @@ def test_a_title_with_line_breaks_makes_one_safe_subject_line() -> None:
         "Hòa nhạc Bcc: evil@example.com Mùa Thu"
     )
     assert domain.header_text("Đêm\u2028nhạc") == "Đêm nhạc"
+
+
+def test_the_email_state_machine_never_sends_a_sent_email_again() -> None:
+    s = domain.EmailStatus
+    assert domain.email_sources_of(s.SENDING) == ["failed", "sending"]  # a failure, or a claim whose lease ran out
+    assert domain.email_sources_of(s.SENT) == ["failed", "sending"]  # a late success still counts as sent
+    assert domain.email_sources_of(s.FAILED) == ["sending"]
+    assert s.SENT not in domain.EMAIL_TRANSITIONS  # final: nothing follows
