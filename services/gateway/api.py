@@ -148,13 +148,7 @@ async def checkout(
         if found is not None:
             view, previous_hash = found
             if previous_hash != digest:
-                raise Problem(
-                    422,
-                    "Idempotency-Key reuse",
-                    "this Idempotency-Key was used with a different request",
-                    "idempotency-key-reuse",
-                    order_id=str(order_id),
-                )
+                raise _key_reused(order_id)
             return await _order_response(request, view)
     else:
         order_id = uuid.uuid4()
@@ -181,15 +175,19 @@ async def checkout(
             status_code=202,
             headers={"Location": f"/orders/{order_id}"},
         )
-    if decided.outcome is CheckoutOutcome.KEY_REUSED:
-        raise Problem(
-            422,
-            "Idempotency-Key reuse",
-            "this Idempotency-Key was used with a different request",
-            "idempotency-key-reuse",
-            order_id=str(order_id),
-        )
+    if decided.outcome is CheckoutOutcome.KEY_REUSED:  # a race the lookup above could not see
+        raise _key_reused(order_id)
     return await _order_response(request, decided.order, just_held=decided.created)
+
+
+def _key_reused(order_id: UUID) -> Problem:
+    return Problem(
+        422,
+        "Idempotency-Key reuse",
+        "this Idempotency-Key was used with a different request",
+        "idempotency-key-reuse",
+        order_id=str(order_id),
+    )
 
 
 async def _remember_requested(request: Request, order_id: UUID, user: User) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
 from shared.messages import (
@@ -130,16 +130,7 @@ class Order:
         self.hold_seconds = decision.hold_seconds
         self.created_at, self.expires_at = now, now + timedelta(seconds=decision.hold_seconds)
         self.events.append(
-            OrderHeld(
-                order_id=self.id,
-                user_id=self.user_id,
-                user_email=self.user_email,
-                locale=self.locale,
-                event_id=decision.event_id,
-                items=list(decision.lines),
-                total=decision.total,
-                expires_at=self.expires_at,
-            )
+            OrderHeld(**self._buyer(), items=list(decision.lines), total=decision.total, expires_at=self.expires_at)
         )
 
     def reject(self, decision: Rejected, now: datetime) -> None:
@@ -176,17 +167,7 @@ class Order:
 
     def _release(self, status: OrderStatus, kind: type[OrderReleased]) -> StockEffect:
         self._move(status)
-        self.events.append(
-            kind(
-                order_id=self.id,
-                user_id=self.user_id,
-                user_email=self.user_email,
-                locale=self.locale,
-                event_id=self.event_id,
-                status=status,
-                items=list(self.lines),
-            )
-        )
+        self.events.append(kind(**self._buyer(), status=status, items=list(self.lines)))
         return StockEffect(held=self._per_line(-1), holdings=self._holdings(-1))
 
     # --- paying ------------------------------------------------------------------------------------
@@ -207,33 +188,23 @@ class Order:
             self._move(OrderStatus.PAID)
             return StockEffect(sold=self._per_line(1), holdings=self._holdings(1))
         self._move(OrderStatus.REFUND_PENDING)
-        self.events.append(
-            OrderRefundPending(
-                order_id=self.id,
-                user_id=self.user_id,
-                user_email=self.user_email,
-                locale=self.locale,
-                event_id=self.event_id,
-                amount=amount,
-                reason=reason,
-            )
-        )
+        self.events.append(OrderRefundPending(**self._buyer(), amount=amount, reason=reason))
         return StockEffect()
 
     def refunded(self, amount: int, reason: str) -> None:
         """REFUND_PENDING -> REFUNDED: the provider confirmed the refund."""
         self._move(OrderStatus.REFUNDED)
-        self.events.append(
-            OrderRefunded(
-                order_id=self.id,
-                user_id=self.user_id,
-                user_email=self.user_email,
-                locale=self.locale,
-                event_id=self.event_id,
-                amount=amount,
-                reason=reason,
-            )
-        )
+        self.events.append(OrderRefunded(**self._buyer(), amount=amount, reason=reason))
+
+    def _buyer(self) -> dict[str, Any]:
+        """Who an order's messages are about (the mailer writes to them)."""
+        return {
+            "order_id": self.id,
+            "user_id": self.user_id,
+            "user_email": self.user_email,
+            "locale": self.locale,
+            "event_id": self.event_id,
+        }
 
 
 def stock_still_free(

@@ -1,10 +1,9 @@
-"""SQL for turning a hold into a sale (or a refund). Every function runs inside the caller's transaction."""
+"""SQL for what a sale leaves behind: the payment an order was settled with, and its tickets. The repository
+runs inside the unit of work's transaction."""
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -13,97 +12,19 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.inventory.domain import Order
-from shared.messages import IssuedTicket, OrderStatus, PricedLine
-
-
-@dataclass(frozen=True)
-class Settlement:
-    txn_ref: str
-    outcome: OrderStatus
-
-
-async def settlement(conn: AsyncConnection, order_id: UUID) -> Settlement | None:
-    row = (
-        await conn.execute(
-            text("SELECT txn_ref, outcome FROM inventory.order_payments WHERE order_id = :id"), {"id": order_id}
-        )
-    ).first()
-    return Settlement(row.txn_ref, OrderStatus(row.outcome)) if row else None
-
-
-async def record_settlement(
-    conn: AsyncConnection,
-    order_id: UUID,
-    provider: str,
-    txn_ref: str,
-    amount: int,
-    late: bool,
-    outcome: OrderStatus,
-    paid_at: datetime,
-) -> None:
-    await conn.execute(
-        text(
-            "INSERT INTO inventory.order_payments (order_id, provider, txn_ref, amount, late, outcome, paid_at) "
-            "VALUES (:id, :provider, :txn_ref, :amount, :late, :outcome, :paid_at)"
-        ),
-        {
-            "id": order_id,
-            "provider": provider,
-            "txn_ref": txn_ref,
-            "amount": amount,
-            "late": late,
-            "outcome": outcome.value,
-            "paid_at": paid_at,
-        },
-    )
-
-
-async def mark_settlement(conn: AsyncConnection, order_id: UUID, outcome: OrderStatus) -> None:
-    await conn.execute(
-        text("UPDATE inventory.order_payments SET outcome = :o WHERE order_id = :id"),
-        {"id": order_id, "o": outcome.value},
-    )
-
-
-async def issue_tickets(conn: AsyncConnection, order_id: UUID, lines: Sequence[PricedLine]) -> list[IssuedTicket]:
-    """One ticket per admission; the code is 128 random bits (unguessable), unique per (order, type, seq)."""
-    result = await conn.execute(
-        text("SELECT id, name FROM inventory.ticket_types WHERE id = ANY(:ids)"),
-        {"ids": [line.ticket_type_id for line in lines]},
-    )
-    names: dict[UUID, str] = {r.id: r.name for r in result}
-    rows: list[dict[str, Any]] = [
-        {"code": secrets.token_urlsafe(16), "order_id": order_id, "tt": line.ticket_type_id, "seq": seq}
-        for line in lines
-        for seq in range(1, line.quantity + 1)
-    ]
-    await conn.execute(
-        text(
-            "INSERT INTO inventory.tickets (code, order_id, ticket_type_id, seq) VALUES (:code, :order_id, :tt, :seq)"
-        ),
-        rows,
-    )
-    return [IssuedTicket(code=r["code"], ticket_type_id=r["tt"], ticket_type_name=names[r["tt"]]) for r in rows]
-
-
-async def event_info(conn: AsyncConnection, event_id: UUID) -> Any:
-    return (
-        await conn.execute(
-            text("SELECT title, venue, city, starts_at FROM inventory.events WHERE id = :id"), {"id": event_id}
-        )
-    ).one()
+from shared.messages import IssuedTicket, OrderStatus
 
 
 class Sales:
-    """What a sale leaves behind: the payment an order was settled with, and its tickets."""
-
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
 
     async def settled_by(self, order_id: UUID) -> str | None:
         """The provider reference the order was settled with, if any."""
-        found = await settlement(self.conn, order_id)
-        return None if found is None else found.txn_ref
+        row = await self.conn.execute(
+            text("SELECT txn_ref FROM inventory.order_payments WHERE order_id = :id"), {"id": order_id}
+        )
+        return row.scalar_one_or_none()  # type: ignore[no-any-return]
 
     async def record(
         self,
@@ -115,13 +36,54 @@ class Sales:
         outcome: OrderStatus,
         paid_at: datetime,
     ) -> None:
-        await record_settlement(self.conn, order_id, provider, txn_ref, amount, late, outcome, paid_at)
+        """One settlement per order (its primary key): paid, or sent to refund."""
+        await self.conn.execute(
+            text(
+                "INSERT INTO inventory.order_payments (order_id, provider, txn_ref, amount, late, outcome, paid_at) "
+                "VALUES (:id, :provider, :txn_ref, :amount, :late, :outcome, :paid_at)"
+            ),
+            {
+                "id": order_id,
+                "provider": provider,
+                "txn_ref": txn_ref,
+                "amount": amount,
+                "late": late,
+                "outcome": outcome.value,
+                "paid_at": paid_at,
+            },
+        )
 
     async def mark(self, order_id: UUID, outcome: OrderStatus) -> None:
-        await mark_settlement(self.conn, order_id, outcome)
+        await self.conn.execute(
+            text("UPDATE inventory.order_payments SET outcome = :o WHERE order_id = :id"),
+            {"id": order_id, "o": outcome.value},
+        )
 
     async def issue_tickets(self, order: Order) -> list[IssuedTicket]:
-        return await issue_tickets(self.conn, order.id, order.lines)
+        """One ticket per admission; the code is 128 random bits (unguessable), unique per (order, type, seq)."""
+        result = await self.conn.execute(
+            text("SELECT id, name FROM inventory.ticket_types WHERE id = ANY(:ids)"),
+            {"ids": [line.ticket_type_id for line in order.lines]},
+        )
+        names: dict[UUID, str] = {r.id: r.name for r in result}
+        rows: list[dict[str, Any]] = [
+            {"code": secrets.token_urlsafe(16), "order_id": order.id, "tt": line.ticket_type_id, "seq": seq}
+            for line in order.lines
+            for seq in range(1, line.quantity + 1)
+        ]
+        await self.conn.execute(
+            text(
+                "INSERT INTO inventory.tickets (code, order_id, ticket_type_id, seq) "
+                "VALUES (:code, :order_id, :tt, :seq)"
+            ),
+            rows,
+        )
+        return [IssuedTicket(code=r["code"], ticket_type_id=r["tt"], ticket_type_name=names[r["tt"]]) for r in rows]
 
     async def event_facts(self, event_id: UUID) -> Any:
-        return await event_info(self.conn, event_id)
+        """What the ticket email says of the event."""
+        return (
+            await self.conn.execute(
+                text("SELECT title, venue, city, starts_at FROM inventory.events WHERE id = :id"), {"id": event_id}
+            )
+        ).one()
