@@ -92,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.redis = redis
     app.state.names = Names(settings.prefix)
     problems.install(app)
+    problems.document(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, admin_limit=settings.max_admin_body_bytes)
     observability.install(app)  # inside CorrelationMiddleware: the access log needs the id
     app.add_middleware(CorrelationMiddleware)

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared import logs
@@ -57,3 +58,52 @@ def install(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled_error", path=request.url.path)
         return problem_response(500, "Internal error", "an unexpected error occurred", "internal")
+
+
+class ProblemDetails(BaseModel):
+    """RFC 9457: what every error of this API answers, as ``application/problem+json``."""
+
+    model_config = ConfigDict(extra="allow", title="Problem")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[dict[str, Any]] | None = None  # 422: each field that does not match the schema
+
+
+# Routes that need a bearer token (the gateway authenticates before it reads a body: edge.py).
+AUTHENTICATED_PREFIXES = ("/checkout", "/orders", "/admin", "/metrics")
+_PROBLEM_REF = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+
+
+def document(app: FastAPI) -> None:
+    """Make the OpenAPI document say what the API really answers: every error is problem+json (FastAPI's own
+    validation body is never sent), 401 where a token is needed, and /metrics is Prometheus text."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = generate()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components["Problem"] = ProblemDetails.model_json_schema(ref_template="#/components/schemas/{model}")
+        for path, operations in schema.get("paths", {}).items():
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                if path.startswith(AUTHENTICATED_PREFIXES):
+                    responses.setdefault("401", {"description": "no valid bearer token"})
+                if operation.get("parameters") or operation.get("requestBody"):
+                    responses.setdefault("422", {"description": "the request does not match the schema"})
+                for code, response in responses.items():
+                    if code[0] in "45":
+                        response["content"] = dict(_PROBLEM_REF)
+                        response.setdefault("description", "a problem")
+                if path == "/metrics" and "200" in responses:
+                    responses["200"]["content"] = {"text/plain": {"schema": {"type": "string"}}}
+        for unused in ("HTTPValidationError", "ValidationError"):
+            components.pop(unused, None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
