@@ -72,7 +72,8 @@ def message_id(msg: Message) -> str:
         case OrderHeld():
             return f"held:{msg.order_id}"
         case HoldExpiryDue():
-            return f"expiry:{msg.order_id}"
+            ids = msg.all_order_ids
+            return f"expiry:{ids[0]}" if len(ids) == 1 else f"expiry:{ids[0]}+{len(ids) - 1}"
         case OrderExpired():
             return f"expired:{msg.order_id}"
         case OrderCancelled():

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Message(BaseModel):
@@ -164,8 +164,22 @@ class OrderHeld(Message):
 
 
 class HoldExpiryDue(Message):
-    order_id: UUID
+    """The holds placed together (one group-commit batch, one hold duration) are due at ``expires_at``: one
+    delay message for the batch, not one per hold. ``order_id`` alone: a single hold (as older senders wrote)."""
+
+    order_id: UUID | None = None
+    order_ids: list[UUID] = Field(default_factory=list, max_length=10_000)
     expires_at: datetime
+
+    @model_validator(mode="after")
+    def _names_a_hold(self) -> HoldExpiryDue:
+        if self.order_id is None and not self.order_ids:
+            raise ValueError("names no hold: give order_ids (or order_id)")
+        return self
+
+    @property
+    def all_order_ids(self) -> list[UUID]:
+        return list(dict.fromkeys([*self.order_ids, *([self.order_id] if self.order_id else [])]))
 
 
 class OrderReleased(Message):

@@ -151,10 +151,6 @@ class Order:
             created_at=self.created_at,
         )
 
-    def expiry_due(self) -> HoldExpiryDue:
-        assert self.expires_at is not None
-        return HoldExpiryDue(order_id=self.id, expires_at=self.expires_at)
-
     # --- releasing ---------------------------------------------------------------------------------
 
     def expire(self) -> StockEffect:
@@ -335,3 +331,16 @@ def held_deltas(decisions: Iterable[Decision]) -> dict[UUID, int]:
             for line in d.lines:
                 deltas[line.ticket_type_id] = deltas.get(line.ticket_type_id, 0) + line.quantity
     return dict(sorted(deltas.items()))
+
+
+def expiries_due(orders: Sequence[Order]) -> list[tuple[int, HoldExpiryDue]]:
+    """One delay message per hold duration for the orders a batch held (they share their expiry): a delay
+    queue's TTL, and what to release when it fires."""
+    by_duration: dict[tuple[int, datetime], list[UUID]] = {}
+    for order in orders:
+        if order.hold_seconds is not None and order.expires_at is not None:
+            by_duration.setdefault((order.hold_seconds, order.expires_at), []).append(order.id)
+    return [
+        (seconds, HoldExpiryDue(order_ids=ids, expires_at=expires_at))
+        for (seconds, expires_at), ids in by_duration.items()
+    ]

@@ -80,10 +80,11 @@ class HoldBatcher:
             if fresh:
                 orders, sold_out = await self._decide_fresh(uow, fresh)
                 for order in orders:
-                    if order.hold_seconds is not None:  # held: its release is scheduled with it
-                        delay_queue = await self.bus.ensure_hold_delay_queue(order.hold_seconds)
-                        uow.send(delay_queue, order.expiry_due(), correlation[order.id])
                     uow.emit(order.events, correlation[order.id])
+                # The holds' releases are scheduled with them: one delay message per hold duration.
+                for hold_seconds, due in domain.expiries_due(orders):
+                    delay_queue = await self.bus.ensure_hold_delay_queue(hold_seconds)
+                    uow.send(delay_queue, due, correlation[due.all_order_ids[0]])
                 results.update({o.id: Outcome(o.view(), True, firsts[o.id].request_hash, sold_out) for o in orders})
                 await uow.commit()
                 _count(orders)

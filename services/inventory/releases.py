@@ -50,15 +50,21 @@ class Releases:
 
     async def on_hold_expiry_due(self, msg: HoldExpiryDue, delivery: Delivery) -> None:
         """The delay queue fires up to a second early (see topology.hold_delay_ttl_ms): wait for the exact
-        moment by the database's clock, then release. Already released or paid: nothing to do."""
+        moment by the database's clock, then release the batch's holds. Already released or paid: nothing."""
+        pending = msg.all_order_ids
         for _ in range(3):
             async with self.new_uow() as uow:
-                remaining = await store.seconds_until_expiry(uow.conn, msg.order_id)
-            if remaining is None or remaining > MAX_EARLY_WAIT_SECONDS:
-                return  # not PENDING any more, or far from due (the sweeper is the backstop)
+                remaining = await store.seconds_until(uow.conn, msg.expires_at)
+            if remaining > MAX_EARLY_WAIT_SECONDS:
+                return  # far from due (a message from long ago, or a clock jump): the sweeper is the backstop
             if remaining > 0:
                 await asyncio.sleep(remaining)
-            if await self.expiries.submit(msg.order_id):
+            released = await asyncio.gather(*(self.expiries.submit(order_id) for order_id in pending))
+            pending = [order_id for order_id, done in zip(pending, released, strict=True) if not done]
+            if pending:  # paid or cancelled meanwhile (nothing to do), or due a hair later than the message says
+                async with self.new_uow() as uow:
+                    pending = await store.still_pending(uow.conn, pending)
+            if not pending:
                 return
 
     async def _expire_batch(self, order_ids: Sequence[uuid.UUID], _: Sequence[str]) -> list[bool]:

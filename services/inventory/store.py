@@ -155,15 +155,17 @@ async def apply_stock_deltas(
     ]
 
 
-async def seconds_until_expiry(conn: AsyncConnection, order_id: UUID) -> float | None:
-    """Seconds until a PENDING order's hold expires (negative when overdue); None if it is not PENDING."""
-    value = await conn.scalar(
-        text(
-            "SELECT EXTRACT(EPOCH FROM expires_at - now()) FROM inventory.orders WHERE id = :id AND status = 'PENDING'"
-        ),
-        {"id": order_id},
+async def seconds_until(conn: AsyncConnection, moment: datetime) -> float:
+    """Seconds from the database's clock to ``moment`` (negative when past): one clock for every service."""
+    return float(await conn.scalar(text("SELECT EXTRACT(EPOCH FROM CAST(:t AS timestamptz) - now())"), {"t": moment}))
+
+
+async def still_pending(conn: AsyncConnection, order_ids: Sequence[UUID]) -> list[UUID]:
+    rows = await conn.execute(
+        text("SELECT id FROM inventory.orders WHERE id = ANY(:ids) AND status = 'PENDING' ORDER BY id"),
+        {"ids": list(order_ids)},
     )
-    return None if value is None else float(value)
+    return [r.id for r in rows]
 
 
 async def release_holdings(conn: AsyncConnection, amounts: dict[tuple[str, UUID], int]) -> None:

@@ -212,3 +212,24 @@ def test_an_illegal_move_is_a_domain_error(start: OrderStatus, move: str) -> Non
     with pytest.raises(IllegalTransition):
         getattr(order, move)(*((1, "x") if move == "refunded" else ()))
     assert order.status is start and order.events == []
+
+
+def test_a_batch_schedules_one_delay_message_per_hold_duration() -> None:
+    from services.inventory.domain import expiries_due
+
+    def held(seconds: int | None) -> Order:
+        return Order(
+            id=uuid.uuid4(),
+            user_id="u",
+            user_email="",
+            locale="vi",
+            status=OrderStatus.PENDING,
+            hold_seconds=seconds,
+            expires_at=None if seconds is None else NOW + timedelta(seconds=seconds),
+        )
+
+    short, short2, long_, rejected = held(60), held(60), held(900), held(None)
+    due = dict(expiries_due([short, long_, short2, rejected]))
+    assert set(due) == {60, 900}
+    assert due[60].all_order_ids == [short.id, short2.id] and due[60].expires_at == NOW + timedelta(seconds=60)
+    assert due[900].all_order_ids == [long_.id]
