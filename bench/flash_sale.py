@@ -255,6 +255,8 @@ class Bench:
             if self.stack is not None:
                 with contextlib.suppress(Exception):
                     await self.stack.cleanup_broker(tuple(sorted(self.hold_seconds_used)))
+                with contextlib.suppress(Exception):
+                    await self.stack.cleanup_redis()
             if amqp is not None:
                 with contextlib.suppress(Exception):
                     await amqp.close()
