@@ -182,3 +182,12 @@ async def test_the_gateway_counts_requests_and_the_services_count_broker_message
         return pages if gateway_ok and inventory_consumed and inventory_backlog else None
 
     await eventually(observed, timeout=15, interval=0.5, what="HTTP, broker and outbox metrics")
+
+
+async def test_the_gateway_serves_the_message_contracts(stack: Stack) -> None:
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as c:
+        doc = await c.get("/asyncapi.json")
+        page = await c.get("/asyncapi")
+    assert doc.status_code == 200 and doc.json()["asyncapi"].startswith("3.")
+    assert "order.paid" in doc.json()["channels"] and "command.checkout" not in doc.json()["channels"]
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"] and "asyncapi" in page.text.lower()
