@@ -41,7 +41,8 @@ def health_router(
             except Exception as exc:
                 failures[name] = f"{type(exc).__name__}: {exc}"[:300]
         detailed = show_details is None or await show_details(request)
-        notes = {"warnings": warnings()} if detailed and warnings is not None and warnings() else {}
+        noted = warnings() if detailed and warnings is not None else []
+        notes = {"warnings": noted} if noted else {}
         if failures:
             body = {"status": "unavailable", **({"failures": failures} if detailed else {}), **notes}
             return JSONResponse(body, status_code=503)

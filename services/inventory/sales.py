@@ -65,7 +65,7 @@ async def _settle(uow: InventoryUnitOfWork, msg: PaymentSucceeded) -> str | None
     except IllegalTransition as exc:
         raise PermanentError(f"payment {msg.txn_ref}: {exc}") from exc
     await uow.orders.save([order])
-    uow.emit(await uow.stock.apply(effect))
+    uow.emit(await uow.stock.apply(effect, locked=late))  # a late payment locked the stock to check it
     uow.emit(order.events)
     await uow.sales.record(order.id, msg.provider, msg.txn_ref, msg.amount, late, order.status, msg.paid_at)
     if order.status is OrderStatus.PAID:

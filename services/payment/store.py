@@ -68,19 +68,7 @@ async def record_transaction(conn: AsyncConnection, n: Notification, source: str
                 ":order_id, :amount, :outcome, :rc, :ts, :no, :paid_at, :source, CAST(:params AS jsonb)) "
                 "ON CONFLICT (provider, txn_ref) DO NOTHING RETURNING txn_ref"
             ),
-            {
-                "provider": n.provider,
-                "txn_ref": n.txn_ref,
-                "order_id": n.order_id,
-                "amount": n.amount,
-                "outcome": n.outcome.value,
-                "rc": n.response_code,
-                "ts": n.transaction_status,
-                "no": n.provider_txn_no,
-                "paid_at": n.paid_at,
-                "source": source,
-                "params": json.dumps(_without_hash(n.params)),
-            },
+            _result_values(n, source),
         )
     ).first()
     return row is not None
@@ -109,17 +97,7 @@ async def supersede_transaction(conn: AsyncConnection, n: Notification, source: 
                 "params = CAST(:params AS jsonb), recorded_at = now() "
                 "WHERE provider = :provider AND txn_ref = :txn_ref AND outcome = 'FAILED' RETURNING txn_ref"
             ),
-            {
-                "provider": n.provider,
-                "txn_ref": n.txn_ref,
-                "outcome": n.outcome.value,
-                "rc": n.response_code,
-                "ts": n.transaction_status,
-                "no": n.provider_txn_no,
-                "paid_at": n.paid_at,
-                "source": source,
-                "params": json.dumps(_without_hash(n.params)),
-            },
+            _result_values(n, source),
         )
     ).first()
     if row is None:
@@ -145,6 +123,23 @@ async def supersede_transaction(conn: AsyncConnection, n: Notification, source: 
 async def confirm_outcome(conn: AsyncConnection, txn_ref: str) -> None:
     """The provider agrees with what is recorded: reconciliation stops asking."""
     await conn.execute(text("UPDATE payment.attempts SET outcome_confirmed = true WHERE txn_ref = :r"), {"r": txn_ref})
+
+
+def _result_values(n: Notification, source: str) -> dict[str, Any]:
+    """A provider result as the columns of ``payment.transactions`` (recorded, or replacing a failure)."""
+    return {
+        "provider": n.provider,
+        "txn_ref": n.txn_ref,
+        "order_id": n.order_id,
+        "amount": n.amount,
+        "outcome": n.outcome.value,
+        "rc": n.response_code,
+        "ts": n.transaction_status,
+        "no": n.provider_txn_no,
+        "paid_at": n.paid_at,
+        "source": source,
+        "params": json.dumps(_without_hash(n.params)),
+    }
 
 
 def _without_hash(params: dict[str, str]) -> dict[str, str]:

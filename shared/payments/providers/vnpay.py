@@ -60,23 +60,6 @@ QUERYDR_REQUEST = (
     "vnp_IpAddr",
     "vnp_OrderInfo",
 )
-QUERYDR_RESPONSE = (
-    "vnp_ResponseId",
-    "vnp_Command",
-    "vnp_ResponseCode",
-    "vnp_Message",
-    "vnp_TmnCode",
-    "vnp_TxnRef",
-    "vnp_Amount",
-    "vnp_BankCode",
-    "vnp_PayDate",
-    "vnp_TransactionNo",
-    "vnp_TransactionType",
-    "vnp_TransactionStatus",
-    "vnp_OrderInfo",
-    "vnp_PromotionCode",
-    "vnp_PromotionAmount",
-)
 REFUND_REQUEST = (
     "vnp_RequestId",
     "vnp_Version",
@@ -107,6 +90,8 @@ REFUND_RESPONSE = (
     "vnp_TransactionStatus",
     "vnp_OrderInfo",
 )
+# querydr answers with the refund answer's fields and the promotion applied, in that order (A7).
+QUERYDR_RESPONSE = (*REFUND_RESPONSE, "vnp_PromotionCode", "vnp_PromotionAmount")
 
 # A provider result (IPN and return URL, A5/A6) carries these, each non-empty. Our own payment URL is signed with
 # the same secret and canonical form but carries none of them, and carries request-only fields instead: both
