@@ -31,7 +31,7 @@ def _default_actor() -> str:
 
 
 actor_option = click.option(
-    "--actor", default=_default_actor, show_default="$USER@host", help="Who is acting (recorded in payment.op_audit)."
+    "--actor", default=_default_actor, show_default="$USER@host", help="Who is acting (recorded in payment.audit_log)."
 )
 # Said the way the HTTP API says it, so an operator reads the same words in both.
 REFUSALS = {

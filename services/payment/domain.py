@@ -27,6 +27,19 @@ class AttemptStatus(enum.StrEnum):
     REJECTED = "REJECTED"  # a review an operator refunded
 
 
+class RefundRecordStatus(enum.StrEnum):
+    """The statuses of ``payment.refunds`` and ``payment.review_refunds`` (their CHECK constraints list the same).
+
+    FAILED is the one word for a refund that needs an operator, whatever stopped it: the provider refused
+    (``RefundStatus.REFUSED``, the provider's answer) or, for a review refund, an error. ``ticketing payments
+    refunds ls`` lists them and ``retry`` moves them back to REQUESTED.
+    """
+
+    REQUESTED = "REQUESTED"  # being asked of the provider (or due to be asked again)
+    CONFIRMED = "CONFIRMED"
+    FAILED = "FAILED"
+
+
 ATTEMPT_TRANSITIONS: dict[AttemptStatus, frozenset[AttemptStatus]] = {
     AttemptStatus.STARTED: frozenset(
         {AttemptStatus.SUCCEEDED, AttemptStatus.FAILED, AttemptStatus.REVIEW, AttemptStatus.ABANDONED}

@@ -246,7 +246,9 @@ class Payments:
             async with self.new_uow() as uow:
                 conn = uow.conn
                 if result.status is RefundStatus.CONFIRMED:
-                    if await store.finish_refund(conn, r.order_id, "CONFIRMED", result.detail, result.raw):
+                    if await store.finish_refund(
+                        conn, r.order_id, domain.RefundRecordStatus.CONFIRMED, result.detail, result.raw
+                    ):
                         uow.emit(
                             [
                                 PaymentRefunded(
@@ -262,7 +264,9 @@ class Payments:
                         confirmed += 1
                 elif result.status is RefundStatus.REFUSED:
                     # The provider will not refund (it holds no successful payment): a human must look.
-                    await store.finish_refund(conn, r.order_id, "REFUSED", result.detail, result.raw)
+                    await store.finish_refund(
+                        conn, r.order_id, domain.RefundRecordStatus.FAILED, result.detail, result.raw
+                    )
                     log.error("refund_refused", order_id=str(r.order_id), txn_ref=r.txn_ref, detail=result.detail)
                 else:  # in progress or a transient error: the claim already scheduled the next try
                     await store.note_refund_error(conn, r.order_id, result.detail)

@@ -1,7 +1,7 @@
 """Payment operator actions, owned by the payment service (the only writer of the payment schema).
 
 Reached by ``command.payment_op`` (request/reply) from the gateway's /admin/payments endpoints and from
-``ticketing payments``. Every action is audited in ``payment.op_audit``, no-ops and refusals included.
+``ticketing payments``. Every action is audited in ``payment.audit_log``, no-ops and refusals included.
 
 * accept a REVIEW attempt: applied exactly as a successful payment, i.e. the same ``payment.succeeded`` (same
   message id) the IPN path would have published, so inventory's on-time and late-sale rules decide the order;
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.payment import ops_store
-from services.payment.domain import AttemptStatus
+from services.payment.domain import AttemptStatus, RefundRecordStatus
 from services.payment.handlers import Payments
 from services.payment.metrics import OPERATOR_ACTIONS, REFUNDS
 from shared import logs
@@ -138,12 +138,12 @@ class PaymentOps:
         except Exception as exc:  # recorded as FAILED so an operator sees it and can retry
             result = RefundResult(RefundStatus.ERROR, f"{type(exc).__name__}: {exc}")
         REFUNDS.labels(status=result.status.value).inc()
-        status = "CONFIRMED" if result.status is RefundStatus.CONFIRMED else "FAILED"
+        status = RefundRecordStatus.CONFIRMED if result.status is RefundStatus.CONFIRMED else RefundRecordStatus.FAILED
         detail = result.detail or result.status.value
         async with self.payments.engine.begin() as conn:
             await ops_store.finish_review_refund(conn, txn_ref, status, detail, result.raw)
             await ops_store.audit(conn, actor, "refund", txn_ref, status.lower(), detail)
-        if status == "FAILED":
+        if status is RefundRecordStatus.FAILED:
             log.error("review_refund_failed", txn_ref=txn_ref, detail=detail)
         return status, detail
 
@@ -172,7 +172,7 @@ class PaymentOps:
             async with self.payments.engine.begin() as conn:
                 status, detail = await ops_store.refund_status(conn, txn_ref) or ("UNKNOWN", "")
                 await ops_store.audit(conn, actor, "refund", txn_ref, status.lower(), detail)
-        outcome = PaymentOpOutcome.DONE if status == "CONFIRMED" else PaymentOpOutcome.PROVIDER_FAILED
+        outcome = PaymentOpOutcome.DONE if status == RefundRecordStatus.CONFIRMED else PaymentOpOutcome.PROVIDER_FAILED
         return PaymentOpAnswered(
             outcome=outcome,
             detail=f"refund {status}: {detail}",

@@ -25,7 +25,7 @@ STALE_REQUEST_SECONDS = 120
 async def audit(conn: AsyncConnection, actor: str, action: str, target: str, result: str, detail: str = "") -> None:
     await conn.execute(
         text(
-            "INSERT INTO payment.op_audit (actor, action, target, result, detail) "
+            "INSERT INTO payment.audit_log (actor, action, target, result, detail) "
             "VALUES (:actor, :action, :target, :result, :detail)"
         ),
         {"actor": actor, "action": action, "target": target, "result": result, "detail": detail[:2000]},
@@ -157,12 +157,12 @@ async def review_refund_status(conn: AsyncConnection, txn_ref: str) -> tuple[str
 
 
 async def reopen_refused_refund(conn: AsyncConnection, txn_ref: str) -> UUID | None:
-    """REFUSED -> REQUESTED, due now: the normal refund path then asks the provider again."""
+    """FAILED -> REQUESTED, due now: the normal refund path then asks the provider again."""
     return (  # type: ignore[no-any-return]
         await conn.execute(
             text(
                 "UPDATE payment.refunds SET status = 'REQUESTED', next_try_at = now(), last_error = NULL "
-                "WHERE txn_ref = :r AND status = 'REFUSED' RETURNING order_id"
+                "WHERE txn_ref = :r AND status = 'FAILED' RETURNING order_id"
             ),
             {"r": txn_ref},
         )
@@ -185,7 +185,7 @@ async def failed_refunds(conn: AsyncConnection, limit: int) -> list[dict[str, An
         text(
             "SELECT * FROM ("
             " SELECT 'late_payment' AS kind, txn_ref, provider, order_id, amount, status, tries, "
-            "  coalesce(last_error, '') AS detail, requested_at FROM payment.refunds WHERE status = 'REFUSED'"
+            "  coalesce(last_error, '') AS detail, requested_at FROM payment.refunds WHERE status = 'FAILED'"
             " UNION ALL"
             " SELECT 'rejected_review', txn_ref, provider, order_id, amount, status, tries, detail, requested_at "
             "  FROM payment.review_refunds WHERE status = 'FAILED' OR (status = 'REQUESTED' "

@@ -62,7 +62,9 @@ async def held_for_review(
 
 
 async def audit(stack: Stack, ref: str) -> list[tuple[str, str, str]]:
-    rows = await stack.db.fetch("SELECT actor, action, result FROM payment.op_audit WHERE target = $1 ORDER BY id", ref)
+    rows = await stack.db.fetch(
+        "SELECT actor, action, result FROM payment.audit_log WHERE target = $1 ORDER BY id", ref
+    )
     return [(r["actor"], r["action"], r["result"]) for r in rows]
 
 
@@ -190,7 +192,7 @@ async def test_payment_operations_are_admin_only(stack: Stack) -> None:
             r = await c.request(method, f"/admin/payments{path}")
             assert r.status_code == 403, (path, r.text)
             assert r.headers["content-type"].startswith("application/problem+json")
-    assert await stack.db.fetchval("SELECT count(*) FROM payment.op_audit WHERE actor = 'user:not-an-admin'") == 0
+    assert await stack.db.fetchval("SELECT count(*) FROM payment.audit_log WHERE actor = 'user:not-an-admin'") == 0
 
 
 async def ticketing_cli(stack: Stack, *args: str) -> tuple[int, str]:
