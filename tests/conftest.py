@@ -7,13 +7,8 @@ import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack
 
-import aio_pika
-import asyncpg
 import pytest
-from sqlalchemy.engine import make_url
 
-from shared.db import create_database_if_missing, drop_database
-from shared.migrate import upgrade
 from shared.settings import Settings, get_settings
 from tests.containers import servers_named, start_containers
 from tests.harness import (
@@ -22,10 +17,9 @@ from tests.harness import (
     docker_engine_available,
     own_broker_if_sick,
     run_environment,
+    running_stack,
     sweep_stale_test_queues,
 )
-from tests.smtp_server import ScriptedSmtpServer
-from ticketing.supervisor import Supervisor
 
 # Hold durations the tests use; their delay queues are deleted after the run.
 HOLD_DURATIONS = (1, 2, 3, 4, 5, 6, 30, 900)
@@ -74,32 +68,5 @@ async def stack(server_settings: Settings, request: pytest.FixtureRequest) -> As
     os.environ.update({k: v for k, v in env.items() if k.startswith("TICKETING_")})
     get_settings.cache_clear()
     settings = get_settings()
-    await create_database_if_missing(settings.database_url)
-    upgrade(settings.database_url)
-    smtp = ScriptedSmtpServer(settings.smtp_port)  # the mailer's SMTP server: up before the mailer starts
-    smtp.start()
-    supervisor = Supervisor(env=env, quiet=False)
-    supervisor.start()
-    dsn = make_url(settings.database_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    db = await asyncpg.create_pool(dsn, min_size=1, max_size=5)
-    amqp = await aio_pika.connect_robust(settings.rabbitmq_url, timeout=10)
-    s = Stack(
-        env=env,
-        settings=settings,
-        base_url=f"http://127.0.0.1:{settings.gateway_port}",
-        db=db,
-        amqp=amqp,
-        supervisor=supervisor,
-        smtp=smtp,
-    )
-    try:
-        await s.wait_ready()
+    async with running_stack(env, settings, quiet=False, hold_durations=HOLD_DURATIONS) as s:
         yield s
-    finally:
-        supervisor.stop()
-        smtp.stop()
-        await s.cleanup_broker(HOLD_DURATIONS)
-        await amqp.close()
-        await db.close()
-        await s.cleanup_redis()
-        await drop_database(settings.database_url)

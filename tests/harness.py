@@ -12,7 +12,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -24,6 +24,8 @@ import redis.asyncio as aioredis
 from sqlalchemy.engine import make_url
 
 from services.gateway.auth import issue_token
+from shared.db import create_database_if_missing, drop_database
+from shared.migrate import upgrade
 from shared.settings import Settings
 from shared.topology import Names, all_queue_names, mailer_notifications
 from ticketing import broker_node
@@ -143,7 +145,7 @@ def run_environment(base: Settings) -> dict[str, str]:
         "TICKETING_CHECKOUT_RATE_LIMIT": "0",
         "TICKETING_RATE_LIMIT_ENABLED": "false",  # the edge limits have their own tests (test_edge_limits.py)
         "TICKETING_LOG_LEVEL": "WARNING",
-        # Mailer and DLQ ops (issue 4): the test's own SMTP server, a short retry ladder, the keeper's port.
+        # Mailer and DLQ ops: the test's own SMTP server, a short retry ladder, the keeper's port.
         "TICKETING_SMTP_HOST": "127.0.0.1",
         "TICKETING_SMTP_PORT": str(free_port()),
         "TICKETING_SMTP_TLS": "none",
@@ -299,3 +301,61 @@ class Stack:
             all_queue_names(self.names, hold_seconds, extra=(mailer_queue,)),
             [self.names.events_exchange],
         )
+
+
+@contextlib.asynccontextmanager
+async def running_stack(
+    env: dict[str, str],
+    settings: Settings,
+    *,
+    services: tuple[str, ...] | None = None,
+    quiet: bool = True,
+    hold_durations: tuple[int, ...] = (),
+    ready_timeout: float = 60.0,
+    pool_size: int = 5,
+    app_name: str | None = None,
+    delete_queues: bool = True,
+    scale: dict[str, int] | None = None,
+    restart: bool = True,
+    stack_type: type[Stack] | None = None,
+) -> AsyncIterator[Stack]:
+    """The whole system (or ``services``) as real processes on the run's own database and prefix: migrated,
+    the scripted SMTP server up before the mailer, every service ready; on exit the processes stopped and the
+    run's database, queues (unless ``delete_queues`` is off: a broker node of the test's own goes with its
+    node) and Redis keys removed. ``settings`` is what the services see (built from ``env``)."""
+    from tests.smtp_server import ScriptedSmtpServer
+    from ticketing.supervisor import Supervisor
+
+    await create_database_if_missing(settings.database_url)
+    await asyncio.to_thread(upgrade, settings.database_url)
+    smtp = ScriptedSmtpServer(settings.smtp_port)
+    smtp.start()
+    chosen = {} if services is None else {"services": services}
+    supervisor = Supervisor(env=env, quiet=quiet, restart=restart, scale=scale or {}, **chosen)
+    supervisor.start()
+    dsn = make_url(settings.database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    server_settings = {"application_name": app_name} if app_name else None
+    db = await asyncpg.create_pool(dsn, min_size=1, max_size=pool_size, server_settings=server_settings)
+    amqp = await aio_pika.connect_robust(settings.rabbitmq_url, timeout=10)
+    stack = (stack_type or Stack)(
+        env=env,
+        settings=settings,
+        base_url=f"http://127.0.0.1:{settings.gateway_port}",
+        db=db,
+        amqp=amqp,
+        supervisor=supervisor,
+        smtp=smtp,
+    )
+    try:
+        await stack.wait_ready(ready_timeout, services)
+        yield stack
+    finally:
+        await asyncio.to_thread(supervisor.stop)
+        smtp.stop()
+        with contextlib.suppress(Exception):  # a test may have stopped the broker under it
+            await asyncio.wait_for(amqp.close(), 10)
+        if delete_queues:
+            await stack.cleanup_broker(hold_durations)
+        await db.close()
+        await stack.cleanup_redis()
+        await drop_database(settings.database_url)

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from email.message import EmailMessage
 
 from services.mailer import domain
 from services.mailer.domain import Classification, EmailSpec, InvalidEmailData
@@ -62,6 +63,13 @@ class Mailer:
             return
         if claim is Claim.IN_FLIGHT:
             raise EmailInFlight(f"{kind} email for order {spec.order_id} is being sent by another worker")
+        # Once the SMTP conversation starts it is finished and recorded even if this consumer is cancelled (its
+        # broker connection dropped): a cancelled send would leave the claim SENDING, and the redelivery would
+        # send the email again when the lease ran out.
+        await asyncio.shield(self._send(spec, message, started))
+
+    async def _send(self, spec: EmailSpec, message: EmailMessage, started: float) -> None:
+        kind = spec.kind.value
         try:
             reply = await self.sender.send(message, spec.recipient)
         except Exception as exc:

@@ -25,19 +25,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aio_pika
-import asyncpg
 import httpx
 import pytest
 import redis.asyncio as aioredis
 from sqlalchemy.engine import make_url
 
 from services.paysim.client import pay_with_simulator
-from shared.db import create_database_if_missing, drop_database
-from shared.migrate import upgrade
 from shared.settings import Settings
 from shared.topology import all_queue_names, mailer_notifications
-from tests.harness import Stack, eventually, run_environment
-from tests.smtp_server import ScriptedSmtpServer
+from tests.harness import Stack, eventually, run_environment, running_stack
 from ticketing.broker_node import BrokerNode
 from ticketing.supervisor import Supervisor
 
@@ -77,60 +73,44 @@ class FaultStack:
 async def own_stack(
     base: Settings, monkeypatch: pytest.MonkeyPatch, own_broker: bool = False, services: tuple[str, ...] = SALE_SERVICES
 ) -> AsyncIterator[FaultStack]:
-    node: BrokerNode | None = None
-    if own_broker:
-        node = BrokerNode.create("ticketing-faults")
-        await asyncio.to_thread(node.start)
-    env = run_environment(base)
-    env.update(
-        {
-            "TICKETING_CHECKOUT_WAIT_SECONDS": "5",  # a checkout whose decision is late answers 202 sooner
-            "TICKETING_BROKER_RETRY_INITIAL_SECONDS": "0.2",
-            "TICKETING_BROKER_RETRY_MAX_SECONDS": "1",
-        }
-    )
-    if node is not None:
-        env["TICKETING_RABBITMQ_URL"] = node.url
-    for key, value in env.items():
-        if key.startswith("TICKETING_"):
-            monkeypatch.setenv(key, value)
-    settings = Settings()
-    await create_database_if_missing(settings.database_url)
-    await asyncio.to_thread(upgrade, settings.database_url)
-    smtp = ScriptedSmtpServer(settings.smtp_port)
-    smtp.start()
-    supervisor = Supervisor(env=env, services=services, quiet=True)
-    supervisor.start()
-    dsn = make_url(settings.database_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    db = await asyncpg.create_pool(dsn, min_size=1, max_size=4, server_settings={"application_name": TEST_APP})
-    amqp = await aio_pika.connect_robust(settings.rabbitmq_url, timeout=10)
-    stack = Stack(
-        env=env,
-        settings=settings,
-        base_url=f"http://127.0.0.1:{settings.gateway_port}",
-        db=db,
-        amqp=amqp,
-        supervisor=supervisor,
-        smtp=smtp,
-    )
-    fs = FaultStack(stack=stack, node=node)
-    try:
-        await stack.wait_ready(90.0, services)
+    async with contextlib.AsyncExitStack() as resources:
+        node: BrokerNode | None = None
+        if own_broker:
+            node = BrokerNode.create("ticketing-faults")
+            await asyncio.to_thread(node.start)
+            resources.push_async_callback(asyncio.to_thread, node.stop)  # the node goes with its queues
+        env = run_environment(base)
+        env.update(
+            {
+                "TICKETING_CHECKOUT_WAIT_SECONDS": "5",  # a checkout whose decision is late answers 202 sooner
+                "TICKETING_BROKER_RETRY_INITIAL_SECONDS": "0.2",
+                "TICKETING_BROKER_RETRY_MAX_SECONDS": "1",
+            }
+        )
+        if node is not None:
+            env["TICKETING_RABBITMQ_URL"] = node.url
+        for key, value in env.items():
+            if key.startswith("TICKETING_"):
+                monkeypatch.setenv(key, value)
+        settings = Settings()
+        stack = await resources.enter_async_context(
+            running_stack(
+                env,
+                settings,
+                services=services,
+                hold_durations=(HOLD_SECONDS,),
+                ready_timeout=90.0,
+                pool_size=4,
+                app_name=TEST_APP,
+                delete_queues=node is None,
+            )
+        )
+        fs = FaultStack(stack=stack, node=node)
         fs.watch()
-        yield fs
-    finally:
-        fs.unwatch()
-        await asyncio.to_thread(supervisor.stop)
-        smtp.stop()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(amqp.close(), 10)
-        if node is None:
-            await stack.cleanup_broker((HOLD_SECONDS,))
-        else:
-            await asyncio.to_thread(node.stop)
-        await db.close()
-        await stack.cleanup_redis()
-        await drop_database(settings.database_url)
+        try:
+            yield fs
+        finally:
+            fs.unwatch()
 
 
 # --- the buyers -------------------------------------------------------------------------------------------

@@ -23,21 +23,13 @@ from typing import Any
 from unittest import mock
 
 import aiohttp
-import asyncpg
 import httpx
 import pytest
-import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy.engine import make_url
 
-from services.gateway.auth import issue_token
-from shared.db import create_database_if_missing, drop_database
-from shared.migrate import upgrade
 from shared.settings import Settings
-from shared.topology import Names, all_queue_names
-from tests.harness import eventually, run_environment
-from ticketing import broker_node
-from ticketing.supervisor import REPLICA_PORT_STRIDE, Supervisor, replica_port
+from tests.harness import Stack, eventually, run_environment, running_stack
+from ticketing.supervisor import REPLICA_PORT_STRIDE, replica_port
 
 pytestmark = pytest.mark.slow
 SCALE = {"inventory": 2, "gateway": 2}
@@ -83,15 +75,8 @@ def checkouts_served(metrics_text: str) -> float:
 
 
 @dataclass
-class Scaled:
-    env: dict[str, str]
-    settings: Settings
-    supervisor: Supervisor
-    db: asyncpg.Pool
-    base_url: str
-
-    def token(self, user: str, admin: bool = False) -> str:
-        return issue_token(self.settings, user, f"{user}@example.com", ["admin"] if admin else [])
+class Scaled(Stack):
+    """The stack with two processes of inventory and of gateway (``SCALE``)."""
 
     @property
     def inventory_ports(self) -> dict[str, int]:
@@ -102,27 +87,11 @@ class Scaled:
     def gateway_pids(self) -> dict[int, str]:
         return {self.supervisor.procs[name].pid: name for name in self.supervisor.replicas("gateway")}
 
-    async def stock(self, ticket_type_id: str) -> tuple[int, int, int]:
-        row = await self.db.fetchrow(
-            "SELECT capacity, held, sold FROM inventory.ticket_types WHERE id = $1", uuid.UUID(ticket_type_id)
+    async def create_ticket_type(self, capacity: int, per_user_limit: int) -> str:
+        event = await self.create_event(
+            capacity=capacity, per_user_limit=per_user_limit, hold_seconds=HOLD_SECONDS, title="Scaled sale"
         )
-        assert row is not None
-        return row["capacity"], row["held"], row["sold"]
-
-    async def create_event(self, capacity: int, per_user_limit: int) -> str:
-        body = {
-            "title": "Scaled sale",
-            "venue": "Nhà hát Lớn",
-            "city": "Hà Nội",
-            "starts_at": "2030-01-01T20:00:00+07:00",
-            "hold_seconds": HOLD_SECONDS,
-            "ticket_types": [{"name": "GA", "price": 100_000, "capacity": capacity, "per_user_limit": per_user_limit}],
-        }
-        headers = {"Authorization": f"Bearer {self.token('organiser', admin=True)}"}
-        async with httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=60) as c:
-            r = await c.post("/admin/events", json=body)
-        assert r.status_code == 201, r.text
-        return str(r.json()["ticket_types"][0]["ticket_type_id"])
+        return str(event["ticket_types"][0]["ticket_type_id"])
 
     async def inventory_metrics(self) -> dict[str, str]:
         async with httpx.AsyncClient(timeout=5) as c:
@@ -174,30 +143,19 @@ async def scaled(server_settings: Settings) -> AsyncIterator[Scaled]:
     env["TICKETING_SEARCH_WRITETHROUGH_WAIT_SECONDS"] = "0"  # no search service here: don't wait for it
     with mock.patch.dict(os.environ, {k: v for k, v in env.items() if k.startswith("TICKETING_")}):
         settings = Settings()  # what the services see
-    await create_database_if_missing(settings.database_url)
-    await asyncio.to_thread(upgrade, settings.database_url)
-    supervisor = Supervisor(env=env, services=("inventory", "gateway"), restart=False, scale=SCALE)
-    supervisor.start()
-    dsn = make_url(settings.database_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    db = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
-    s = Scaled(
-        env=env, settings=settings, supervisor=supervisor, db=db, base_url=f"http://127.0.0.1:{settings.gateway_port}"
-    )
-    try:
+    async with running_stack(
+        env,
+        settings,
+        services=("inventory", "gateway"),
+        hold_durations=(HOLD_SECONDS,),
+        pool_size=4,
+        scale=SCALE,
+        restart=False,
+        stack_type=Scaled,
+    ) as s:
+        assert isinstance(s, Scaled)
         await wait_ready(s)
         yield s
-    finally:
-        supervisor.stop()
-        await db.close()
-        names = Names(settings.prefix)
-        await broker_node.delete_prefix(
-            settings.rabbitmq_url, settings.prefix, all_queue_names(names, (HOLD_SECONDS,)), [names.events_exchange]
-        )
-        r = aioredis.from_url(settings.redis_url)
-        async for key in r.scan_iter(match=f"{settings.prefix}*", count=1000):
-            await r.delete(key)
-        await r.aclose()
-        await drop_database(settings.database_url)
 
 
 async def wait_ready(s: Scaled) -> None:
@@ -232,7 +190,7 @@ async def wait_ready(s: Scaled) -> None:
 
 
 async def test_flash_sale_on_two_inventories_and_two_gateways_sells_exactly_the_capacity(scaled: Scaled) -> None:
-    tt = await scaled.create_event(capacity=100, per_user_limit=10)
+    tt = await scaled.create_ticket_type(capacity=100, per_user_limit=10)
     before = await scaled.inventory_metrics()
     buyers = [f"scaled-fan-{i}" for i in range(1000)]  # distinct buyers: only stock limits them
     tokens = {b: scaled.token(b) for b in buyers}
@@ -295,7 +253,7 @@ async def test_flash_sale_on_two_inventories_and_two_gateways_sells_exactly_the_
 
 
 async def test_per_buyer_limit_holds_across_both_gateways_and_inventories(scaled: Scaled) -> None:
-    tt = await scaled.create_event(capacity=100, per_user_limit=4)
+    tt = await scaled.create_ticket_type(capacity=100, per_user_limit=4)
     sessions = await scaled.pinned_sessions(per_gateway=10)
     try:
         before = await scaled.gateway_metrics(sessions)
@@ -328,7 +286,7 @@ async def test_per_buyer_limit_holds_across_both_gateways_and_inventories(scaled
 
 
 async def test_an_idempotency_key_repeated_on_both_gateways_makes_one_order(scaled: Scaled) -> None:
-    tt = await scaled.create_event(capacity=10, per_user_limit=10)
+    tt = await scaled.create_ticket_type(capacity=10, per_user_limit=10)
     sessions = await scaled.pinned_sessions(per_gateway=5)
     body = {"items": [{"ticket_type_id": tt, "quantity": 2}]}
     headers = {"Authorization": f"Bearer {scaled.token('retrying-scaled')}", "Idempotency-Key": "scaled-once"}
@@ -381,7 +339,7 @@ async def test_a_replica_that_dies_is_restarted_and_the_sale_goes_on(scaled: Sca
         stop[0] = True
         sup.restart = False
         await watcher
-    tt = await scaled.create_event(capacity=3, per_user_limit=3)
+    tt = await scaled.create_ticket_type(capacity=3, per_user_limit=3)
     async with httpx.AsyncClient(
         base_url=scaled.base_url, timeout=60, headers={"Authorization": f"Bearer {scaled.token('after-restart')}"}
     ) as c:
