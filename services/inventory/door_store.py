@@ -11,7 +11,6 @@ UPDATE: the second finds ``admitted_at`` set and admits nothing.
 from __future__ import annotations
 
 from datetime import datetime
-from uuid import UUID
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
