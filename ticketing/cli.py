@@ -8,6 +8,7 @@ import sys
 
 import click
 
+from services.inventory.cli import checkin
 from services.mailer.cli import mail_group
 from services.ops.cli import dlq_group
 from services.payment.cli import payments_group
@@ -120,6 +121,7 @@ main.add_command(mail_group)
 main.add_command(dlq_group)
 main.add_command(search_group)
 main.add_command(payments_group)
+main.add_command(checkin)
 
 if __name__ == "__main__":
     main()
