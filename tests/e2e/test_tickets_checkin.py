@@ -18,7 +18,10 @@ import httpx
 
 from services.gateway.auth import issue_token
 from services.paysim.client import pay_with_simulator
+from shared import envelopes, topology
+from shared.messages import ResendEmail
 from tests.harness import Stack, eventually
+from tests.mailer_support import publish
 
 PROBLEM = "application/problem+json"
 
@@ -182,6 +185,40 @@ async def test_resend_email_delivers_the_ticket_email_again_and_the_fourth_in_an
         r = await c.post(f"/orders/{order['order_id']}/resend-email")
     assert r.status_code == 404 and problem_type(r) == "not-found"
     assert len(stack.smtp.handler.to(to)) == 4  # the first email and three resends, nothing more
+
+
+async def test_a_redelivered_resend_is_sent_once_and_an_expired_orders_resend_is_its_expiry_email(
+    stack: Stack,
+) -> None:
+    event = await stack.create_event(capacity=10, hold_seconds=1)
+    tt = event["ticket_types"][0]["ticket_type_id"]
+    buyer = new_buyer("redeliver")
+    to = email_of(buyer)
+    order = await hold(stack, buyer, tt)
+    mails = await eventually(lambda: mails_to(stack, to, 1), timeout=30, what="the expiry email")
+    assert mails is not None and "hết hạn" in str(mails[0].message["Subject"])
+
+    async with stack.client(buyer) as c:
+        r = await c.post(f"/orders/{order['order_id']}/resend-email")
+    assert r.status_code == 202 and r.json()["kind"] == "expired"
+    mails = await eventually(lambda: mails_to(stack, to, 2), timeout=30, what="the resent expiry email")
+    assert mails is not None and str(mails[1].message["Subject"]) == str(mails[0].message["Subject"])
+
+    # The same resend delivered twice (a lost ack, an outbox relayed twice): its own message id, one email.
+    again = ResendEmail(order_id=uuid.UUID(order["order_id"]), resend_id=uuid.uuid4(), requested_by="user:test")
+    for _ in range(2):
+        await publish(stack, topology.RESEND_EMAIL, again, envelopes.message_id(again))
+
+    async def skipped_once() -> bool:
+        row = await stack.db.fetchrow(
+            "SELECT status, duplicates_skipped FROM mailer.emails WHERE order_id = $1 AND resend_id = $2",
+            again.order_id,
+            str(again.resend_id),
+        )
+        return row is not None and row["status"] == "sent" and row["duplicates_skipped"] == 1
+
+    await eventually(skipped_once, timeout=30, what="the second delivery of the resend to be recognised")
+    assert len(stack.smtp.handler.to(to)) == 3
 
 
 # --- the door -----------------------------------------------------------------------------------------------
