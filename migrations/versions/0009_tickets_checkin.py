@@ -10,7 +10,7 @@ from migrations.sql import run_script
 revision = "0009_tickets_checkin"
 down_revision = "0007_dead_letter_views"
 branch_labels = None
-depends_on = None
+depends_on = ("0002_payment", "0003_mailer")  # inventory.tickets, mailer.emails
 
 UPGRADE = """
 -- A ticket's public id (the code stays its key and its secret) and its admission at the door: set once, by

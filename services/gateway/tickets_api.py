@@ -22,6 +22,7 @@ from services.gateway.auth import CurrentUser, User
 from services.gateway.edge import EdgeRoute
 from services.gateway.problems import PROBLEM_JSON, Problem
 from services.gateway.ratelimit import RateLimit
+from services.gateway.schemas import check_instant
 from services.gateway.ticket_schemas import (
     ORDERS_PAGE_DEFAULT,
     ORDERS_PAGE_MAX,
@@ -57,11 +58,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created, order_id = json.loads(raw)
-        when = datetime.fromisoformat(created)
-        if when.tzinfo is None:
-            raise ValueError("no timezone")
-        return when, UUID(order_id)
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError, OverflowError) as exc:
+        if not isinstance(created, str) or not isinstance(order_id, str):
+            raise TypeError("a cursor holds two strings")
+        # Within the instants every component converts (a far-off one would overflow in the driver).
+        return check_instant(datetime.fromisoformat(created), "cursor"), UUID(order_id)
+    except (binascii.Error, ValueError, TypeError, OverflowError) as exc:
         raise ValueError("not a cursor this API handed out") from exc
 
 

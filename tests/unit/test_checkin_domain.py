@@ -3,6 +3,7 @@ code of another event says only that. Plus the buyer's cursor and the email a st
 
 from __future__ import annotations
 
+import base64
 import uuid
 from datetime import UTC, datetime
 
@@ -59,7 +60,10 @@ def test_the_orders_cursor_round_trips_and_anything_else_is_refused() -> None:
     view = OrderView(order_id=uuid.uuid4(), user_id="u", status=OrderStatus.PAID, total=0, items=[], created_at=EARLIER)
     cursor = encode_cursor(view)
     assert decode_cursor(cursor) == (EARLIER, view.order_id)
-    for bad in ["", "x", "!!!!", "bm90IGpzb24", "WyJ4IiwieSJd", "WzEsMl0", "eyJhIjoxfQ"]:
+    far_off = base64.urlsafe_b64encode(b'["0001-01-01T00:00:00+14:00","%s"]' % str(view.order_id).encode()).decode()
+    naive = base64.urlsafe_b64encode(b'["2030-01-01T00:00:00","%s"]' % str(view.order_id).encode()).decode()
+    numbers = base64.urlsafe_b64encode(b'["2030-01-01T00:00:00+00:00", 5]').decode()
+    for bad in ["", "x", "!!!!", "bm90IGpzb24", "WyJ4IiwieSJd", "WzEsMl0", "eyJhIjoxfQ", far_off, naive, numbers]:
         with pytest.raises(ValueError):
             decode_cursor(bad)
 
