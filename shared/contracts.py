@@ -18,6 +18,8 @@ from shared.messages import (
     CancelAnswered,
     CancelOrder,
     CatalogChanged,
+    CheckIn,
+    CheckInAnswered,
     CheckoutDecided,
     CheckoutRequested,
     CreateEvent,
@@ -35,6 +37,7 @@ from shared.topology import Names
 REPLIES: dict[type[Message], type[Message]] = {
     CheckoutRequested: CheckoutDecided,
     CancelOrder: CancelAnswered,
+    CheckIn: CheckInAnswered,
     CreateEvent: CatalogChanged,
     AddTicketType: CatalogChanged,
     PaymentNotified: NotificationAnswered,

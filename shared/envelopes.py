@@ -13,6 +13,7 @@ from shared import topology
 from shared.messages import (
     AddTicketType,
     CancelOrder,
+    CheckIn,
     CheckoutRequested,
     CreateEvent,
     DlqAction,
@@ -29,6 +30,7 @@ from shared.messages import (
     PaymentOp,
     PaymentRefunded,
     PaymentSucceeded,
+    ResendEmail,
     StockChanged,
     TicketTypeAdded,
 )
@@ -36,6 +38,8 @@ from shared.messages import (
 ROUTING_KEYS: dict[type[Message], str] = {
     CheckoutRequested: topology.CHECKOUT_REQUESTED,
     CancelOrder: topology.CANCEL_ORDER,
+    CheckIn: topology.CHECK_IN,
+    ResendEmail: topology.RESEND_EMAIL,
     CreateEvent: topology.CREATE_EVENT,
     AddTicketType: topology.ADD_TICKET_TYPE,
     OrderHeld: topology.ORDER_HELD,
@@ -99,10 +103,16 @@ def message_id(msg: Message) -> str:
         case AddTicketType():
             return f"add-ticket-type:{msg.ticket_type.ticket_type_id}"
         # Every stock level is news (consumers keep the latest), and every request is its own.
+        # A deliberate resend is a fact of its own (its request's id): the mailer must not take it for the
+        # order's first email, nor a redelivery of it for a second resend.
+        case ResendEmail():
+            return f"resend-email:{msg.order_id}:{msg.resend_id}"
         case StockChanged():
             return f"stock:{msg.ticket_type_id}:{uuid.uuid4().hex}"
         case CancelOrder():
             return f"cancel:{msg.order_id}:{uuid.uuid4().hex}"
+        case CheckIn():
+            return f"check-in:{msg.event_id}:{uuid.uuid4().hex}"
         case PaymentNotified():
             return f"notified:{msg.provider}:{uuid.uuid4().hex}"
         case PaymentOp():

@@ -91,6 +91,28 @@ class CancelOrder(Message):
     is_admin: bool = False
 
 
+# A ticket's code as issued (``secrets.token_urlsafe``: URL-safe base64) and as a QR scanner reads it.
+TICKET_CODE_MAX = 200
+
+
+class CheckIn(Message):
+    """Door staff present a ticket's code at an event's door (command.check_in, request/reply to inventory,
+    which owns the tickets): admit it once, or say why not."""
+
+    event_id: UUID
+    code: str = Field(min_length=1, max_length=TICKET_CODE_MAX)
+    actor: str = Field(min_length=1, max_length=200)  # who scanned: ``user:<sub>`` or ``cli:<name>``
+
+
+class ResendEmail(Message):
+    """A buyer asks for an order's current email again (command.resend_email, to the mailer; no reply). Each
+    request has its own ``resend_id``, so the mailer's exactly-once record sends it once and only once."""
+
+    order_id: UUID
+    resend_id: UUID
+    requested_by: str = Field(min_length=1, max_length=200)
+
+
 # --- replies (request/reply over a gateway's own reply queue) ---------------------------------------
 
 
@@ -147,6 +169,24 @@ class CatalogChanged(Message):
 
     outcome: CatalogOutcome
     event_id: UUID
+
+
+class CheckInOutcome(enum.StrEnum):
+    ADMITTED = "admitted"  # this scan admitted the ticket (``admitted_at`` is now)
+    ALREADY_ADMITTED = "already_admitted"  # admitted before, at ``admitted_at``
+    VOID = "void"  # its order is no longer PAID (refund pending, refunded, cancelled): not valid for entry
+    WRONG_EVENT = "wrong_event"  # a real ticket, for another event
+    NOT_FOUND = "not_found"  # no ticket has this code
+
+
+class CheckInAnswered(Message):
+    """Inventory's answer to CheckIn."""
+
+    outcome: CheckInOutcome
+    ticket_id: UUID | None = None
+    ticket_type_id: UUID | None = None
+    admitted_at: datetime | None = None
+    order_status: OrderStatus | None = None  # for VOID: what the order is now
 
 
 # --- events ---------------------------------------------------------------------------------------

@@ -30,6 +30,10 @@ TICKET_TYPE_ADDED = "catalog.ticket_type_added"
 CREATE_EVENT = "command.create_event"
 ADD_TICKET_TYPE = "command.add_ticket_type"
 CANCEL_ORDER = "command.cancel_order"
+# Door staff admit a ticket: request/reply to inventory (on its command queue: no queue of its own).
+CHECK_IN = "command.check_in"
+# A buyer asks for an order's email again: to the mailer's work queue (no queue of its own, no reply).
+RESEND_EMAIL = "command.resend_email"
 # Payments: a verified provider notification, and the payment service's results for inventory.
 PAYMENT_NOTIFIED = "payment.notified"
 PAYMENT_SUCCEEDED = "payment.succeeded"
@@ -78,7 +82,9 @@ class WorkQueue:
 
 
 INVENTORY_CHECKOUT = WorkQueue("inventory", "inventory.checkout", (CHECKOUT_REQUESTED,))
-INVENTORY_COMMANDS = WorkQueue("inventory", "inventory.commands", (CREATE_EVENT, ADD_TICKET_TYPE, CANCEL_ORDER))
+INVENTORY_COMMANDS = WorkQueue(
+    "inventory", "inventory.commands", (CREATE_EVENT, ADD_TICKET_TYPE, CANCEL_ORDER, CHECK_IN)
+)
 INVENTORY_HOLD_EXPIRY = WorkQueue("inventory", "inventory.hold-expiry", (HOLD_EXPIRY_DUE,))
 # Payments: inventory turns payments into sales; the payment service records notifications and tracks orders.
 INVENTORY_PAYMENTS = WorkQueue("inventory", "inventory.payments", (PAYMENT_SUCCEEDED, PAYMENT_REFUNDED))
@@ -96,7 +102,10 @@ MAILER_RETRY_DELAYS: tuple[int, ...] = (5, 30, 120, 600)
 
 def mailer_notifications(retry_delays: tuple[int, ...] = MAILER_RETRY_DELAYS) -> WorkQueue:
     return WorkQueue(
-        "mailer", "mailer.notifications", (ORDER_PAID, ORDER_EXPIRED, ORDER_REFUNDED), retry_delays=tuple(retry_delays)
+        "mailer",
+        "mailer.notifications",
+        (ORDER_PAID, ORDER_EXPIRED, ORDER_REFUNDED, RESEND_EMAIL),
+        retry_delays=tuple(retry_delays),
     )
 
 

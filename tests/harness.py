@@ -330,8 +330,9 @@ async def running_stack(
     await asyncio.to_thread(upgrade, settings.database_url)
     smtp = ScriptedSmtpServer(settings.smtp_port)
     smtp.start()
-    chosen = {} if services is None else {"services": services}
-    supervisor = Supervisor(env=env, quiet=quiet, restart=restart, scale=scale or {}, **chosen)
+    supervisor = Supervisor(env=env, quiet=quiet, restart=restart, scale=scale or {})
+    if services is not None:
+        supervisor.services = services
     supervisor.start()
     dsn = make_url(settings.database_url).set(drivername="postgresql").render_as_string(hide_password=False)
     server_settings = {"application_name": app_name} if app_name else None

@@ -8,6 +8,7 @@ import sys
 
 import click
 
+from services.inventory.cli import checkin
 from services.mailer.cli import mail_group
 from services.ops.cli import dlq_group
 from services.payment.cli import payments_group
@@ -95,13 +96,14 @@ def doctor(timeout: float) -> None:
 @click.option("--user", "sub", default="alice", show_default=True, help="The token's subject (user id).")
 @click.option("--email", default=None, help="Defaults to <user>@example.com.")
 @click.option("--admin", is_flag=True, help="Give the token the admin role.")
+@click.option("--scanner", is_flag=True, help="Give the token the scanner role (door staff: check-in only).")
 @click.option("--locale", default="vi", show_default=True, type=click.Choice(["vi", "en"]))
 @click.option("--ttl", default=86_400, show_default=True, help="Lifetime in seconds.")
-def token(sub: str, email: str | None, admin: bool, locale: str, ttl: int) -> None:
-    """Print a bearer token for a user (or an admin)."""
-    from services.gateway.auth import issue_token
+def token(sub: str, email: str | None, admin: bool, scanner: bool, locale: str, ttl: int) -> None:
+    """Print a bearer token for a user (or an admin, or door staff)."""
+    from services.gateway.auth import ADMIN, SCANNER, issue_token
 
-    roles = ["admin"] if admin else []
+    roles = [role for role, wanted in ((ADMIN, admin), (SCANNER, scanner)) if wanted]
     click.echo(issue_token(get_settings(), sub, email or f"{sub}@example.com", roles, ttl, locale))
 
 
@@ -120,6 +122,7 @@ main.add_command(mail_group)
 main.add_command(dlq_group)
 main.add_command(search_group)
 main.add_command(payments_group)
+main.add_command(checkin)
 
 if __name__ == "__main__":
     main()

@@ -1,4 +1,5 @@
-"""Bearer JWT (HS256): claims ``sub``, ``email``, ``roles``; ``admin`` in roles for organisers and operators."""
+"""Bearer JWT (HS256): claims ``sub``, ``email``, ``roles``; ``admin`` in roles for organisers and operators,
+``scanner`` for door staff (the check-in routes only: ``DoorUser``)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from services.gateway.problems import Problem
 from shared.settings import Settings
 
 ADMIN = "admin"
+SCANNER = "scanner"  # door staff: may check tickets in (and see the check-ins), nothing else of /admin
 _bearer = HTTPBearer(auto_error=False)
 
 
@@ -27,6 +29,10 @@ class User:
     @property
     def is_admin(self) -> bool:
         return ADMIN in self.roles
+
+    @property
+    def can_scan(self) -> bool:
+        return bool({ADMIN, SCANNER} & self.roles)
 
 
 def issue_token(
@@ -137,5 +143,12 @@ async def admin_user(user: Annotated[User, Depends(current_user)]) -> User:
     return user
 
 
+async def door_user(user: Annotated[User, Depends(current_user)]) -> User:
+    if not user.can_scan:
+        raise Problem(403, "Forbidden", "this endpoint needs the admin or scanner role", "forbidden")
+    return user
+
+
 CurrentUser = Annotated[User, Depends(current_user)]
 AdminUser = Annotated[User, Depends(admin_user)]
+DoorUser = Annotated[User, Depends(door_user)]

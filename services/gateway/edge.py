@@ -2,8 +2,8 @@
 
 FastAPI reads and parses a route's JSON body before it solves the route's dependencies, so a bearer-token
 dependency alone lets anyone make the gateway parse 20 MB of JSON (and answer 422 instead of 401). Routes of
-the ``EdgeRoute`` class run their authentication, admin check and rate limits first, from the headers; only
-then is the body read, through ``BodyLimit``, which counts the bytes as they arrive.
+the ``EdgeRoute`` class run their authentication, role check (admin; admin or scanner) and rate limits first,
+from the headers; only then is the body read, through ``BodyLimit``, which counts the bytes as they arrive.
 """
 
 from __future__ import annotations
@@ -88,7 +88,8 @@ class EdgeRoute(APIRoute):
         handler = super().get_route_handler()
         calls = _calls(self.dependant)
         needs_admin = auth.admin_user in calls
-        needs_user = needs_admin or auth.current_user in calls
+        needs_door = auth.door_user in calls
+        needs_user = needs_admin or needs_door or auth.current_user in calls
         limits = [c for c in calls if isinstance(c, RateLimit)]
 
         async def edge_handler(request: Request) -> Response:
@@ -96,6 +97,8 @@ class EdgeRoute(APIRoute):
                 user = await auth.authenticate(request)
                 if needs_admin and not user.is_admin:
                     raise Problem(403, "Forbidden", "this endpoint needs the admin role", "forbidden")
+                if needs_door and not user.can_scan:
+                    raise Problem(403, "Forbidden", "this endpoint needs the admin or scanner role", "forbidden")
             for limit in limits:
                 await limit(request)
             return await handler(request)

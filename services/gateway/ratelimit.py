@@ -70,6 +70,36 @@ class Limiter:
             log.warning("rate_limit_redis_unreachable", error=type(exc).__name__)
             return None
 
+    async def hit_since_first(self, group: str, client: str, limit: int, window: int) -> Decision:
+        """A window that starts at the client's first counted request (not at a clock boundary): at most
+        ``limit`` requests in any ``window`` seconds after it, for rare actions where a fixed window's double
+        burst at its boundary matters (e.g. 3 resent emails an hour). Per process while Redis is down."""
+        count, retry_after = await self._redis_count_since_first(group, client, window)
+        if count is None:
+            now = time.time()
+            retry_after = max(1, math.ceil((int(now // window) + 1) * window - now))
+            count = self._local_count(group, client, int(now // window))
+            if count is None:
+                return Decision(True, retry_after, uncounted=True)
+        return Decision(count <= limit, retry_after)
+
+    async def _redis_count_since_first(self, group: str, client: str, window: int) -> tuple[int | None, int]:
+        if time.monotonic() < self._redis_down_until:
+            return None, window
+        key = self.names.redis_key("ratelimit", group, client)
+        try:
+            async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
+                pipe = self.redis.pipeline(transaction=True)
+                pipe.set(key, 0, ex=window, nx=True)
+                pipe.incr(key)
+                pipe.pttl(key)
+                _, count, pttl = await pipe.execute()
+            return int(count), max(1, math.ceil(int(pttl) / 1000))
+        except Exception as exc:
+            self._redis_down_until = time.monotonic() + REDIS_RETRY_SECONDS
+            log.warning("rate_limit_redis_unreachable", error=type(exc).__name__)
+            return None, window
+
     def _local_count(self, group: str, client: str, bucket: int) -> int | None:
         key = (group, client)
         seen_bucket, count = self._local.get(key, (bucket, 0))

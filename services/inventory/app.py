@@ -17,6 +17,7 @@ from shared.handling import answering, handling
 from shared.messages import (
     AddTicketType,
     CancelOrder,
+    CheckIn,
     CheckoutRequested,
     CreateEvent,
     HoldExpiryDue,
@@ -76,6 +77,7 @@ def build(settings: Settings) -> Inventory:
             topology.CREATE_EVENT: Route(CreateEvent, answering(handlers.create_event, new_uow, bus)),
             topology.ADD_TICKET_TYPE: Route(AddTicketType, answering(handlers.add_ticket_type, new_uow, bus)),
             topology.CANCEL_ORDER: Route(CancelOrder, answering(handlers.cancel_order, new_uow, bus)),
+            topology.CHECK_IN: Route(CheckIn, answering(handlers.check_in, new_uow, bus)),
         },
     )
     bus.consume(

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from shared.messages import (
+    CheckInOutcome,
     HoldExpiryDue,
     Message,
     OrderCancelled,
@@ -344,3 +345,38 @@ def expiries_due(orders: Sequence[Order]) -> list[tuple[int, HoldExpiryDue]]:
         (seconds, HoldExpiryDue(order_ids=ids, expires_at=expires_at))
         for (seconds, expires_at), ids in by_duration.items()
     ]
+
+
+# --- the door ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TicketAtDoor:
+    """What the door needs to know of a presented ticket: read with its order's row locked (FOR SHARE), so a
+    refund or a cancellation of the order cannot change its status until the admission is decided."""
+
+    ticket_id: UUID
+    ticket_type_id: UUID
+    event_id: UUID
+    order_status: OrderStatus
+    admitted_at: datetime | None
+
+
+# Only a ticket of a PAID order lets its holder in; every other status (REFUND_PENDING, REFUNDED, CANCELLED, ...)
+# voids the tickets the order was issued.
+ADMITTING_STATUSES = frozenset({OrderStatus.PAID})
+
+
+def admission(ticket: TicketAtDoor | None, event_id: UUID) -> CheckInOutcome:
+    """Whether a presented ticket is let in at ``event_id``'s door. The order of the checks matters: a code of
+    another event says only that (nothing of its order); a void ticket is refused even if it was admitted
+    before (the holder may not come back in); an admitted one is refused with its first admission."""
+    if ticket is None:
+        return CheckInOutcome.NOT_FOUND
+    if ticket.event_id != event_id:
+        return CheckInOutcome.WRONG_EVENT
+    if ticket.order_status not in ADMITTING_STATUSES:
+        return CheckInOutcome.VOID
+    if ticket.admitted_at is not None:
+        return CheckInOutcome.ALREADY_ADMITTED
+    return CheckInOutcome.ADMITTED

@@ -7,7 +7,7 @@ into a sale or a refund in ``sales.py``.
 
 from __future__ import annotations
 
-from services.inventory import releases
+from services.inventory import domain, releases
 from services.inventory.uow import InventoryUnitOfWork
 from shared.messages import (
     AddTicketType,
@@ -16,6 +16,9 @@ from shared.messages import (
     CancelOutcome,
     CatalogChanged,
     CatalogOutcome,
+    CheckIn,
+    CheckInAnswered,
+    CheckInOutcome,
     CreateEvent,
     EventCreated,
     OrderStatus,
@@ -55,3 +58,27 @@ async def add_ticket_type(cmd: AddTicketType, uow: InventoryUnitOfWork) -> Catal
         uow.emit([TicketTypeAdded(**dict(info), ticket_type_id=cmd.ticket_type.ticket_type_id)])
         await uow.commit()
     return CatalogChanged(outcome=CatalogOutcome.CREATED, event_id=cmd.event_id)
+
+
+async def check_in(cmd: CheckIn, uow: InventoryUnitOfWork) -> CheckInAnswered:
+    """Admit a ticket at its event's door, once (docs/ARCHITECTURE.md, "Door: check-in")."""
+    async with uow:
+        ticket = await uow.door.presented(cmd.code)  # its order's row locked FOR SHARE
+        outcome = domain.admission(ticket, cmd.event_id)
+        if ticket is None or outcome is CheckInOutcome.NOT_FOUND:
+            return CheckInAnswered(outcome=CheckInOutcome.NOT_FOUND)
+        if outcome is CheckInOutcome.WRONG_EVENT:
+            return CheckInAnswered(outcome=outcome)  # nothing about a ticket of another event
+        admitted_at = ticket.admitted_at
+        if outcome is CheckInOutcome.ADMITTED:
+            admitted_at = await uow.door.admit(cmd.code, cmd.actor)
+            if admitted_at is None:  # another scan of this code committed first
+                outcome, admitted_at = CheckInOutcome.ALREADY_ADMITTED, await uow.door.admitted_at(cmd.code)
+            await uow.commit()
+    return CheckInAnswered(
+        outcome=outcome,
+        ticket_id=ticket.ticket_id,
+        ticket_type_id=ticket.ticket_type_id,
+        admitted_at=admitted_at,
+        order_status=ticket.order_status if outcome is CheckInOutcome.VOID else None,
+    )

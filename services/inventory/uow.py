@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.inventory.door_store import Door
 from services.inventory.sales_store import Sales
 from services.inventory.store import Catalog, Orders, Stock
 from shared.uow import UnitOfWork
@@ -14,7 +15,9 @@ class InventoryUnitOfWork(UnitOfWork):
     stock: Stock
     catalog: Catalog
     sales: Sales
+    door: Door
 
     def bind(self, conn: AsyncConnection) -> None:
         self.orders, self.stock = Orders(conn), Stock(conn)
         self.catalog, self.sales = Catalog(conn), Sales(conn)
+        self.door = Door(conn)

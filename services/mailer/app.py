@@ -12,7 +12,7 @@ from services.mailer.sink import start_sink
 from services.mailer.store import EmailStore
 from shared import health, logs, runtime, topology
 from shared.db import make_engine
-from shared.messages import OrderExpired, OrderPaid, OrderRefunded
+from shared.messages import OrderExpired, OrderPaid, OrderRefunded, ResendEmail
 from shared.messaging import Bus, Declare, Route
 from shared.settings import Settings, get_settings
 
@@ -51,7 +51,7 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     engine = make_engine(settings.database_url, pool_size=4)
     # SMTP is slow next to a database write: bound the sends in flight per process.
     bus = Bus(settings.model_copy(update={"prefetch": settings.mailer_prefetch}), "mailer")
-    mailer = Mailer(EmailStore(engine, settings.mailer_claim_lease_seconds), SmtpSender(config))
+    mailer = Mailer(EmailStore(engine, settings.mailer_claim_lease_seconds), SmtpSender(config), engine)
     wq = work_queue(settings)
     bus.consume(
         wq,
@@ -59,6 +59,7 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
             topology.ORDER_PAID: Route(OrderPaid, mailer.on_order_paid),
             topology.ORDER_EXPIRED: Route(OrderExpired, mailer.on_order_expired),
             topology.ORDER_REFUNDED: Route(OrderRefunded, mailer.on_order_refunded),
+            topology.RESEND_EMAIL: Route(ResendEmail, mailer.on_resend),
         },
     )
     server = await health.serve_service_health(

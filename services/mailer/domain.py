@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -67,12 +67,20 @@ class EmailSpec:
     recipient: str
     locale: str
     context: dict[str, Any]
+    # A buyer's deliberate resend (ResendEmail.resend_id): a row of its own in the exactly-once record, so the
+    # order's first email does not swallow it; '' for the email the order's event caused.
+    resend_id: str = ""
 
     @property
     def email_message_id(self) -> str:
         # Deterministic RFC 5322 Message-ID: if the one crash window does duplicate an email, mail clients
-        # and many MTAs collapse the two copies because they carry the same id.
+        # and many MTAs collapse the two copies because they carry the same id. A resend is a new email.
+        if self.resend_id:
+            return f"<{self.kind.value}.{self.order_id}.resend-{self.resend_id}@ticketing>"
         return f"<{self.kind.value}.{self.order_id}@ticketing>"
+
+    def resent(self, resend_id: str) -> EmailSpec:
+        return replace(self, resend_id=resend_id)
 
 
 SUBJECTS: dict[tuple[Kind, str], str] = {

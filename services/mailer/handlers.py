@@ -7,14 +7,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
+from typing import Any
 
-from services.mailer import domain
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.mailer import domain, orders
 from services.mailer.domain import Classification, EmailSpec, InvalidEmailData
 from services.mailer.render import render
 from services.mailer.sender import SmtpSender
 from services.mailer.store import Claim, EmailStore
 from shared import logs, metrics
-from shared.messages import OrderPaid, OrderRefunded, OrderReleased
+from shared.messages import OrderExpired, OrderPaid, OrderRefunded, OrderReleased, ResendEmail
 from shared.messaging import Delivery, PermanentError
 
 log = logs.get_logger(__name__)
@@ -38,6 +41,7 @@ class EmailInFlight(Exception):
 class Mailer:
     store: EmailStore
     sender: SmtpSender
+    engine: AsyncEngine | None = None  # reads the read_api views for resends
 
     async def on_order_paid(self, msg: OrderPaid, delivery: Delivery) -> None:
         await self.deliver(lambda: domain.for_paid(msg), delivery)
@@ -47,6 +51,17 @@ class Mailer:
 
     async def on_order_refunded(self, msg: OrderRefunded, delivery: Delivery) -> None:
         await self.deliver(lambda: domain.for_refunded(msg), delivery)
+
+    async def on_resend(self, msg: ResendEmail, delivery: Delivery) -> None:
+        """A buyer asked for the order's current email again: rebuilt from the views and sent as a resend of
+        its own (``resend_id``), so neither the first email nor an earlier resend counts as having sent it."""
+        assert self.engine is not None
+        current = await orders.current_message(self.engine, msg.order_id)
+        if current is None:
+            log.info("resend_nothing_to_send", order_id=str(msg.order_id), resend_id=str(msg.resend_id))
+            return
+        build = _SPEC_OF[type(current)]
+        await self.deliver(lambda: build(current).resent(str(msg.resend_id)), delivery)
 
     async def deliver(self, build: Callable[[], EmailSpec], delivery: Delivery) -> None:
         started = time.perf_counter()
@@ -103,3 +118,10 @@ class Mailer:
                     )
                     raise
                 await asyncio.sleep(pause)
+
+
+_SPEC_OF: dict[type, Callable[[Any], EmailSpec]] = {
+    OrderPaid: domain.for_paid,
+    OrderExpired: domain.for_expired,
+    OrderRefunded: domain.for_refunded,
+}

@@ -1,4 +1,5 @@
-"""The mailer's record of emails: one row per (order, kind), claimed before sending and marked sent after.
+"""The mailer's record of emails: one row per (order, kind) and per resend of it (``resend_id``), claimed before
+sending and marked sent after.
 
 Protocol (see docs/ARCHITECTURE.md, "Email"): claim -> SMTP -> mark sent. A row that is ``sent`` is never sent
 again; a row that is ``sending`` under a live lease belongs to another worker; an expired lease (the worker
@@ -32,11 +33,11 @@ class EmailStore:
             row = (
                 await conn.execute(
                     text("""
-                INSERT INTO mailer.emails AS e (order_id, kind, status, recipient, locale, subject, message_id,
-                                                email_message_id, claimed_at)
-                VALUES (CAST(:order_id AS uuid), :kind, 'sending', :recipient, :locale, :subject, :message_id,
-                        :email_message_id, now())
-                ON CONFLICT (order_id, kind) DO UPDATE
+                INSERT INTO mailer.emails AS e (order_id, kind, resend_id, status, recipient, locale, subject,
+                                                message_id, email_message_id, claimed_at)
+                VALUES (CAST(:order_id AS uuid), :kind, :resend_id, 'sending', :recipient, :locale, :subject,
+                        :message_id, :email_message_id, now())
+                ON CONFLICT (order_id, kind, resend_id) DO UPDATE
                    SET status = 'sending', claimed_at = now(), attempts = e.attempts + 1, updated_at = now(),
                        message_id = EXCLUDED.message_id
                  WHERE e.status = ANY(:reclaimable)
@@ -46,6 +47,7 @@ class EmailStore:
                     {
                         "order_id": spec.order_id,
                         "kind": spec.kind.value,
+                        "resend_id": spec.resend_id,
                         "recipient": spec.recipient,
                         "locale": spec.locale,
                         "subject": subject,
@@ -62,10 +64,11 @@ class EmailStore:
                 await conn.execute(
                     text("""
                 UPDATE mailer.emails SET duplicates_skipped = duplicates_skipped + 1, updated_at = now()
-                 WHERE order_id = CAST(:order_id AS uuid) AND kind = :kind AND status = 'sent'
+                 WHERE order_id = CAST(:order_id AS uuid) AND kind = :kind AND resend_id = :resend_id
+                   AND status = 'sent'
                 RETURNING status
             """),
-                    {"order_id": spec.order_id, "kind": spec.kind.value},
+                    {"order_id": spec.order_id, "kind": spec.kind.value, "resend_id": spec.resend_id},
                 )
             ).scalar()
             return Claim.ALREADY_SENT if status == "sent" else Claim.IN_FLIGHT
@@ -77,11 +80,13 @@ class EmailStore:
                 text("""
                 UPDATE mailer.emails SET status = 'sent', sent_at = now(), smtp_response = :resp,
                        last_error = NULL, updated_at = now()
-                 WHERE order_id = CAST(:order_id AS uuid) AND kind = :kind AND status = ANY(:from)
+                 WHERE order_id = CAST(:order_id AS uuid) AND kind = :kind AND resend_id = :resend_id
+                   AND status = ANY(:from)
             """),
                 {
                     "order_id": spec.order_id,
                     "kind": spec.kind.value,
+                    "resend_id": spec.resend_id,
                     "resp": smtp_response[:500],
                     "from": email_sources_of(EmailStatus.SENT),
                 },
@@ -92,11 +97,13 @@ class EmailStore:
             await conn.execute(
                 text("""
                 UPDATE mailer.emails SET status = 'failed', last_error = :err, claimed_at = NULL, updated_at = now()
-                 WHERE order_id = CAST(:order_id AS uuid) AND kind = :kind AND status = ANY(:from)
+                 WHERE order_id = CAST(:order_id AS uuid) AND kind = :kind AND resend_id = :resend_id
+                   AND status = ANY(:from)
             """),
                 {
                     "order_id": spec.order_id,
                     "kind": spec.kind.value,
+                    "resend_id": spec.resend_id,
                     "err": error[:2000],
                     "from": email_sources_of(EmailStatus.FAILED),
                 },

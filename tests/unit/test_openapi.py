@@ -38,3 +38,13 @@ def test_401_where_a_token_is_needed_and_metrics_is_text() -> None:
     )
     assert "401" not in paths["/search"]["get"]["responses"]  # anonymous
     assert list(paths["/metrics"]["get"]["responses"]["200"]["content"]) == ["text/plain"]
+
+
+def test_the_buyer_and_door_routes_document_their_problems() -> None:
+    paths = document()["paths"]
+    assert {"422", "429", "401"} <= set(paths["/orders"]["get"]["responses"])
+    assert {"404", "409", "401"} <= set(paths["/orders/{order_id}/tickets"]["get"]["responses"])
+    assert {"202", "404", "409", "429", "401"} <= set(paths["/orders/{order_id}/resend-email"]["post"]["responses"])
+    checkin = paths["/admin/events/{event_id}/checkin"]["post"]["responses"]
+    assert {"200", "401", "403", "404", "409", "422"} <= set(checkin)
+    assert {"200", "401", "403", "404"} <= set(paths["/admin/events/{event_id}/checkins"]["get"]["responses"])
