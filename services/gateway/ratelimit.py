@@ -166,20 +166,22 @@ async def enforce(request: Request, policy: Policy, user_id: str | None = None) 
     window = int(getattr(settings, policy.window_setting))
     client = f"user:{user_id}" if policy.per_user and user_id is not None else f"addr:{client_address(request)}"
     decision = await limiter(request).hit(policy.group, client, limit, window)
-    if decision.uncounted and policy.fail_closed:
-        problem = Problem(
-            503, "Service unavailable", "too many clients to track right now; try again shortly", "unavailable"
-        )
+    refuse_unless_allowed(
+        decision,
+        f"at most {limit} requests per {window} s on this route",
+        "too many clients to track right now; try again shortly" if policy.fail_closed else None,
+    )
+
+
+def refuse_unless_allowed(decision: Decision, limit_detail: str, uncounted_detail: str | None) -> None:
+    """429 (with Retry-After) past the limit; 503 when the hit could not be counted and the caller fails closed
+    (``uncounted_detail`` given: it says why)."""
+    if decision.uncounted and uncounted_detail is not None:
+        problem = Problem(503, "Service unavailable", uncounted_detail, "unavailable")
         problem.headers["Retry-After"] = str(decision.retry_after)
         raise problem
     if not decision.allowed:
-        problem = Problem(
-            429,
-            "Too many requests",
-            f"at most {limit} requests per {window} s on this route",
-            "rate-limited",
-            retry_after=decision.retry_after,
-        )
+        problem = Problem(429, "Too many requests", limit_detail, "rate-limited", retry_after=decision.retry_after)
         problem.headers["Retry-After"] = str(decision.retry_after)
         raise problem
 

@@ -163,22 +163,11 @@ async def resend_email(order_id: UUID, request: Request, user: CurrentUser) -> R
     decision = await ratelimit.limiter(request).hit_since_first(
         "resend-email", f"order:{order_id}", RESEND_LIMIT, RESEND_WINDOW_SECONDS
     )
-    if decision.uncounted:  # neither Redis nor this process could count it: refuse rather than spam the inbox
-        problem = Problem(
-            503, "Service unavailable", "cannot count resends right now; try again shortly", "unavailable"
-        )
-        problem.headers["Retry-After"] = str(decision.retry_after)
-        raise problem
-    if not decision.allowed:
-        problem = Problem(
-            429,
-            "Too many requests",
-            f"at most {RESEND_LIMIT} resends of an order's email per {RESEND_WINDOW_SECONDS // 60} minutes",
-            "rate-limited",
-            retry_after=decision.retry_after,
-        )
-        problem.headers["Retry-After"] = str(decision.retry_after)
-        raise problem
+    ratelimit.refuse_unless_allowed(  # uncounted (no Redis, no local table): refuse rather than spam the inbox
+        decision,
+        f"at most {RESEND_LIMIT} resends of an order's email per {RESEND_WINDOW_SECONDS // 60} minutes",
+        "cannot count resends right now; try again shortly",
+    )
     cmd = ResendEmail(order_id=order_id, resend_id=uuid.uuid4(), requested_by=f"user:{user.id}")
     try:
         await state.bus.publish_raw(
