@@ -23,11 +23,13 @@ from shared.messages import (
     CreateEvent,
     DlqAction,
     DlqActionAnswered,
+    JobAccepted,
     Message,
     NotificationAnswered,
     PaymentNotified,
     PaymentOp,
     PaymentOpAnswered,
+    StartJob,
 )
 from shared.topology import Names
 
@@ -40,6 +42,7 @@ REPLIES: dict[type[Message], type[Message]] = {
     PaymentNotified: NotificationAnswered,
     PaymentOp: PaymentOpAnswered,
     DlqAction: DlqActionAnswered,
+    StartJob: JobAccepted,
 }
 
 
