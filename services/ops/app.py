@@ -52,7 +52,7 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     async def on_dlq_action(cmd: DlqAction, delivery: Delivery) -> None:
         await bus.reply(delivery, await handlers.dlq_action(cmd, engine, bus, settings.dlq_replay_rate))
 
-    runner = JobRunner(engine, handlers.bus_publisher(bus), settings.dlq_replay_rate)
+    runner = JobRunner(engine, handlers.bus_publisher(bus), settings.dlq_replay_rate, settings.ops_job_lease_seconds)
 
     async def on_start_job(cmd: StartJob, delivery: Delivery) -> None:
         await bus.reply(delivery, await handlers.start_job(cmd, engine, runner))

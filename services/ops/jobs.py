@@ -26,10 +26,8 @@ from shared.messages import JobAccepted, JobKind, JobOutcome, JobStatus, StartJo
 
 log = logs.get_logger(__name__)
 
-LEASE_SECONDS = 30.0
 BUSY_BACKOFF_SECONDS = 1.0
 POLL_SECONDS = 1.0
-CHUNK_SECONDS = 5.0  # a chunk lasts about this long at the job's rate (its lease is renewed after each)
 
 Publish = dlq.Publish
 
@@ -38,9 +36,10 @@ class JobFailed(RuntimeError):
     """A job's step failed; its message is the job's error."""
 
 
-def chunk_size(rate: float) -> int:
-    """Letters per chunk: at most ``dlq.REPLAY_BATCH``, and about CHUNK_SECONDS of publishing at ``rate``."""
-    return max(1, min(dlq.REPLAY_BATCH, int(rate * CHUNK_SECONDS)))
+def chunk_size(rate: float, lease_seconds: float) -> int:
+    """Letters per chunk: at most ``dlq.REPLAY_BATCH``, and about a third of the lease of publishing at ``rate``
+    (the lease is renewed after each chunk)."""
+    return max(1, min(dlq.REPLAY_BATCH, int(rate * lease_seconds / 3)))
 
 
 def _selector(params: dict[str, Any]) -> dead_letters.Selector:
@@ -72,7 +71,7 @@ async def submit(engine: AsyncEngine, cmd: StartJob) -> JobAccepted:
     return JobAccepted(outcome=JobOutcome.ACCEPTED, job_id=cmd.job_id, status=JobStatus(str(status)))
 
 
-async def claim(engine: AsyncEngine) -> Any | None:
+async def claim(engine: AsyncEngine, lease_seconds: float) -> Any | None:
     """The oldest job that is queued (and not backing off) or running with a lapsed lease, now RUNNING and
     leased to this runner."""
     async with engine.begin() as conn:
@@ -89,7 +88,7 @@ async def claim(engine: AsyncEngine) -> Any | None:
                 {
                     "running": JobStatus.RUNNING.value,
                     "queued": JobStatus.QUEUED.value,
-                    "lease": LEASE_SECONDS,
+                    "lease": lease_seconds,
                 },
             )
         ).first()
@@ -105,14 +104,14 @@ async def _update(engine: AsyncEngine, job_id: uuid.UUID, sql: str, **params: An
 class JobRunner:
     """Runs one job at a time in the ops process (several ops processes share the queue of jobs)."""
 
-    def __init__(self, engine: AsyncEngine, publish: Publish, default_rate: float) -> None:
-        self.engine, self.publish, self.default_rate = engine, publish, default_rate
+    def __init__(self, engine: AsyncEngine, publish: Publish, default_rate: float, lease_seconds: float) -> None:
+        self.engine, self.publish, self.default_rate, self.lease = engine, publish, default_rate, lease_seconds
         self.wake = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                job = await claim(self.engine)
+                job = await claim(self.engine, self.lease)
             except Exception as exc:  # the database is away: try again after a pause
                 log.warning("job_claim_failed", error=f"{type(exc).__name__}: {exc}")
                 job = None
@@ -181,7 +180,7 @@ class JobRunner:
                         result,
                         after=cursor,
                         upto=upto,
-                        limit=chunk_size(rate),
+                        limit=chunk_size(rate, self.lease),
                         interval=1.0 / rate,
                     )
                     if not chunk.scanned:
@@ -195,7 +194,7 @@ class JobRunner:
                         done=done,
                         affected=result.affected,
                         cursor=cursor,
-                        lease=LEASE_SECONDS,
+                        lease=self.lease,
                     )
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"[:2000]
