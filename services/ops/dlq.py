@@ -396,6 +396,19 @@ async def replay(
     return result
 
 
+async def replayed_by(engine: AsyncEngine, audit_id: int) -> int:
+    """How many letters the replay of this audit entry marked replayed (exact even across a crash and resume)."""
+    async with engine.connect() as conn:
+        return int(
+            (
+                await conn.execute(
+                    text("SELECT count(*) FROM ops.dead_letters WHERE action_id = :aid AND status = 'replayed'"),
+                    {"aid": audit_id},
+                )
+            ).scalar_one()
+        )
+
+
 async def _mark_replayed(engine: AsyncEngine, dead_letter_id: int, actor: str, audit_id: int) -> int:
     async with engine.begin() as conn:
         marked = await conn.execute(

@@ -201,6 +201,8 @@ class JobRunner:
             if stop.is_set() and error is None:  # stopping: leave it RUNNING with no lease, for the next runner
                 await _update(self.engine, job.id, "lease_until = NULL")
                 return
+        # Counted from the rows: a runner killed mid-chunk had marked letters it never wrote into the job.
+        result.affected = await dlq.replayed_by(self.engine, int(audit_id or 0))
         await dlq.finish_audit(self.engine, int(audit_id or 0), result.affected, error)
         if error is not None:
             raise JobFailed(error)
