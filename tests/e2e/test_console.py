@@ -5,6 +5,7 @@ the CSRF token. And, over HTTP, a replay job of 500 letters running in chunks (a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -13,7 +14,6 @@ import signal
 import string
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -308,6 +308,8 @@ async def test_a_replay_job_resumes_after_the_ops_service_is_killed(stack: Stack
         await eventually(under_way, timeout=30, what="the job under way")
         old = stack.supervisor.procs["ops"]
         os.kill(old.pid, signal.SIGKILL)
+        await asyncio.to_thread(old.wait, 10)
+        stack.supervisor.start_service("ops")  # as `ticketing up` restarts a service that died
 
         async def finished() -> dict[str, Any] | None:
             job = await _job(stack, job_id)

@@ -50,11 +50,6 @@ def _rate(form: dict[str, str]) -> float | None:
     return rate
 
 
-@router.get("")
-async def home(user: ConsoleAdmin) -> RedirectResponse:
-    return RedirectResponse("/ops/dlq", status_code=303)
-
-
 @router.get("/dlq")
 async def queues(request: Request, user: ConsoleAdmin) -> Response:
     return render(request, "queues.html", queues=await ops_api.queue_overview(request.app.state))

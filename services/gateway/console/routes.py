@@ -14,6 +14,7 @@ from services.gateway.console import dlq_pages, health_pages, jobs_pages, paymen
 from services.gateway.console.rendering import STATIC_DIR, is_htmx, render
 from services.gateway.console.session import (
     COOKIE,
+    ConsoleAdmin,
     ConsoleForm,
     CsrfRefused,
     SignInRequired,
@@ -23,6 +24,11 @@ from services.gateway.console.session import (
 
 PREFIX = "/ops"
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
+
+
+@router.get("")
+async def home(user: ConsoleAdmin) -> RedirectResponse:
+    return RedirectResponse(f"{PREFIX}/dlq", status_code=303)
 
 
 @router.get("/login")
