@@ -120,7 +120,11 @@ class JobRunner:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), timeout=POLL_SECONDS)
                 continue
-            await self._run(job, stop)
+            try:
+                await self._run(job, stop)
+            except Exception as exc:  # even recording the failure failed (the database is away): its lease
+                log.warning("job_run_failed", job_id=str(job.id), error=f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(POLL_SECONDS)  # runs out, and the job is claimed again
 
     async def _run(self, job: Any, stop: asyncio.Event) -> None:
         try:
