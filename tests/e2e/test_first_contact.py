@@ -1,10 +1,13 @@
-"""Issue 12's first contact: a new user checks out from what GET /events shows (each ticket type's id, name,
-price and availability are in the listing)."""
+"""Issue 12's first contact, the README's walkthrough: an event is created, a new user finds it in GET /events
+(each ticket type's id, name, price and availability are in the listing), checks out from it, pays on the
+simulator's page (the form the README's curl posts), and the ticket email arrives."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from services.paysim.client import pay_with_simulator
+from tests.e2e.test_payments import wait_status
 from tests.harness import Stack, eventually
 
 
@@ -26,7 +29,17 @@ async def test_a_buyer_checks_out_from_the_events_listing(stack: Stack) -> None:
         t["ticket_type_id"] for t in event["ticket_types"]
     }
     first = summary["ticket_types"][0]["ticket_type_id"]
-    async with stack.client("newcomer") as c:
+    buyer = f"newcomer-{event['event_id'][:8]}"
+    async with stack.client(buyer) as c:
         r = await c.post("/checkout", json={"items": [{"ticket_type_id": first, "quantity": 2}]})
     assert r.status_code == 201, r.text
-    assert r.json()["status"] == "PENDING" and r.json()["total"] == 300_000 and r.json()["payment_url"]
+    order = r.json()
+    assert order["status"] == "PENDING" and order["total"] == 300_000 and order["payment_url"]
+
+    await pay_with_simulator(order["payment_url"])  # GET the payment page, POST its form with action=approve
+    await wait_status(stack, order["order_id"], "PAID")
+
+    async def emailed() -> bool:
+        return len(stack.smtp.handler.to(f"{buyer}@example.com")) == 1
+
+    await eventually(emailed, timeout=30, what="the ticket email")
