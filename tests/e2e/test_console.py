@@ -24,7 +24,7 @@ from shared import health, topology
 from tests.e2e.test_payment_ops import held_for_review
 from tests.e2e.test_payments import checkout, wait_status
 from tests.harness import Stack, eventually
-from tests.mailer_support import dead_letters, paid_order, publish, recipient
+from tests.mailer_support import cli, dead_letters, paid_order, publish, recipient
 
 CHROMIUM = "/usr/bin/chromium"
 WAIT_MS = 30_000
@@ -287,6 +287,9 @@ async def test_a_replay_of_500_letters_runs_as_a_background_job_in_chunks(stack:
             "SELECT status, count(*) AS c FROM ops.dead_letters WHERE group_key = $1 GROUP BY status", group
         )
         assert {r["status"]: r["c"] for r in statuses} == {"replayed": n}
+        shown = await cli(stack, "dlq", "jobs", job_id)  # `ticketing dlq jobs ID` reads the same view
+        assert (shown["status"], shown["done"], shown["total"]) == ("DONE", n, n)
+        assert any(j["id"] == job_id for j in await cli(stack, "dlq", "jobs", "--json"))
         audit = await stack.db.fetchrow("SELECT * FROM ops.audit_log WHERE id = $1", job["audit_id"])
         assert (audit["matched"], audit["affected"], audit["actor"]) == (n, n, "user:console-operator")
     finally:
