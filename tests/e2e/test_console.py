@@ -185,6 +185,9 @@ async def test_a_non_admin_token_is_refused_and_sees_no_data(browser: Browser, s
     anonymous = await (await _context(browser, stack)).new_page()
     response = await anonymous.goto("/ops/dlq")
     assert response is not None and response.status == 401
+    headers = await response.all_headers()
+    assert headers["x-frame-options"] == "DENY" and headers["cache-control"] == "no-store"
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
     await expect(anonymous.locator("table")).to_have_count(0)
     await page.context.close()
     await anonymous.context.close()

@@ -34,6 +34,19 @@ def _pretty(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, default=str, sort_keys=True)
 
 
+# Console pages show operational data and carry action buttons: never cached, never framed (clickjacking), scripts
+# and forms only from the gateway itself (htmx needs no eval; the layout's small <style> is inline).
+HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'"
+    ),
+}
+
 templates.env.filters["age"] = _age
 templates.env.filters["pretty"] = _pretty
 
@@ -46,7 +59,7 @@ def render(request: Request, name: str, status_code: int = 200, **context: Any) 
     """A page or fragment; pages get the session's CSRF token and user for the layout."""
     context.setdefault("csrf", getattr(request.state, "csrf", ""))
     context.setdefault("user", getattr(request.state, "user", None))
-    return templates.TemplateResponse(request, name, context, status_code=status_code)
+    return templates.TemplateResponse(request, name, context, status_code=status_code, headers=HEADERS)
 
 
 def problem_fragment(request: Request, problem: Problem) -> HTMLResponse:
