@@ -8,11 +8,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from services.gateway.auth import AdminUser, User
 from services.gateway.edge import EdgeRoute
-from services.gateway.ops_api import SelectionIn, known_service
+from services.gateway.ops_api import Selection, known_service
 from services.gateway.problems import Problem
 from shared import ops_jobs
 from shared.messages import JobAccepted, JobKind, JobOutcome, StartJob
@@ -21,7 +21,10 @@ SUBMIT_WAIT_SECONDS = 5.0  # the ops service records a job at once; past this th
 router = APIRouter(prefix="/admin/jobs", tags=["jobs"], route_class=EdgeRoute)
 
 
-class ReplayJobIn(SelectionIn):
+class ReplayJobIn(Selection):
+    """A replay to run in the background (a dry run is not a job: POST /admin/dlq/{service}/replay)."""
+
+    model_config = ConfigDict(extra="forbid")
     service: Annotated[str, Field(max_length=64, pattern=r"^[a-z][a-z0-9_-]*$")]
     rate: float | None = Field(None, gt=0, le=10_000, description="Messages per second (default: setting)")
 

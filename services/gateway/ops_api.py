@@ -22,17 +22,22 @@ ServiceName = Annotated[str, Path(max_length=64, pattern=r"^[a-z][a-z0-9_-]*$")]
 GroupName = Annotated[str, Field(max_length=64, pattern=r"^[^\x00-\x1f\x7f]*$")]
 
 
-class SelectionIn(BaseModel):
+class Selection(BaseModel):
+    """Dead letters of one service: some ids, a group, or all (exactly one)."""
+
     ids: list[DeadLetterId] = Field(default_factory=list, max_length=10_000)
     group: GroupName | None = None
     all: bool = False
-    dry_run: bool = False
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> SelectionIn:
+    def _exactly_one(self) -> Selection:
         if sum([bool(self.ids), self.group is not None, self.all]) != 1:
             raise ValueError("select exactly one of: ids, group, all")
         return self
+
+
+class SelectionIn(Selection):
+    dry_run: bool = False
 
 
 class ReplayIn(SelectionIn):

@@ -269,6 +269,13 @@ async def test_a_replay_of_500_letters_runs_as_a_background_job_in_chunks(stack:
     sink, channel = await _sink(stack)
     try:
         await _bulk_dead_letters(stack, group, sink, n)
+        async with stack.client("console-operator", admin=True) as admin:  # a dry run is not a job
+            refused = await admin.post("/admin/jobs", json={"service": "search", "group": group, "dry_run": True})
+            assert refused.status_code == 422, refused.text
+            assert (await admin.post("/admin/jobs", json={"service": "nope", "all": True})).status_code == 404
+            assert (await admin.get(f"/admin/jobs/{uuid.uuid4()}")).status_code == 404
+        async with stack.client("buyer") as buyer:
+            assert (await buyer.post("/admin/jobs", json={"service": "search", "group": group})).status_code == 403
         job_id = await _replay_job(stack, group)
         seen: set[tuple[str, int]] = set()
 
