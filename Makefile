@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint bench up doctor fuzz soak faults
+.PHONY: install demo test lint bench up doctor fuzz soak faults chromium
 
 $(BIN)/ticketing: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,20 @@ demo: install
 up: install
 	$(BIN)/ticketing up
 
-test: install
+test: install chromium
 	$(BIN)/pytest
+
+# The console's browser test (tests/e2e/test_console.py) drives Debian's chromium through Playwright (Playwright's
+# own browser download cannot work here, so `playwright install` is never run). Installed when missing, as root.
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else \
+	    echo "make: /usr/bin/chromium is missing and installing it needs root: sudo apt-get install -y chromium" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/mypy shared services ticketing

@@ -25,11 +25,13 @@ from shared.messages import (
     CreateEvent,
     DlqAction,
     DlqActionAnswered,
+    JobAccepted,
     Message,
     NotificationAnswered,
     PaymentNotified,
     PaymentOp,
     PaymentOpAnswered,
+    StartJob,
 )
 from shared.topology import Names
 
@@ -43,6 +45,7 @@ REPLIES: dict[type[Message], type[Message]] = {
     PaymentNotified: NotificationAnswered,
     PaymentOp: PaymentOpAnswered,
     DlqAction: DlqActionAnswered,
+    StartJob: JobAccepted,
 }
 
 

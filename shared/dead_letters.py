@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared import topology
+from shared import queue_depths, topology
 
 
 def dlq_services() -> list[str]:
@@ -151,18 +151,8 @@ async def broker_depths(
     channel_factory: Callable[[], Awaitable[Any]], names: topology.Names, services: Sequence[str]
 ) -> dict[str, int | None]:
     """Messages still in each DLQ, not yet moved by the keeper (None: the queue does not exist)."""
-    out: dict[str, int | None] = {}
-    for service in services:
-        channel = await channel_factory()
-        try:
-            q = await channel.declare_queue(names.dlq(service), passive=True)
-            out[service] = int(q.declaration_result.message_count or 0)
-        except Exception:
-            out[service] = None
-        finally:
-            if not channel.is_closed:
-                await channel.close()
-    return out
+    found = await queue_depths.depths(channel_factory, [names.dlq(s) for s in services])
+    return {service: found[names.dlq(service)] for service in services}
 
 
 async def overview(conn: AsyncConnection, depths: dict[str, int | None], names: topology.Names) -> list[dict[str, Any]]:

@@ -31,6 +31,7 @@ from shared.messages import (
     PaymentRefunded,
     PaymentSucceeded,
     ResendEmail,
+    StartJob,
     StockChanged,
     TicketTypeAdded,
 )
@@ -57,6 +58,7 @@ ROUTING_KEYS: dict[type[Message], str] = {
     PaymentRefunded: topology.PAYMENT_REFUNDED,
     PaymentOp: topology.PAYMENT_OP,
     DlqAction: topology.DLQ_ACTION,
+    StartJob: topology.START_JOB,
 }
 
 
@@ -119,4 +121,7 @@ def message_id(msg: Message) -> str:
             return f"payment-op:{uuid.uuid4().hex}"
         case DlqAction():
             return f"dlq-action:{uuid.uuid4().hex}"
+        # A job is created once however often its command is delivered: the id the caller chose.
+        case StartJob():
+            return f"start-job:{msg.job_id}"
     raise TypeError(f"{type(msg).__name__} has no message id rule: add it to shared.envelopes")

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared import metrics as shared_metrics
+from shared.settings import Settings
 
 ReadinessCheck = Callable[[], Awaitable[None]]
 
@@ -34,12 +35,7 @@ def health_router(
 
     @router.get("/readyz")
     async def readyz(request: Request) -> Response:
-        failures: dict[str, str] = {}
-        for name, check in checks.items():
-            try:
-                await asyncio.wait_for(check(), timeout=2.0)
-            except Exception as exc:
-                failures[name] = f"{type(exc).__name__}: {exc}"[:300]
+        failures = await run_checks(checks)
         detailed = show_details is None or await show_details(request)
         noted = warnings() if detailed and warnings is not None else []
         notes = {"warnings": noted} if noted else {}
@@ -55,6 +51,31 @@ def health_router(
             return metrics_response()
 
     return router
+
+
+async def run_checks(checks: dict[str, ReadinessCheck]) -> dict[str, str]:
+    """The failing checks, each with why (empty: ready)."""
+    failures: dict[str, str] = {}
+    for name, check in checks.items():
+        try:
+            await asyncio.wait_for(check(), timeout=2.0)
+        except Exception as exc:
+            failures[name] = f"{type(exc).__name__}: {exc}"[:300]
+    return failures
+
+
+def service_ports(settings: Settings) -> dict[str, int]:
+    """Where each consumer service serves /readyz (on ``settings.service_host``); 0 = not served."""
+    ports = {
+        "inventory": settings.inventory_port,
+        "payment": settings.payment_port,
+        "mailer": settings.mailer_port,
+        "search": settings.search_port,
+        "ops": settings.ops_port,
+    }
+    if settings.paysim_active:
+        ports["paysim"] = settings.paysim_port
+    return ports
 
 
 def metrics_response() -> Response:

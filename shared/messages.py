@@ -436,4 +436,48 @@ class DlqActionAnswered(Message):
     result: dict[str, Any] = Field(default_factory=dict)
 
 
+# --- background jobs (owned by the ops service) ----------------------------------------------------------
+
+
+class JobKind(enum.StrEnum):
+    DLQ_REPLAY = "dlq_replay"
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    DONE = "DONE"
+    FAILED = "FAILED"
+
+
+class StartJob(Message):
+    """An operator's command to the ops service (command.start_job, request/reply): record a background job and
+    run it in chunks. ``job_id`` is chosen by the caller, so a redelivered command creates the job once and the
+    caller can show (poll) the job before the answer arrives. Kind dlq_replay: replay the dead letters of one
+    service selected by ids, by group, or all of them, at ``rate`` per second."""
+
+    job_id: UUID
+    kind: JobKind
+    service: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_-]*$")
+    ids: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] = Field(default_factory=list, max_length=10_000)
+    group: str | None = Field(None, max_length=64)
+    everything: bool = False
+    rate: float | None = Field(None, gt=0, le=10_000)  # messages per second (None: the setting)
+    actor: str = Field(min_length=1, max_length=200)
+
+
+class JobOutcome(enum.StrEnum):
+    ACCEPTED = "accepted"  # recorded (or already recorded: a redelivery); it runs in the background
+    REFUSED = "refused"  # not a valid job (unknown service, bad selection): nothing recorded
+
+
+class JobAccepted(Message):
+    """The ops service's answer to StartJob."""
+
+    outcome: JobOutcome
+    job_id: UUID
+    status: JobStatus | None = None
+    detail: str = ""
+
+
 CreateEvent.model_rebuild()

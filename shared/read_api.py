@@ -48,3 +48,23 @@ async def fetch_event(conn: AsyncConnection, event_id: UUID) -> tuple[Any, list[
         {"id": event_id},
     )
     return event, list(types)
+
+
+async def expiring_holds(conn: AsyncConnection, within_seconds: float, limit: int = 100) -> list[dict[str, Any]]:
+    """Holds (PENDING orders) whose time runs out within ``within_seconds`` (overdue ones included: the
+    sweeper's work), soonest first."""
+    rows = (
+        (
+            await conn.execute(
+                text(
+                    "SELECT id, user_id, total, expires_at, extract(epoch FROM expires_at - now()) AS seconds_left "
+                    "FROM read_api.orders WHERE status = 'PENDING' "
+                    "AND expires_at < now() + make_interval(secs => :within) ORDER BY expires_at LIMIT :n"
+                ),
+                {"within": within_seconds, "n": limit},
+            )
+        )
+        .mappings()
+        .all()
+    )
+    return [dict(r) for r in rows]

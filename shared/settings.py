@@ -130,6 +130,9 @@ class Settings(BaseSettings):
     # --- Dead-letter operations ---------------------------------------------------------------
     ops_port: int = 8106
     dlq_replay_rate: float = Field(default=50.0, description="Default replay rate, messages per second")
+    # A background job (the console's replays) is leased to the ops process running it and renewed after each
+    # chunk (a chunk lasts about a third of this); a job whose runner died is resumed once its lease runs out.
+    ops_job_lease_seconds: float = Field(default=30.0, gt=0)
 
     # --- Edge hardening (docs/SECURITY.md has the threat model and why these values) -----
     # Request bodies are counted while they stream in, Content-Length or chunked; above the cap: 413.

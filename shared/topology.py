@@ -42,6 +42,8 @@ PAYMENT_REFUNDED = "payment.refunded"
 PAYMENT_OP = "command.payment_op"
 # Dead-letter replays and purges: request/reply to the ops service, which owns the dead letters.
 DLQ_ACTION = "command.dlq_action"
+# Background jobs (long dead-letter replays): submitted to the ops service, which runs them in chunks.
+START_JOB = "command.start_job"
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,7 @@ PAYMENT_NOTIFICATIONS = WorkQueue("payment", "payment.notifications", (PAYMENT_N
 PAYMENT_ORDERS = WorkQueue("payment", "payment.orders", (ORDER_HELD, ORDER_REFUND_PENDING))
 PAYMENT_COMMANDS = WorkQueue("payment", "payment.commands", (PAYMENT_OP,))
 # Search: catalog changes written through to the index; stock changes refresh availability.
-OPS_COMMANDS = WorkQueue("ops", "ops.commands", (DLQ_ACTION,))
+OPS_COMMANDS = WorkQueue("ops", "ops.commands", (DLQ_ACTION, START_JOB))
 SEARCH_CATALOG = WorkQueue("search", "search.catalog", (EVENT_CREATED, TICKET_TYPE_ADDED, STOCK_CHANGED))
 
 # Mailer: ticket, expiry and refund email. Its retry ladder is a setting (TICKETING_MAILER_RETRY_DELAYS), so the

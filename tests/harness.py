@@ -154,6 +154,7 @@ def run_environment(base: Settings) -> dict[str, str]:
         "TICKETING_SMTP_TIMEOUT_SECONDS": "5",  # a send ends before its claim (a settings rule)
         "TICKETING_OPS_PORT": str(free_port()),
         "TICKETING_DLQ_REPLAY_RATE": "200",
+        "TICKETING_OPS_JOB_LEASE_SECONDS": "3",  # a killed job runner's job is resumed within seconds
         "TICKETING_SEARCH_CHECK_INTERVAL_SECONDS": "0.5",
     }
 

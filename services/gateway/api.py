@@ -270,6 +270,9 @@ async def list_events(
 ) -> list[EventSummary]:
     # Written through: the search index's upcoming-events order is updated on every catalog change.
     docs = await search_api.upcoming(request, offset, limit)
+    # Each event's ticket types (id, name, price, available), so a buyer can check out from the listing: one
+    # indexed query per page on the read_api view (the index keeps no prices per ticket type).
+    types = await reads.ticket_type_summaries(_state(request).engine, [UUID(d.event_id) for d in docs])
     return [
         EventSummary(
             event_id=UUID(d.event_id),
@@ -279,6 +282,7 @@ async def list_events(
             starts_at=d.starts_at,
             lowest_price=d.lowest_price,
             available=d.available,
+            ticket_types=types.get(UUID(d.event_id), []),
         )
         for d in docs
     ]

@@ -16,6 +16,7 @@ from services.gateway import (
     api,
     auth,
     door_api,
+    jobs_api,
     observability,
     ops_api,
     payments_admin_api,
@@ -25,6 +26,7 @@ from services.gateway import (
     search_api,
     tickets_api,
 )
+from services.gateway.console import routes as console
 from services.gateway.edge import BodyLimit
 from services.gateway.ratelimit import RateLimit
 from services.gateway.soldout import SoldOutGate
@@ -108,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(payments_api.router, dependencies=[Depends(RateLimit(ratelimit.PAYMENTS))])
     app.include_router(ops_api.router)
     app.include_router(payments_admin_api.router)
+    app.include_router(jobs_api.router)
     app.include_router(search_api.router)
     app.include_router(door_api.router)
 
@@ -120,13 +123,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # Anonymous callers get a bare status from /readyz (its failures name internal hosts and ports); admins
     # get the details. /metrics on this public port is for admins only (Prometheus sends a bearer token).
+    # The same checks serve /readyz and the console's health view.
+    app.state.readiness_checks = {
+        "database": runtime.database_check(engine),
+        "rabbitmq": runtime.broker_check(bus),
+        "redis": redis_check,
+    }
     app.include_router(
         health.health_router(
-            {
-                "database": runtime.database_check(engine),
-                "rabbitmq": runtime.broker_check(bus),
-                "redis": redis_check,
-            },
+            app.state.readiness_checks,
             show_details=is_admin,
             metrics=False,
         ),
@@ -137,4 +142,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def metrics(admin: auth.AdminUser) -> Response:
         return health.metrics_response()
 
+    console.install(app)  # the operator console at /ops (HTML, not in the OpenAPI document)
     return app

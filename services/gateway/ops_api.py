@@ -22,17 +22,22 @@ ServiceName = Annotated[str, Path(max_length=64, pattern=r"^[a-z][a-z0-9_-]*$")]
 GroupName = Annotated[str, Field(max_length=64, pattern=r"^[^\x00-\x1f\x7f]*$")]
 
 
-class SelectionIn(BaseModel):
+class Selection(BaseModel):
+    """Dead letters of one service: some ids, a group, or all (exactly one)."""
+
     ids: list[DeadLetterId] = Field(default_factory=list, max_length=10_000)
     group: GroupName | None = None
     all: bool = False
-    dry_run: bool = False
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> SelectionIn:
+    def _exactly_one(self) -> Selection:
         if sum([bool(self.ids), self.group is not None, self.all]) != 1:
             raise ValueError("select exactly one of: ids, group, all")
         return self
+
+
+class SelectionIn(Selection):
+    dry_run: bool = False
 
 
 class ReplayIn(SelectionIn):
@@ -45,19 +50,23 @@ class PurgeIn(SelectionIn):
     )
 
 
-def _service(service: str) -> str:
+def known_service(service: str) -> str:
     if service not in dead_letters.dlq_services():
         raise Problem(404, "Not found", f"no dead-letter queue for service {service!r}", "not-found")
     return service
 
 
-@router.get("")
-async def list_queues(request: Request, user: AdminUser) -> list[dict[str, Any]]:
-    """Every service's DLQ: dead letters waiting, messages not yet stored, age of the oldest."""
-    state = request.app.state
+async def queue_overview(state: Any) -> list[dict[str, Any]]:
+    """Every service's DLQ: dead letters waiting, messages not yet stored, age of the oldest (API and console)."""
     depths = await dead_letters.broker_depths(state.bus.admin_channel, state.names, dead_letters.dlq_services())
     async with state.engine.connect() as conn:
         return await dead_letters.overview(conn, depths, state.names)
+
+
+@router.get("")
+async def list_queues(request: Request, user: AdminUser) -> list[dict[str, Any]]:
+    """Every service's DLQ: dead letters waiting, messages not yet stored, age of the oldest."""
+    return await queue_overview(request.app.state)
 
 
 @router.get("/audit")
@@ -80,7 +89,7 @@ async def show(
 @router.get("/{service}/groups")
 async def groups(request: Request, user: AdminUser, service: ServiceName) -> list[dict[str, Any]]:
     async with request.app.state.engine.connect() as conn:
-        return await dead_letters.groups(conn, _service(service))
+        return await dead_letters.groups(conn, known_service(service))
 
 
 @router.get("/{service}/messages")
@@ -93,26 +102,20 @@ async def messages(
     limit: int = Query(100, ge=1, le=1000),
 ) -> list[dict[str, Any]]:
     async with request.app.state.engine.connect() as conn:
-        return await dead_letters.messages(conn, _service(service), group, status, limit)
+        return await dead_letters.messages(conn, known_service(service), group, status, limit)
 
 
-async def _dlq_action(request: Request, cmd: DlqAction) -> Any:
-    """Hand the action to the ops service, which owns the dead letters, and wait a bounded time."""
-    state = request.app.state
+async def send_dlq_action(state: Any, cmd: DlqAction) -> DlqActionAnswered | None:
+    """Hand the action to the ops service, which owns the dead letters, and wait a bounded time (None: no answer
+    yet; the command is durable). Refusals are raised as problems (API and console)."""
     try:
         answered = await state.requester.request(cmd, DlqActionAnswered, timeout=ACTION_WAIT_SECONDS)
     except Exception as exc:  # the broker refused or is unreachable: nothing was accepted
         raise Problem(
             503, "Service unavailable", f"could not queue the request: {type(exc).__name__}", "unavailable"
         ) from exc
-    if answered is None:  # durable and under way: its progress and result show in the audit log
-        return JSONResponse(
-            {
-                "status": "running",
-                "detail": f"the {cmd.action.value} goes on in the ops service; GET /admin/dlq/audit shows its result",
-            },
-            status_code=202,
-        )
+    if answered is None:
+        return None
     match answered.outcome:
         case DlqActionOutcome.UNKNOWN_SERVICE:
             raise Problem(404, "Not found", answered.detail, "not-found")
@@ -127,6 +130,19 @@ async def _dlq_action(request: Request, cmd: DlqAction) -> Any:
                 replayed=answered.result.get("affected"),
                 audit_id=answered.result.get("audit_id"),
             )
+    return answered
+
+
+async def _dlq_action(request: Request, cmd: DlqAction) -> Any:
+    answered = await send_dlq_action(request.app.state, cmd)
+    if answered is None:  # durable and under way: its progress and result show in the audit log
+        return JSONResponse(
+            {
+                "status": "running",
+                "detail": f"the {cmd.action.value} goes on in the ops service; GET /admin/dlq/audit shows its result",
+            },
+            status_code=202,
+        )
     return answered.result
 
 
@@ -138,7 +154,7 @@ async def replay(request: Request, user: AdminUser, service: ServiceName, body: 
         request,
         DlqAction(
             action=DlqActionKind.REPLAY,
-            service=_service(service),
+            service=known_service(service),
             ids=body.ids,
             group=body.group,
             everything=body.all,
@@ -152,7 +168,7 @@ async def replay(request: Request, user: AdminUser, service: ServiceName, body: 
 @router.post("/{service}/purge")
 async def purge(request: Request, user: AdminUser, service: ServiceName, body: PurgeIn) -> Any:
     """Mark dead letters purged (kept as evidence, never replayed); needs ``confirm`` = the service name."""
-    _service(service)
+    known_service(service)
     if not body.dry_run and body.confirm != service:
         raise Problem(422, "Confirmation required", f"set confirm to {service!r} to purge", "confirmation-required")
     return await _dlq_action(

@@ -28,10 +28,10 @@ _REFUSALS = {
 }
 
 
-async def _op(
-    request: Request, user: User, action: PaymentOpAction, target: str = "", limit: int = 100
+async def payment_op(
+    state: Any, user: User, action: PaymentOpAction, target: str = "", limit: int = 100
 ) -> PaymentOpAnswered:
-    state = request.app.state
+    """Ask the payment service (API and console); refusals and time-outs are raised as problems."""
     cmd = PaymentOp(action=action, actor=f"user:{user.id}", target=target, limit=limit)
     try:
         result = await state.requester.request(cmd, PaymentOpAnswered, timeout=OP_WAIT_SECONDS)
@@ -51,20 +51,20 @@ async def _op(
 @router.get("/review")
 async def review(request: Request, user: AdminUser, limit: int = Query(100, ge=1, le=1000)) -> list[dict[str, Any]]:
     """Payment attempts held for review (VNPAY 07: money taken, order not paid)."""
-    return (await _op(request, user, PaymentOpAction.LIST_REVIEW, limit=limit)).items or []
+    return (await payment_op(request.app.state, user, PaymentOpAction.LIST_REVIEW, limit=limit)).items or []
 
 
 @router.post("/review/{txn_ref}/accept")
 async def accept(request: Request, txn_ref: TxnRef, user: AdminUser) -> dict[str, Any]:
     """Apply the payment as a success (PAID, or a late sale's refund when the stock is gone). 409 if decided."""
-    result = await _op(request, user, PaymentOpAction.ACCEPT, txn_ref)
+    result = await payment_op(request.app.state, user, PaymentOpAction.ACCEPT, txn_ref)
     return {"detail": result.detail, **(result.items or [{}])[0]}
 
 
 @router.post("/review/{txn_ref}/reject")
 async def reject(request: Request, txn_ref: TxnRef, user: AdminUser) -> dict[str, Any]:
     """Refund the payment in full; the order is untouched and its hold expires. 409 if decided."""
-    result = await _op(request, user, PaymentOpAction.REJECT, txn_ref)
+    result = await payment_op(request.app.state, user, PaymentOpAction.REJECT, txn_ref)
     return {"detail": result.detail, **(result.items or [{}])[0]}
 
 
@@ -73,11 +73,11 @@ async def failed_refunds(
     request: Request, user: AdminUser, limit: int = Query(100, ge=1, le=1000)
 ) -> list[dict[str, Any]]:
     """Refunds the provider refused (late payments) or that failed (rejected reviews)."""
-    return (await _op(request, user, PaymentOpAction.LIST_FAILED_REFUNDS, limit=limit)).items or []
+    return (await payment_op(request.app.state, user, PaymentOpAction.LIST_FAILED_REFUNDS, limit=limit)).items or []
 
 
 @router.post("/refunds/{txn_ref}/retry")
 async def retry_refund(request: Request, txn_ref: TxnRef, user: AdminUser) -> dict[str, Any]:
     """Ask the provider again; 502 (problem) if it still refuses, 409 if the refund is not failed."""
-    result = await _op(request, user, PaymentOpAction.RETRY_REFUND, txn_ref)
+    result = await payment_op(request.app.state, user, PaymentOpAction.RETRY_REFUND, txn_ref)
     return {"detail": result.detail, **(result.items or [{}])[0]}

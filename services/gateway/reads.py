@@ -7,7 +7,7 @@ from uuid import UUID
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.gateway.schemas import EventOut, EventSummary, TicketTypeOut
+from services.gateway.schemas import EventOut, EventSummary, TicketTypeOut, TicketTypeSummary
 from shared.messages import OrderView
 from shared.read_api import ORDER_COLUMNS, fetch_event, order_view
 
@@ -49,6 +49,26 @@ async def get_event(engine: AsyncEngine, event_id: UUID) -> EventOut | None:
             for t in types
         ],
     )
+
+
+async def ticket_type_summaries(engine: AsyncEngine, event_ids: list[UUID]) -> dict[UUID, list[TicketTypeSummary]]:
+    """The ticket types of a page of events (one indexed query), cheapest first, for the /events listing."""
+    if not event_ids:
+        return {}
+    out: dict[UUID, list[TicketTypeSummary]] = {e: [] for e in event_ids}
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT id, event_id, name, price, available FROM read_api.ticket_types "
+                "WHERE event_id = ANY(:ids) ORDER BY event_id, price, name, id"
+            ),
+            {"ids": event_ids},
+        )
+        for r in rows:
+            out[r.event_id].append(
+                TicketTypeSummary(ticket_type_id=r.id, name=r.name, price=r.price, available=max(int(r.available), 0))
+            )
+    return out
 
 
 async def list_upcoming_events(engine: AsyncEngine, limit: int, offset: int) -> list[EventSummary]:

@@ -109,6 +109,15 @@ class EventOut(BaseModel):
     ticket_types: list[TicketTypeOut]
 
 
+class TicketTypeSummary(BaseModel):
+    """Enough of a ticket type to check out from the listing: POST /checkout takes its ``ticket_type_id``."""
+
+    ticket_type_id: UUID
+    name: str
+    price: int = Field(description="integer VND")
+    available: int
+
+
 class EventSummary(BaseModel):
     event_id: UUID
     title: str
@@ -117,6 +126,7 @@ class EventSummary(BaseModel):
     starts_at: datetime
     lowest_price: int | None
     available: int
+    ticket_types: list[TicketTypeSummary] = Field(default_factory=list, description="cheapest first")
 
 
 class AcceptedOut(BaseModel):

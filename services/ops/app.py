@@ -1,5 +1,6 @@
 """The ops process: the DLQ keeper, the dead-letter commands (replay, purge: from the gateway's admin API and
-the console), health and metrics. `ticketing dlq` runs the same operations in its own process."""
+the console), the background job runner (long replays), health and metrics. `ticketing dlq` runs the same
+operations in its own process."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import asyncio
 from sqlalchemy import text
 
 from services.ops import handlers
+from services.ops.jobs import JobRunner
 from services.ops.keeper import Keeper
 from shared import health, logs, runtime, topology
 from shared.db import make_engine
-from shared.messages import DlqAction
+from shared.messages import DlqAction, StartJob
 from shared.messaging import Bus, Delivery, Route
 from shared.settings import Settings, get_settings
 from ticketing import doctor
@@ -50,7 +52,15 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     async def on_dlq_action(cmd: DlqAction, delivery: Delivery) -> None:
         await bus.reply(delivery, await handlers.dlq_action(cmd, engine, bus, settings.dlq_replay_rate))
 
-    bus.consume(topology.OPS_COMMANDS, {topology.DLQ_ACTION: Route(DlqAction, on_dlq_action)})
+    runner = JobRunner(engine, handlers.bus_publisher(bus), settings.dlq_replay_rate, settings.ops_job_lease_seconds)
+
+    async def on_start_job(cmd: StartJob, delivery: Delivery) -> None:
+        await bus.reply(delivery, await handlers.start_job(cmd, engine, runner))
+
+    bus.consume(
+        topology.OPS_COMMANDS,
+        {topology.DLQ_ACTION: Route(DlqAction, on_dlq_action), topology.START_JOB: Route(StartJob, on_start_job)},
+    )
 
     async def broker_check() -> None:
         if keeper.connection is None or keeper.connection.is_closed or not keeper.queues:
@@ -77,6 +87,7 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
         await runtime.stop_unstarted(server, engine)
         return
     reporter = asyncio.create_task(keeper.report_depths(15.0), name="dlq-depths")
+    job_runner = asyncio.create_task(runner.run(stop), name="jobs")
     watcher = asyncio.create_task(
         runtime.every(BUDGET_CHECK_SECONDS, budget.check, "broker-budget"), name="broker-budget"
     )
@@ -84,6 +95,7 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     log.info("ops_stopping")
     reporter.cancel()
     watcher.cancel()
+    await job_runner  # it leaves a job it was running to the next runner (RUNNING, no lease)
     await bus.stop()
     await keeper.stop()
     if server:

@@ -1,4 +1,5 @@
-"""`ticketing dlq ...`: list, group, inspect, replay and purge the dead letters of every service."""
+"""`ticketing dlq ...`: list, group, inspect, replay and purge the dead letters of every service, and see the
+background jobs (the console's replays)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import getpass
 import json
 import socket
 import sys
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -16,7 +18,7 @@ from rich.progress import MofNCompleteColumn, Progress
 from rich.table import Table
 
 from services.ops import dlq
-from shared import dead_letters
+from shared import dead_letters, ops_jobs
 from shared.db import make_engine
 from shared.messaging import Bus
 from shared.settings import get_settings
@@ -60,7 +62,7 @@ def _check_service(service: str) -> None:
 
 @click.group("dlq")
 def dlq_group() -> None:
-    """Dead-letter queues of every service: ls, groups, messages, show, replay, purge, audit."""
+    """Dead-letter queues of every service: ls, groups, messages, show, replay, purge, audit, jobs."""
 
 
 @dlq_group.command("ls")
@@ -322,5 +324,41 @@ def audit_cmd(limit: int, as_json: bool) -> None:
             "yes" if r["dry_run"] else "",
             str(r["matched"]),
             str(r["affected"]),
+        )
+    console.print(table)
+
+
+@dlq_group.command("jobs")
+@click.argument("job_id", required=False, type=click.UUID)
+@click.option("--limit", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def jobs_cmd(job_id: uuid.UUID | None, limit: int, as_json: bool) -> None:
+    """Background jobs (replays started from the console or POST /admin/jobs): the latest, or one (as JSON)."""
+
+    async def q(engine: Any) -> Any:
+        async with engine.connect() as conn:
+            return await ops_jobs.get(conn, job_id) if job_id else await ops_jobs.recent(conn, limit)
+
+    found = _run(_with_engine, q)
+    if job_id is not None:
+        if found is None:
+            raise click.ClickException(f"no job {job_id}")
+        _emit_json(found)
+        return
+    if as_json:
+        _emit_json(found)
+        return
+    table = Table("job", "kind", "service", "status", "done / total", "replayed", "actor", "queued")
+    for j in found:
+        total = "?" if j["total"] is None else str(j["total"])
+        table.add_row(
+            str(j["id"]),
+            j["kind"],
+            j["params"].get("service", ""),
+            j["status"],
+            f"{j['done']} / {total}",
+            str(j["affected"]),
+            j["actor"],
+            str(j["created_at"])[:19],
         )
     console.print(table)

@@ -13,7 +13,8 @@ import base64
 import hashlib
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -194,7 +195,9 @@ class ActionResult:
     error: str | None = None
 
 
-async def count(conn: AsyncConnection, service: str, sel: Selector) -> tuple[int, list[dict[str, Any]]]:
+async def matching(conn: AsyncConnection, service: str, sel: Selector) -> tuple[int, list[dict[str, Any]], int]:
+    """How many waiting dead letters the selection matches, a sample of 20, and the highest id among them (a
+    replay goes no further, so a letter that fails again while it runs is not replayed again by the same run)."""
     where, params = sel.where()
     rows = (
         (
@@ -209,7 +212,12 @@ async def count(conn: AsyncConnection, service: str, sel: Selector) -> tuple[int
         .mappings()
         .all()
     )
-    return len(rows), [dict(r) for r in rows[:20]]
+    return len(rows), [dict(r) for r in rows[:20]], int(rows[-1]["id"]) if rows else 0
+
+
+async def count(conn: AsyncConnection, service: str, sel: Selector) -> tuple[int, list[dict[str, Any]]]:
+    matched, sample, _ = await matching(conn, service, sel)
+    return matched, sample
 
 
 async def _audit(
@@ -235,7 +243,7 @@ async def _audit(
     )
 
 
-async def _finish_audit(engine: AsyncEngine, audit_id: int, affected: int, detail: str | None) -> None:
+async def finish_audit(engine: AsyncEngine, audit_id: int, affected: int, detail: str | None) -> None:
     async with engine.begin() as conn:
         await conn.execute(
             text("UPDATE ops.audit_log SET affected = :n, detail = :d WHERE id = :id"),
@@ -263,6 +271,87 @@ class ReplayInProgress(RuntimeError):
     """A replay of the same service is running: replays of one service are serialised."""
 
 
+async def begin_replay(
+    engine: AsyncEngine, service: str, sel: Selector, actor: str, *, dry_run: bool = False
+) -> tuple[ActionResult, int]:
+    """Count what the selection matches and open its audit entry; returns the result so far and the highest
+    matching id (the replay's upper bound)."""
+    async with engine.begin() as conn:
+        matched, sample, upto = await matching(conn, service, sel)
+        audit_id = await _audit(conn, actor, "replay", service, sel, dry_run, matched)
+    return ActionResult("replay", service, dry_run, matched, audit_id=audit_id, sample=sample), upto
+
+
+@asynccontextmanager
+async def replay_lock(engine: AsyncEngine, service: str) -> AsyncIterator[bool]:
+    """The service's replay lock (a PostgreSQL session advisory lock): yields whether it was taken."""
+    async with engine.connect() as lock_conn:
+        lock_conn = await lock_conn.execution_options(isolation_level="AUTOCOMMIT")
+        key = {"key": f"ticketing.dlq-replay:{service}"}
+        taken = bool((await lock_conn.execute(text("SELECT pg_try_advisory_lock(hashtext(:key))"), key)).scalar())
+        try:
+            yield taken
+        finally:
+            if taken:
+                await lock_conn.execute(text("SELECT pg_advisory_unlock(hashtext(:key))"), key)
+
+
+@dataclass
+class Chunk:
+    last_id: int  # the cursor to go on from
+    scanned: int  # matching letters handled (0: nothing left)
+
+
+async def replay_chunk(
+    engine: AsyncEngine,
+    publish: Publish,
+    sel: Selector,
+    actor: str,
+    result: ActionResult,
+    *,
+    after: int,
+    upto: int,
+    limit: int = REPLAY_BATCH,
+    interval: float = 0.0,
+    progress: Callable[[int, int], None] | None = None,
+) -> Chunk:
+    """Replay the next ``limit`` waiting letters of the selection with ``after < id <= upto``, pacing each
+    publish by ``interval`` seconds; counts them into ``result.affected``. Call under ``replay_lock``."""
+    where, params = sel.where()
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text(f"""
+            SELECT * FROM ops.dead_letters
+             WHERE service = :service AND status = 'dead' AND id > :last AND id <= :upto AND {where}
+             ORDER BY id LIMIT :n
+        """),
+                {"service": result.service, "last": after, "upto": upto, "n": limit, **params},
+            )
+        ).all()
+    chunk = Chunk(after, 0)
+    assert result.audit_id is not None
+    for row in rows:
+        chunk.last_id, chunk.scanned = row.id, chunk.scanned + 1
+        if not row.original_queue:
+            continue  # nowhere to send it back to; stays in the DLQ for a purge
+        props = dict(row.properties)
+        await publish(
+            bytes(row.body),
+            row.original_queue,
+            row.message_id,
+            replay_headers(row, result.audit_id, actor),
+            props.get("correlation_id"),
+        )
+        result.affected += await _mark_replayed(engine, row.id, actor, result.audit_id)
+        metrics.DEAD_LETTERS_REPLAYED.labels(service=result.service).inc()
+        if progress is not None:
+            progress(result.affected, result.matched)
+        if interval:
+            await asyncio.sleep(interval)
+    return chunk
+
+
 async def replay(
     engine: AsyncEngine,
     publish: Publish,
@@ -280,61 +369,44 @@ async def replay(
     readers): one replay per service runs at a time, under a session advisory lock, and a row becomes
     'replayed' in a short transaction after its publish was confirmed. A crash in between replays it again
     later, which the idempotent consumers absorb. ``progress(done, matched)`` is called
-    after each confirmed publish (a replay of thousands at the default rate takes minutes)."""
-    async with engine.begin() as conn:
-        matched, sample = await count(conn, service, sel)
-        audit_id = await _audit(conn, actor, "replay", service, sel, dry_run, matched)
-    result = ActionResult("replay", service, dry_run, matched, audit_id=audit_id, sample=sample)
-    if dry_run or matched == 0:
+    after each confirmed publish (a replay of thousands at the default rate takes minutes). The console's
+    replays run the same chunks as background jobs of the ops service (``services/ops/jobs.py``)."""
+    result, upto = await begin_replay(engine, service, sel, actor, dry_run=dry_run)
+    if dry_run or result.matched == 0:
         return result
     interval = 1.0 / rate if rate > 0 else 0.0
-    where, params = sel.where()
-    last_id = 0
-    async with engine.connect() as lock_conn:
-        lock_conn = await lock_conn.execution_options(isolation_level="AUTOCOMMIT")
-        key = {"key": f"ticketing.dlq-replay:{service}"}
-        if not (await lock_conn.execute(text("SELECT pg_try_advisory_lock(hashtext(:key))"), key)).scalar():
-            await _finish_audit(engine, audit_id, 0, "refused: another replay of this service is running")
+    async with replay_lock(engine, service) as taken:
+        if not taken:
+            assert result.audit_id is not None
+            await finish_audit(engine, result.audit_id, 0, "refused: another replay of this service is running")
             raise ReplayInProgress(f"another replay of {service} is running; try again when it ends")
+        last_id = 0
         try:
             while True:
-                async with engine.connect() as conn:
-                    rows = (
-                        await conn.execute(
-                            text(f"""
-                        SELECT * FROM ops.dead_letters
-                         WHERE service = :service AND status = 'dead' AND id > :last AND {where}
-                         ORDER BY id LIMIT :n
-                    """),
-                            {"service": service, "last": last_id, "n": REPLAY_BATCH, **params},
-                        )
-                    ).all()
-                if not rows:
+                chunk = await replay_chunk(
+                    engine, publish, sel, actor, result, after=last_id, upto=upto, interval=interval, progress=progress
+                )
+                if not chunk.scanned:
                     break
-                for row in rows:
-                    last_id = row.id
-                    if not row.original_queue:
-                        continue  # nowhere to send it back to; stays in the DLQ for a purge
-                    props = dict(row.properties)
-                    await publish(
-                        bytes(row.body),
-                        row.original_queue,
-                        row.message_id,
-                        replay_headers(row, audit_id, actor),
-                        props.get("correlation_id"),
-                    )
-                    result.affected += await _mark_replayed(engine, row.id, actor, audit_id)
-                    metrics.DEAD_LETTERS_REPLAYED.labels(service=service).inc()
-                    if progress is not None:
-                        progress(result.affected, matched)
-                    if interval:
-                        await asyncio.sleep(interval)
+                last_id = chunk.last_id
         except Exception as exc:
             result.error = f"{type(exc).__name__}: {exc}"
-        finally:
-            await lock_conn.execute(text("SELECT pg_advisory_unlock(hashtext(:key))"), key)
-    await _finish_audit(engine, audit_id, result.affected, result.error)
+    assert result.audit_id is not None
+    await finish_audit(engine, result.audit_id, result.affected, result.error)
     return result
+
+
+async def replayed_by(engine: AsyncEngine, audit_id: int) -> int:
+    """How many letters the replay of this audit entry marked replayed (exact even across a crash and resume)."""
+    async with engine.connect() as conn:
+        return int(
+            (
+                await conn.execute(
+                    text("SELECT count(*) FROM ops.dead_letters WHERE action_id = :aid AND status = 'replayed'"),
+                    {"aid": audit_id},
+                )
+            ).scalar_one()
+        )
 
 
 async def _mark_replayed(engine: AsyncEngine, dead_letter_id: int, actor: str, audit_id: int) -> int:

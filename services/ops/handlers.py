@@ -1,5 +1,6 @@
-"""The ops service's command handler: dead-letter replays and purges, the only writes to its dead letters
-besides the keeper's. The gateway's admin API (and the console) send them here as ``DlqAction`` commands."""
+"""The ops service's command handlers: dead-letter replays and purges, the only writes to its dead letters
+besides the keeper's, and background jobs (long replays). The gateway's admin API (and the console) send them
+here as ``DlqAction`` and ``StartJob`` commands."""
 
 from __future__ import annotations
 
@@ -7,10 +8,29 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.ops import dlq
+from services.ops import dlq, jobs
 from shared import dead_letters
-from shared.messages import DlqAction, DlqActionAnswered, DlqActionKind, DlqActionOutcome
+from shared.messages import DlqAction, DlqActionAnswered, DlqActionKind, DlqActionOutcome, JobAccepted, StartJob
 from shared.messaging import Bus
+
+
+def bus_publisher(bus: Bus) -> dlq.Publish:
+    """A replay's publish: to the default exchange (the original queue by name), with a confirm."""
+
+    async def publish(
+        data: bytes, queue: str, message_id: str, headers: dict[str, Any], correlation_id: str | None
+    ) -> None:
+        await bus.publish_raw(
+            data, queue, exchange="", message_id=message_id, headers=headers, correlation_id=correlation_id
+        )
+
+    return publish
+
+
+async def start_job(cmd: StartJob, engine: AsyncEngine, runner: jobs.JobRunner) -> JobAccepted:
+    answered = await jobs.submit(engine, cmd)
+    runner.wake.set()
+    return answered
 
 
 async def dlq_action(cmd: DlqAction, engine: AsyncEngine, bus: Bus, default_rate: float) -> DlqActionAnswered:
@@ -26,17 +46,10 @@ async def dlq_action(cmd: DlqAction, engine: AsyncEngine, bus: Bus, default_rate
         result = await dlq.purge(engine, cmd.service, sel, cmd.actor, dry_run=cmd.dry_run)
         return DlqActionAnswered(outcome=DlqActionOutcome.DONE, result=result.__dict__)
 
-    async def publish(
-        data: bytes, queue: str, message_id: str, headers: dict[str, Any], correlation_id: str | None
-    ) -> None:
-        await bus.publish_raw(
-            data, queue, exchange="", message_id=message_id, headers=headers, correlation_id=correlation_id
-        )
-
     try:
         result = await dlq.replay(
             engine,
-            publish,
+            bus_publisher(bus),
             cmd.service,
             sel,
             cmd.actor,
