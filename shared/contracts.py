@@ -16,6 +16,7 @@ from shared import envelopes
 from shared.messages import (
     AddTicketType,
     CancelAnswered,
+    CancelEvent,
     CancelOrder,
     CatalogChanged,
     CheckoutDecided,
@@ -23,11 +24,14 @@ from shared.messages import (
     CreateEvent,
     DlqAction,
     DlqActionAnswered,
+    EventCancelAnswered,
     Message,
     NotificationAnswered,
     PaymentNotified,
     PaymentOp,
     PaymentOpAnswered,
+    RefundAnswered,
+    RefundOrder,
 )
 from shared.topology import Names
 
@@ -35,6 +39,8 @@ from shared.topology import Names
 REPLIES: dict[type[Message], type[Message]] = {
     CheckoutRequested: CheckoutDecided,
     CancelOrder: CancelAnswered,
+    RefundOrder: RefundAnswered,
+    CancelEvent: EventCancelAnswered,
     CreateEvent: CatalogChanged,
     AddTicketType: CatalogChanged,
     PaymentNotified: NotificationAnswered,

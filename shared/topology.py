@@ -30,6 +30,11 @@ TICKET_TYPE_ADDED = "catalog.ticket_type_added"
 CREATE_EVENT = "command.create_event"
 ADD_TICKET_TYPE = "command.add_ticket_type"
 CANCEL_ORDER = "command.cancel_order"
+# Organiser actions (issue 11): on inventory's command queue; the cancellation continues itself in batches.
+REFUND_ORDER = "command.refund_order"
+CANCEL_EVENT = "command.cancel_event"
+CONTINUE_EVENT_CANCELLATION = "command.continue_event_cancellation"
+EVENT_CANCELLED = "catalog.event_cancelled"
 # Payments: a verified provider notification, and the payment service's results for inventory.
 PAYMENT_NOTIFIED = "payment.notified"
 PAYMENT_SUCCEEDED = "payment.succeeded"
@@ -78,7 +83,11 @@ class WorkQueue:
 
 
 INVENTORY_CHECKOUT = WorkQueue("inventory", "inventory.checkout", (CHECKOUT_REQUESTED,))
-INVENTORY_COMMANDS = WorkQueue("inventory", "inventory.commands", (CREATE_EVENT, ADD_TICKET_TYPE, CANCEL_ORDER))
+INVENTORY_COMMANDS = WorkQueue(
+    "inventory",
+    "inventory.commands",
+    (CREATE_EVENT, ADD_TICKET_TYPE, CANCEL_ORDER, REFUND_ORDER, CANCEL_EVENT, CONTINUE_EVENT_CANCELLATION),
+)
 INVENTORY_HOLD_EXPIRY = WorkQueue("inventory", "inventory.hold-expiry", (HOLD_EXPIRY_DUE,))
 # Payments: inventory turns payments into sales; the payment service records notifications and tracks orders.
 INVENTORY_PAYMENTS = WorkQueue("inventory", "inventory.payments", (PAYMENT_SUCCEEDED, PAYMENT_REFUNDED))
@@ -87,7 +96,9 @@ PAYMENT_ORDERS = WorkQueue("payment", "payment.orders", (ORDER_HELD, ORDER_REFUN
 PAYMENT_COMMANDS = WorkQueue("payment", "payment.commands", (PAYMENT_OP,))
 # Search: catalog changes written through to the index; stock changes refresh availability.
 OPS_COMMANDS = WorkQueue("ops", "ops.commands", (DLQ_ACTION,))
-SEARCH_CATALOG = WorkQueue("search", "search.catalog", (EVENT_CREATED, TICKET_TYPE_ADDED, STOCK_CHANGED))
+SEARCH_CATALOG = WorkQueue(
+    "search", "search.catalog", (EVENT_CREATED, TICKET_TYPE_ADDED, STOCK_CHANGED, EVENT_CANCELLED)
+)
 
 # Mailer: ticket, expiry and refund email. Its retry ladder is a setting (TICKETING_MAILER_RETRY_DELAYS), so the
 # service builds its queue with mailer_notifications(settings.mailer_retry_delays); this is the default.
@@ -96,7 +107,11 @@ MAILER_RETRY_DELAYS: tuple[int, ...] = (5, 30, 120, 600)
 
 def mailer_notifications(retry_delays: tuple[int, ...] = MAILER_RETRY_DELAYS) -> WorkQueue:
     return WorkQueue(
-        "mailer", "mailer.notifications", (ORDER_PAID, ORDER_EXPIRED, ORDER_REFUNDED), retry_delays=tuple(retry_delays)
+        "mailer",
+        "mailer.notifications",
+        # order.cancelled: only a hold the event's cancellation released is emailed (the buyer's own cancel is not)
+        (ORDER_PAID, ORDER_EXPIRED, ORDER_REFUNDED, ORDER_CANCELLED),
+        retry_delays=tuple(retry_delays),
     )
 
 

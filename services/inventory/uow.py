@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.inventory.sales_store import Sales
-from services.inventory.store import Catalog, Orders, Stock
+from services.inventory.store import Catalog, Events, Orders, Stock
 from shared.uow import UnitOfWork
 
 
@@ -14,7 +14,9 @@ class InventoryUnitOfWork(UnitOfWork):
     stock: Stock
     catalog: Catalog
     sales: Sales
+    events: Events
 
     def bind(self, conn: AsyncConnection) -> None:
         self.orders, self.stock = Orders(conn), Stock(conn)
         self.catalog, self.sales = Catalog(conn), Sales(conn)
+        self.events = Events(conn)
