@@ -17,6 +17,7 @@ from services.gateway import (
     auth,
     observability,
     ops_api,
+    organiser_api,
     payments_admin_api,
     payments_api,
     problems,
@@ -105,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(payments_api.router, dependencies=[Depends(RateLimit(ratelimit.PAYMENTS))])
     app.include_router(ops_api.router)
     app.include_router(payments_admin_api.router)
+    app.include_router(organiser_api.router)
     app.include_router(search_api.router)
 
     async def redis_check() -> None:

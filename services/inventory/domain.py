@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from uuid import UUID
 
+from shared.cancellation import progress_of
 from shared.messages import (
     CancellationProgress,
     EventStatus,
@@ -454,13 +455,13 @@ class Event:
 
 def cancellation_progress(event: Event, pending: int, paid: int, refund_pending: int) -> CancellationProgress:
     """What the cancellation still has to do, from the event's counters and the live order counts."""
-    to_do = event.status is not EventStatus.ON_SALE
-    return CancellationProgress(
-        event_id=event.id,
-        status=event.status,
-        pending_to_cancel=pending if to_do else 0,
-        paid_to_refund=paid if to_do else 0,
-        refunds_pending=refund_pending if to_do else 0,
-        done=max(event.orders_cancelled + event.orders_sent_to_refund - (refund_pending if to_do else 0), 0),
+    return progress_of(
+        event.id,
+        event.status,
+        orders_cancelled=event.orders_cancelled,
+        orders_sent_to_refund=event.orders_sent_to_refund,
         batches=event.cancel_batches,
+        pending=pending,
+        paid=paid,
+        refund_pending=refund_pending,
     )
