@@ -8,6 +8,7 @@ import sys
 
 import click
 
+from services.inventory.cli import events_group, orders_group
 from services.mailer.cli import mail_group
 from services.ops.cli import dlq_group
 from services.payment.cli import payments_group
@@ -120,6 +121,8 @@ main.add_command(mail_group)
 main.add_command(dlq_group)
 main.add_command(search_group)
 main.add_command(payments_group)
+main.add_command(events_group)
+main.add_command(orders_group)
 
 if __name__ == "__main__":
     main()
