@@ -1,0 +1,385 @@
+"""The organiser's actions end to end (issue 11): refund a paid order, cancel an event (also one with 2,000
+orders, interrupted by a SIGKILL of inventory), the sales report and the accounting CSV. Real processes: gateway ->
+RabbitMQ -> inventory -> outbox -> payment service -> VNPAY simulator -> inventory -> mailer -> SMTP."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import sys
+import uuid
+from typing import Any
+
+import httpx
+
+from services.gateway.auth import issue_token
+from services.paysim.client import pay_with_simulator
+from shared import event_reports
+from tests.e2e.test_payments import checkout, fault, sim_txn, txn_ref, wait_status
+from tests.harness import Stack, eventually
+
+ADMIN = "organiser-admin"
+
+
+async def admin(stack: Stack, method: str, path: str, **kw: Any) -> httpx.Response:
+    async with stack.client(ADMIN, admin=True) as c:
+        return await c.request(method, path, **kw)
+
+
+async def paid_order(stack: Stack, user: str, tt: str, quantity: int = 1) -> dict[str, Any]:
+    order = await checkout(stack, user, tt, quantity)
+    await pay_with_simulator(order["payment_url"])
+    await wait_status(stack, order["order_id"], "PAID")
+    return order
+
+
+def mails(stack: Stack, user: str, kind: str, order_id: str) -> list[Any]:
+    """What the test's SMTP server received for this buyer: the (kind, order) email by its Message-ID."""
+    want = f"<{kind}.{order_id}@ticketing>"
+    return [m for m in stack.smtp.handler.to(f"{user}@example.com") if m.message["Message-ID"] == want]
+
+
+async def one_mail(stack: Stack, user: str, kind: str, order_id: str) -> Any:
+    async def arrived() -> list[Any]:
+        return mails(stack, user, kind, order_id)
+
+    found = await eventually(arrived, timeout=30, what=f"the {kind} email of order {order_id}")
+    assert len(found) == 1, found
+    return found[0]
+
+
+def is_problem(r: httpx.Response, status: int) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/problem+json"), r.headers
+    return r.json()  # type: ignore[no-any-return]
+
+
+async def event_admin(stack: Stack, event_id: str) -> dict[str, Any]:
+    r = await admin(stack, "GET", f"/admin/events/{event_id}")
+    assert r.status_code == 200, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+# --- refunds -------------------------------------------------------------------------------------------
+
+
+async def test_refunding_a_paid_order_voids_its_tickets_returns_its_stock_and_emails_the_buyer(stack: Stack) -> None:
+    event = await stack.create_event(capacity=3, per_user_limit=2)
+    tt = event["ticket_types"][0]["ticket_type_id"]
+    order = await paid_order(stack, "refund-buyer", tt, 2)
+    ref = txn_ref(order)
+    assert await stack.stock(tt) == (3, 0, 2)
+
+    r = await admin(stack, "POST", f"/admin/orders/{order['order_id']}/refund")
+    assert r.status_code == 202, r.text
+    assert r.json()["outcome"] == "accepted" and r.json()["status"] == "REFUND_PENDING"
+    # Returned when inventory accepted the refund: resellable at once, before the provider confirms.
+    assert await stack.stock(tt) == (3, 0, 0)
+    voided = await stack.db.fetch(
+        "SELECT voided_at FROM inventory.tickets WHERE order_id = $1", uuid.UUID(order["order_id"])
+    )
+    assert len(voided) == 2 and all(t["voided_at"] is not None for t in voided)
+
+    await wait_status(stack, order["order_id"], "REFUNDED")
+    assert (await sim_txn(stack, ref))["refunded"] is True
+    mail = await one_mail(stack, "refund-buyer", "refunded", order["order_id"])
+    assert "hoàn tiền" in mail.part("plain")  # Vietnamese: the organiser refunded the order
+
+    again = await admin(stack, "POST", f"/admin/orders/{order['order_id']}/refund")  # idempotent
+    assert again.status_code == 202 and again.json()["outcome"] == "already", again.text
+    assert await stack.stock(tt) == (3, 0, 0)
+    refunds = await stack.db.fetchval(
+        "SELECT count(*) FROM payment.refunds WHERE order_id = $1", uuid.UUID(order["order_id"])
+    )
+    assert refunds == 1
+    assert await stack.order_status(order["order_id"]) == "REFUNDED"
+
+    # The stock is on sale again, and the buyer's per-user holdings went down with the refund.
+    again_bought = await checkout(stack, "refund-buyer", tt, 2)
+    assert again_bought["status"] == "PENDING"
+    assert len(mails(stack, "refund-buyer", "refunded", order["order_id"])) == 1
+
+    pending = is_problem(await admin(stack, "POST", f"/admin/orders/{again_bought['order_id']}/refund"), 409)
+    assert pending["reason"] == "order_not_paid" and pending["order_status"] == "PENDING"
+    assert await stack.order_status(again_bought["order_id"]) == "PENDING"
+    is_problem(await admin(stack, "POST", f"/admin/orders/{uuid.uuid4()}/refund"), 404)
+
+
+async def test_a_refund_the_provider_refuses_is_listed_for_operators_and_retried(stack: Stack) -> None:
+    event = await stack.create_event(capacity=2)
+    tt = event["ticket_types"][0]["ticket_type_id"]
+    order = await paid_order(stack, "refused-refund-buyer", tt)
+    ref = txn_ref(order)
+    await fault(stack, ref, refund_refused=True)
+
+    r = await admin(stack, "POST", f"/admin/orders/{order['order_id']}/refund")
+    assert r.status_code == 202, r.text
+
+    async def listed() -> dict[str, Any] | None:
+        rows = (await admin(stack, "GET", "/admin/payments/refunds/failed")).json()
+        return next((row for row in rows if row["txn_ref"] == ref), None)
+
+    row = await eventually(listed, what="the refused refund in the operators' list")
+    assert row["order_id"] == order["order_id"] and row["status"] == "REFUSED"
+    assert await stack.order_status(order["order_id"]) == "REFUND_PENDING"
+    assert await stack.stock(tt) == (2, 0, 0)  # the tickets are void and back on sale all the same
+    assert mails(stack, "refused-refund-buyer", "refunded", order["order_id"]) == []
+
+    await fault(stack, ref, refund_refused=False)
+    retried = await admin(stack, "POST", f"/admin/payments/refunds/{ref}/retry")
+    assert retried.status_code == 200, retried.text
+    await wait_status(stack, order["order_id"], "REFUNDED")
+    await one_mail(stack, "refused-refund-buyer", "refunded", order["order_id"])
+
+
+# --- cancelling an event -----------------------------------------------------------------------------------
+
+
+async def homepage_ids(stack: Stack) -> set[str]:
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as c:
+        r = await c.get("/events", params={"limit": 100})
+    assert r.status_code == 200, r.text
+    return {e["event_id"] for e in r.json()}
+
+
+async def search_ids(stack: Stack, q: str) -> set[str]:
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as c:
+        r = await c.get("/search", params={"q": q})
+    assert r.status_code == 200, r.text
+    return {h["event_id"] for h in r.json()["results"]}
+
+
+async def test_cancelling_an_event_stops_its_sale_cancels_holds_refunds_sales_and_emails_each_buyer_once(
+    stack: Stack,
+) -> None:
+    title = f"Hòa nhạc huỷ {uuid.uuid4().hex[:6]}"
+    event = await stack.create_event(capacity=10, title=title, extra_types=1)
+    event_id = event["event_id"]
+    tt, other = (t["ticket_type_id"] for t in event["ticket_types"])
+    pending = {user: await checkout(stack, user, tt, 2) for user in ("cx-hold-1", "cx-hold-2")}
+    paid = {
+        "cx-paid-1": await paid_order(stack, "cx-paid-1", tt),
+        "cx-paid-2": await paid_order(stack, "cx-paid-2", other, 3),
+    }
+
+    async def offered() -> bool:
+        return event_id in await homepage_ids(stack)
+
+    await eventually(offered, what="the event on the homepage")
+    before = await event_admin(stack, event_id)
+    assert before["status"] == "ON_SALE" and before["progress"]["pending_to_cancel"] == 0
+
+    r = await admin(stack, "POST", f"/admin/events/{event_id}/cancel")
+    assert r.status_code == 202, r.text
+    assert r.json()["outcome"] == "accepted" and r.json()["progress"]["status"] == "CANCELLING"
+
+    async with stack.client("cx-late-buyer") as c:  # the sale stops at once
+        refused = await c.post("/checkout", json={"items": [{"ticket_type_id": other, "quantity": 1}]})
+    assert is_problem(refused, 409)["reason"] == "event_cancelled"
+
+    async def finished() -> dict[str, Any] | None:
+        shown = await event_admin(stack, event_id)
+        p = shown["progress"]
+        return shown if shown["status"] == "CANCELLED" and p["refunds_pending"] == 0 else None
+
+    shown = await eventually(finished, timeout=40, what="the cancellation finished")
+    assert shown["progress"] == {
+        "pending_to_cancel": 0,
+        "paid_to_refund": 0,
+        "refunds_pending": 0,
+        "done": 4,
+        "batches": 1,
+    }
+    for order in pending.values():
+        assert await stack.order_status(order["order_id"]) == "CANCELLED"
+    for order in paid.values():
+        assert await stack.order_status(order["order_id"]) == "REFUNDED"
+        assert (await sim_txn(stack, txn_ref(order)))["refunded"] is True
+    assert await stack.stock(tt) == (10, 0, 0) and await stack.stock(other) == (10, 0, 0)
+
+    async def unlisted() -> bool:
+        return event_id not in await homepage_ids(stack) and event_id not in await search_ids(stack, title)
+
+    await eventually(unlisted, what="the event gone from /events and /search")
+
+    for user, order in pending.items():
+        mail = await one_mail(stack, user, "cancelled", order["order_id"])
+        assert "huỷ" in mail.message["Subject"]
+    for user, order in paid.items():
+        await one_mail(stack, user, "refunded", order["order_id"])
+    again = await admin(stack, "POST", f"/admin/events/{event_id}/cancel")
+    assert again.status_code == 202 and again.json()["outcome"] == "already"
+    for user, order in [*pending.items(), *paid.items()]:  # each buyer heard of it once, the repeat sent nothing
+        kind = "cancelled" if user in pending else "refunded"
+        assert len(mails(stack, user, kind, order["order_id"])) == 1
+    assert (
+        await stack.db.fetchval(
+            "SELECT count(*) FROM mailer.emails WHERE order_id = ANY($1::uuid[]) AND kind IN ('cancelled', 'refunded')",
+            [uuid.UUID(o["order_id"]) for o in [*pending.values(), *paid.values()]],
+        )
+        == 4
+    )
+    is_problem(await admin(stack, "POST", f"/admin/events/{uuid.uuid4()}/cancel"), 404)
+    is_problem(await admin(stack, "GET", f"/admin/events/{uuid.uuid4()}"), 404)
+
+
+# --- reports -------------------------------------------------------------------------------------------------
+
+
+async def test_the_sales_report_counts_a_sale_a_refund_a_hold_and_an_admission(stack: Stack) -> None:
+    event = await stack.create_event(capacity=5, price=150_000, extra_types=1)
+    event_id = event["event_id"]
+    tt, other = (t["ticket_type_id"] for t in event["ticket_types"])
+    refunded = await paid_order(stack, "sales-refunded", tt, 2)
+    kept = await paid_order(stack, "sales-kept", tt, 1)
+    await checkout(stack, "sales-holding", other, 1)
+    r = await admin(stack, "POST", f"/admin/orders/{refunded['order_id']}/refund")
+    assert r.status_code == 202, r.text
+    await wait_status(stack, refunded["order_id"], "REFUNDED")
+    # Check-in is another change (the scanner role); its admitted_at column is what it sets.
+    await stack.db.execute(
+        "UPDATE inventory.tickets SET admitted_at = now() WHERE order_id = $1", uuid.UUID(kept["order_id"])
+    )
+
+    r = await admin(stack, "GET", f"/admin/events/{event_id}/sales")
+    assert r.status_code == 200, r.text
+    report = r.json()
+    lines = {line["ticket_type_id"]: line for line in report["ticket_types"]}
+    fields = ("capacity", "held", "sold", "available", "refunded", "admitted", "revenue")
+    assert {f: lines[tt][f] for f in fields} == {
+        "capacity": 5,
+        "held": 0,
+        "sold": 1,
+        "available": 4,
+        "refunded": 2,
+        "admitted": 1,
+        "revenue": 150_000,
+    }
+    assert {f: lines[other][f] for f in fields} == {
+        "capacity": 5,
+        "held": 1,
+        "sold": 0,
+        "available": 4,
+        "refunded": 0,
+        "admitted": 0,
+        "revenue": 0,
+    }
+    assert report["totals"] == {
+        "capacity": 10,
+        "held": 1,
+        "sold": 1,
+        "available": 8,
+        "refunded": 2,
+        "admitted": 1,
+        "revenue": 150_000,
+    }
+    is_problem(await admin(stack, "GET", f"/admin/events/{uuid.uuid4()}/sales"), 404)
+
+
+def client_as(stack: Stack, sub: str, email: str) -> httpx.AsyncClient:
+    token = issue_token(stack.settings, sub, email, [])
+    return httpx.AsyncClient(base_url=stack.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+
+
+async def test_the_orders_csv_keeps_vietnamese_names_and_defuses_formulas(stack: Stack) -> None:
+    body = {
+        "title": "Đêm nhạc Trịnh Công Sơn",
+        "venue": "Nhà hát Lớn",
+        "city": "Hà Nội",
+        "starts_at": "2030-01-01T20:00:00+07:00",
+        "ticket_types": [
+            {"name": "Vé Hạng Ánh Dương", "price": 200_000, "capacity": 10},
+            {"name": '=HYPERLINK("http://evil.example")', "price": 50_000, "capacity": 10},
+        ],
+    }
+    r = await admin(stack, "POST", "/admin/events", json=body)
+    assert r.status_code == 201, r.text
+    event_id = r.json()["event_id"]
+    vn, formula = (t["ticket_type_id"] for t in sorted(r.json()["ticket_types"], key=lambda t: -t["price"]))
+    async with client_as(stack, "Nguyễn Thị Ánh", "anh@example.com") as c:
+        held = await c.post("/checkout", json={"items": [{"ticket_type_id": vn, "quantity": 2}]})
+    assert held.status_code == 201, held.text
+    await pay_with_simulator(held.json()["payment_url"])
+    await wait_status(stack, held.json()["order_id"], "PAID")
+    async with client_as(stack, "@attacker+1", "formula@example.com") as c:
+        other = await c.post("/checkout", json={"items": [{"ticket_type_id": formula, "quantity": 1}]})
+    assert other.status_code == 201, other.text
+
+    async with stack.client(ADMIN, admin=True) as c:
+        r = await c.get(f"/admin/events/{event_id}/orders.csv")
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/csv") and "charset=utf-8" in r.headers["content-type"]
+    text = r.content.decode("utf-8-sig")  # UTF-8 with a byte-order mark (spreadsheets then read it as UTF-8)
+    rows = list(csv.reader(io.StringIO(text)))
+    assert tuple(rows[0]) == event_reports.LEDGER_COLUMNS
+    by_order = {row[0]: dict(zip(rows[0], row, strict=True)) for row in rows[1:]}
+    mine = by_order[held.json()["order_id"]]
+    assert mine["user_id"] == "Nguyễn Thị Ánh" and mine["ticket_type_name"] == "Vé Hạng Ánh Dương"
+    assert mine["status"] == "PAID" and mine["quantity"] == "2" and mine["unit_price"] == "200000"
+    assert mine["line_total"] == "400000" and mine["paid_at"] and mine["txn_ref"] == txn_ref(held.json())
+    theirs = by_order[other.json()["order_id"]]
+    assert theirs["user_id"] == "'@attacker+1"
+    assert theirs["ticket_type_name"] == '\'=HYPERLINK("http://evil.example")'
+    assert theirs["status"] == "PENDING" and theirs["paid_at"] == ""
+    is_problem(await admin(stack, "GET", f"/admin/events/{uuid.uuid4()}/orders.csv"), 404)
+
+
+async def test_every_organiser_route_is_admin_only(stack: Stack) -> None:
+    event = await stack.create_event(capacity=1)
+    some = str(uuid.uuid4())
+    async with stack.client("not-an-organiser") as c:
+        for method, path in [
+            ("POST", f"/admin/orders/{some}/refund"),
+            ("POST", f"/admin/events/{event['event_id']}/cancel"),
+            ("GET", f"/admin/events/{event['event_id']}"),
+            ("GET", f"/admin/events/{event['event_id']}/sales"),
+            ("GET", f"/admin/events/{event['event_id']}/orders.csv"),
+        ]:
+            is_problem(await c.request(method, path), 403)
+    assert (await event_admin(stack, event["event_id"]))["status"] == "ON_SALE"
+
+
+async def cli(stack: Stack, *args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "ticketing.cli",
+        *args,
+        env=stack.env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await proc.communicate()
+    return proc.returncode or 0, out.decode()
+
+
+async def test_the_cli_refunds_an_order_and_cancels_and_shows_an_event(stack: Stack) -> None:
+    import json
+
+    event = await stack.create_event(capacity=4)
+    tt = event["ticket_types"][0]["ticket_type_id"]
+    order = await paid_order(stack, "cli-refund-buyer", tt)
+    holding = await checkout(stack, "cli-holding-buyer", tt)
+
+    code, out = await cli(stack, "orders", "refund", holding["order_id"])
+    assert code == 1 and "409 order_not_paid" in out, out
+    code, out = await cli(stack, "orders", "refund", order["order_id"], "--json", "--actor", "oncall")
+    assert code == 0, out
+    assert json.loads(out)["outcome"] == "accepted"
+    await wait_status(stack, order["order_id"], "REFUNDED")
+
+    code, out = await cli(stack, "events", "cancel", event["event_id"], "--json")
+    assert code == 0 and json.loads(out)["outcome"] == "accepted", out
+    await wait_status(stack, holding["order_id"], "CANCELLED")
+
+    async def shown() -> dict[str, Any] | None:
+        code, out = await cli(stack, "events", "show", event["event_id"], "--json")
+        assert code == 0, out
+        body: dict[str, Any] = json.loads(out)
+        return body if body["status"] == "CANCELLED" else None
+
+    body = await eventually(shown, timeout=30, interval=0.5, what="the event CANCELLED in `events show`")
+    assert body["progress"]["pending_to_cancel"] == 0 and body["progress"]["done"] == 1
+    code, out = await cli(stack, "events", "show", str(uuid.uuid4()))
+    assert code == 1 and "404" in out, out
