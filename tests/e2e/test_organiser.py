@@ -7,15 +7,22 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
+import os
+import signal
 import sys
+import time
 import uuid
 from typing import Any
 
 import httpx
+import pytest
 
 from services.gateway.auth import issue_token
 from services.paysim.client import pay_with_simulator
 from shared import event_reports
+from shared.settings import Settings
+from tests.e2e.test_faults import SALE_SERVICES, FaultStack, own_stack
 from tests.e2e.test_payments import checkout, fault, sim_txn, txn_ref, wait_status
 from tests.harness import Stack, eventually
 
@@ -355,8 +362,6 @@ async def cli(stack: Stack, *args: str) -> tuple[int, str]:
 
 
 async def test_the_cli_refunds_an_order_and_cancels_and_shows_an_event(stack: Stack) -> None:
-    import json
-
     event = await stack.create_event(capacity=4)
     tt = event["ticket_types"][0]["ticket_type_id"]
     order = await paid_order(stack, "cli-refund-buyer", tt)
@@ -383,3 +388,136 @@ async def test_the_cli_refunds_an_order_and_cancels_and_shows_an_event(stack: St
     assert body["progress"]["pending_to_cancel"] == 0 and body["progress"]["done"] == 1
     code, out = await cli(stack, "events", "show", str(uuid.uuid4()))
     assert code == 1 and "404" in out, out
+
+
+# --- a cancellation of thousands of orders, interrupted ------------------------------------------------------
+
+BULK_ORDERS = 2000
+BULK_PAID = 6  # paid through the simulator (its refunds are real provider calls); the rest are holds
+BATCH = 100
+
+
+async def bulk_holds(stack: Stack, event_id: str, tt: str, price: int, count: int) -> list[uuid.UUID]:
+    """``count`` PENDING holds of one ticket each, written straight into inventory's tables as a hold batch
+    would leave them (order, item, the buyer's holding, the held counter). Placing 2,000 checkouts through HTTP
+    costs minutes on this 2-core machine and tests nothing the cancellation depends on."""
+    ids = [uuid.uuid4() for _ in range(count)]
+    users = [f"bulk-{i:04d}-{uuid.uuid4().hex[:6]}" for i in range(count)]
+    async with stack.db.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "INSERT INTO inventory.orders (id, user_id, user_email, locale, event_id, status, total, expires_at) "
+            "SELECT o.id, o.u, o.u || '@example.com', 'vi', $3, 'PENDING', $4, now() + interval '900 seconds' "
+            "FROM unnest($1::uuid[], $2::text[]) AS o(id, u)",
+            ids,
+            users,
+            uuid.UUID(event_id),
+            price,
+        )
+        await conn.execute(
+            "INSERT INTO inventory.order_items (order_id, ticket_type_id, quantity, unit_price) "
+            "SELECT id, $2, 1, $3 FROM unnest($1::uuid[]) AS o(id)",
+            ids,
+            uuid.UUID(tt),
+            price,
+        )
+        await conn.execute(
+            "INSERT INTO inventory.user_holdings (user_id, ticket_type_id, quantity) "
+            "SELECT u, $2, 1 FROM unnest($1::text[]) AS h(u)",
+            users,
+            uuid.UUID(tt),
+        )
+        await conn.execute("UPDATE inventory.ticket_types SET held = held + $2 WHERE id = $1", uuid.UUID(tt), count)
+    return ids
+
+
+@pytest.mark.slow
+async def test_a_cancellation_of_2000_orders_survives_a_sigkill_of_inventory(
+    server_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Batches of 100 with a short pause, so that the kill lands with some batches done and others to do.
+    monkeypatch.setenv("TICKETING_EVENT_CANCEL_BATCH_SIZE", str(BATCH))
+    monkeypatch.setenv("TICKETING_EVENT_CANCEL_PAUSE_SECONDS", "0.2")
+    async with own_stack(server_settings, monkeypatch, services=SALE_SERVICES) as fs:
+        await cancel_under_a_kill(fs)
+
+
+async def cancel_under_a_kill(fs: FaultStack) -> None:
+    stack = fs.stack
+    price = 120_000
+    event = await stack.create_event(capacity=BULK_ORDERS + 100, price=price)
+    event_id = event["event_id"]
+    tt = event["ticket_types"][0]["ticket_type_id"]
+    paid = {f"bulk-paid-{i}-{uuid.uuid4().hex[:6]}": "" for i in range(BULK_PAID)}
+    for user in paid:
+        paid[user] = (await paid_order(stack, user, tt))["order_id"]
+    held = await bulk_holds(stack, event_id, tt, price, BULK_ORDERS - BULK_PAID)
+    all_ids = [*held, *(uuid.UUID(o) for o in paid.values())]
+    assert await stack.stock(tt) == (BULK_ORDERS + 100, BULK_ORDERS - BULK_PAID, BULK_PAID)
+
+    r = await admin(stack, "POST", f"/admin/events/{event_id}/cancel")
+    assert r.status_code == 202, r.text
+
+    async def midway() -> dict[str, Any] | None:
+        p = (await event_admin(stack, event_id))["progress"]
+        return p if p["done"] > 0 and p["pending_to_cancel"] > 0 else None
+
+    at_kill = await eventually(midway, timeout=60, interval=0.02, what="the cancellation under way")
+    proc = fs.supervisor.procs["inventory"]
+    os.kill(proc.pid, signal.SIGKILL)
+    await asyncio.to_thread(proc.wait, 10)
+    killed_at = time.monotonic()
+    after_kill = (await event_admin(stack, event_id))["progress"]
+    assert after_kill["pending_to_cancel"] > 0, after_kill  # it really stopped midway
+
+    async def restarted() -> bool:  # the supervisor's watch (as `ticketing up`) starts a new inventory
+        new = fs.supervisor.procs["inventory"]
+        return new is not proc and new.poll() is None
+
+    await eventually(restarted, timeout=15, what="inventory restarted")
+
+    async def finished() -> dict[str, Any] | None:
+        shown = await event_admin(stack, event_id)
+        return shown if shown["status"] == "CANCELLED" and shown["progress"]["refunds_pending"] == 0 else None
+
+    shown = await eventually(finished, timeout=180, interval=0.5, what="the cancellation finished after the kill")
+    print(f"killed at {at_kill}, finished {time.monotonic() - killed_at:.1f}s after the kill: {shown['progress']}")
+    assert shown["progress"]["pending_to_cancel"] == 0 and shown["progress"]["paid_to_refund"] == 0
+    assert shown["progress"]["done"] == BULK_ORDERS
+    assert shown["progress"]["batches"] >= BULK_ORDERS // BATCH
+
+    statuses = dict(
+        await stack.db.fetch(
+            "SELECT status, count(*) FROM inventory.orders WHERE event_id = $1 GROUP BY status", uuid.UUID(event_id)
+        )
+    )
+    assert statuses == {"CANCELLED": BULK_ORDERS - BULK_PAID, "REFUNDED": BULK_PAID}, statuses
+    # Each order was done exactly once: the counters move in the same transaction as the orders they count.
+    counters = await stack.db.fetchrow(
+        "SELECT orders_cancelled, orders_sent_to_refund FROM inventory.events WHERE id = $1", uuid.UUID(event_id)
+    )
+    assert tuple(counters) == (BULK_ORDERS - BULK_PAID, BULK_PAID)
+    assert await stack.stock(tt) == (BULK_ORDERS + 100, 0, 0)
+    assert (
+        await stack.db.fetchval(
+            "SELECT COALESCE(sum(quantity), 0) FROM inventory.user_holdings WHERE ticket_type_id = $1", uuid.UUID(tt)
+        )
+        == 0
+    )
+    refunds = await stack.db.fetch(
+        "SELECT status FROM payment.refunds WHERE order_id = ANY($1::uuid[])", [uuid.UUID(o) for o in paid.values()]
+    )
+    assert [r["status"] for r in refunds] == ["CONFIRMED"] * BULK_PAID
+
+    async def all_emailed() -> bool:
+        sent = await stack.db.fetchval(
+            "SELECT count(*) FROM mailer.emails WHERE order_id = ANY($1::uuid[]) AND kind IN ('cancelled', 'refunded') "
+            "AND status = 'sent'",
+            all_ids,
+        )
+        return int(sent) == BULK_ORDERS
+
+    await eventually(all_emailed, timeout=240, interval=1, what="every buyer emailed")
+    wanted = {f"<cancelled.{i}@ticketing>" for i in held} | {f"<refunded.{o}@ticketing>" for o in paid.values()}
+    received = [str(m.message["Message-ID"]) for m in list(stack.smtp.handler.received)]
+    mine = [m for m in received if m in wanted]
+    assert len(mine) == BULK_ORDERS and set(mine) == wanted  # every buyer emailed, none twice
