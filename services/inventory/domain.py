@@ -213,6 +213,8 @@ class Order:
     def refund(self, reason: str, cause: RefundCause) -> StockEffect:
         """PAID -> REFUND_PENDING by the organiser: the tickets are void and their stock is back on sale at once
         (sold -= q, the buyer's holdings reduced); the payment service asks the provider for the money."""
+        if self.status is not OrderStatus.PAID:  # EXPIRED -> REFUND_PENDING is a late payment's, not this
+            raise IllegalTransition(self.id, self.status, OrderStatus.REFUND_PENDING)
         self._move(OrderStatus.REFUND_PENDING)
         self.refund_cause = cause
         self.events.append(OrderRefundPending(**self._buyer(), amount=self.total, reason=reason, cause=cause))
