@@ -37,6 +37,7 @@ async def get_event(engine: AsyncEngine, event_id: UUID) -> EventOut | None:
         starts_at=ev.starts_at,
         description=ev.description,
         hold_seconds=ev.hold_seconds,
+        status=ev.status,
         ticket_types=[
             TicketTypeOut(
                 ticket_type_id=t.id,

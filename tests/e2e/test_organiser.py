@@ -177,6 +177,9 @@ async def test_cancelling_an_event_stops_its_sale_cancels_holds_refunds_sales_an
     before = await event_admin(stack, event_id)
     assert before["status"] == "ON_SALE" and before["progress"]["pending_to_cancel"] == 0
 
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as c:  # its page, now in the cache
+        assert (await c.get(f"/events/{event_id}")).json()["status"] == "ON_SALE"
+
     r = await admin(stack, "POST", f"/admin/events/{event_id}/cancel")
     assert r.status_code == 202, r.text
     assert r.json()["outcome"] == "accepted" and r.json()["progress"]["status"] == "CANCELLING"
@@ -209,6 +212,12 @@ async def test_cancelling_an_event_stops_its_sale_cancels_holds_refunds_sales_an
         return event_id not in await homepage_ids(stack) and event_id not in await search_ids(stack, title)
 
     await eventually(unlisted, what="the event gone from /events and /search")
+
+    async def page_says_cancelled() -> bool:  # its page (cached) still answers, and says what happened
+        async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as c:
+            return (await c.get(f"/events/{event_id}")).json()["status"] == "CANCELLED"
+
+    await eventually(page_says_cancelled, what="the event's page showing CANCELLED")
 
     for user, order in pending.items():
         mail = await one_mail(stack, user, "cancelled", order["order_id"])
