@@ -129,6 +129,7 @@ async def test_a_refund_the_provider_refuses_is_listed_for_operators_and_retried
 
     row = await eventually(listed, what="the refused refund in the operators' list")
     assert row["order_id"] == order["order_id"] and row["status"] == "REFUSED"
+    assert row["reason"] == "refunded by the organiser"
     assert await stack.order_status(order["order_id"]) == "REFUND_PENDING"
     assert await stack.stock(tt) == (2, 0, 0)  # the tickets are void and back on sale all the same
     assert mails(stack, "refused-refund-buyer", "refunded", order["order_id"]) == []
