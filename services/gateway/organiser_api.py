@@ -3,6 +3,7 @@ sales report and the accounting CSV. Commands go to inventory (request/reply); r
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -67,10 +68,10 @@ class EventAdminOut(BaseModel):
     title: str
     venue: str
     city: str
-    starts_at: Any
+    starts_at: datetime
     status: EventStatus
-    cancel_requested_at: Any = None
-    cancelled_at: Any = None
+    cancel_requested_at: datetime | None = None
+    cancelled_at: datetime | None = None
     cancelled_by: str | None = None
     progress: ProgressOut
     orders: OrderCounts
