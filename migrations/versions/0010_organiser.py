@@ -39,7 +39,8 @@ CREATE INDEX IF NOT EXISTS tickets_order ON inventory.tickets (order_id);
 ALTER TABLE inventory.order_payments
     ADD COLUMN refund_requested_at timestamptz,
     ADD COLUMN refunded_at timestamptz,
-    ADD COLUMN refund_cause text CHECK (refund_cause IN ('organiser', 'event_cancelled'));
+    ADD COLUMN refund_cause text CHECK (refund_cause IN ('organiser', 'event_cancelled')),
+    ADD COLUMN refund_requested_by text;
 
 -- The mailer tells the buyers of a cancelled event whose hold it released.
 ALTER TABLE mailer.emails DROP CONSTRAINT IF EXISTS emails_kind_check;
@@ -113,7 +114,7 @@ CREATE VIEW read_api.events AS
 ALTER TABLE mailer.emails DROP CONSTRAINT IF EXISTS emails_kind_check;
 ALTER TABLE mailer.emails ADD CONSTRAINT emails_kind_check CHECK (kind IN ('paid', 'expired', 'refunded'));
 ALTER TABLE inventory.order_payments DROP COLUMN refund_requested_at, DROP COLUMN refunded_at,
-    DROP COLUMN refund_cause;
+    DROP COLUMN refund_cause, DROP COLUMN refund_requested_by;
 ALTER TABLE inventory.tickets DROP COLUMN IF EXISTS voided_at;
 DROP INDEX IF EXISTS inventory.orders_event_status;
 DROP INDEX IF EXISTS inventory.events_cancelling;

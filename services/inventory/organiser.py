@@ -55,7 +55,7 @@ async def refund_order(cmd: RefundOrder, uow: InventoryUnitOfWork) -> RefundAnsw
         effect = order.refund(ORGANISER_REFUND_REASON, RefundCause.ORGANISER)
         await uow.orders.save([order])
         uow.emit(await uow.stock.apply(effect))
-        await uow.sales.refund_requested([order.id], RefundCause.ORGANISER)
+        await uow.sales.refund_requested([order.id], RefundCause.ORGANISER, cmd.actor)
         uow.emit(order.events)
         await uow.commit()
     log.info("order_refund_requested", order_id=str(order.id), actor=cmd.actor)
@@ -96,7 +96,7 @@ async def continue_event_cancellation(
         await uow.orders.save(orders)
         uow.emit(await uow.stock.apply(effect))
         refunding = [o.id for o in orders if o.status is OrderStatus.REFUND_PENDING]
-        await uow.sales.refund_requested(refunding, RefundCause.EVENT_CANCELLED)
+        await uow.sales.refund_requested(refunding, RefundCause.EVENT_CANCELLED, event.cancelled_by)
         for order in orders:
             uow.emit(order.events)
         if len(orders) < batch_size and not await _left(uow, event.id):

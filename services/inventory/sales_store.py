@@ -63,16 +63,16 @@ class Sales:
             {"id": order_id, "o": outcome.value},
         )
 
-    async def refund_requested(self, order_ids: Sequence[UUID], cause: RefundCause) -> None:
+    async def refund_requested(self, order_ids: Sequence[UUID], cause: RefundCause, actor: str | None = None) -> None:
         """Paid orders sent to refund by the organiser: their settlement says so, and their tickets are void."""
         if not order_ids:
             return
         await self.conn.execute(
             text(
                 "UPDATE inventory.order_payments SET outcome = 'REFUND_PENDING', refund_requested_at = now(), "
-                "refund_cause = :cause WHERE order_id = ANY(:ids)"
+                "refund_cause = :cause, refund_requested_by = :actor WHERE order_id = ANY(:ids)"
             ),
-            {"ids": list(order_ids), "cause": cause.value},
+            {"ids": list(order_ids), "cause": cause.value, "actor": actor},
         )
         await self.conn.execute(
             text("UPDATE inventory.tickets SET voided_at = now() WHERE order_id = ANY(:ids) AND voided_at IS NULL"),

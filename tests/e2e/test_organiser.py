@@ -87,6 +87,12 @@ async def test_refunding_a_paid_order_voids_its_tickets_returns_its_stock_and_em
         "SELECT voided_at FROM inventory.tickets WHERE order_id = $1", uuid.UUID(order["order_id"])
     )
     assert len(voided) == 2 and all(t["voided_at"] is not None for t in voided)
+    assert (
+        await stack.db.fetchval(
+            "SELECT refund_requested_by FROM inventory.order_payments WHERE order_id = $1", uuid.UUID(order["order_id"])
+        )
+        == f"user:{ADMIN}"
+    )
 
     await wait_status(stack, order["order_id"], "REFUNDED")
     assert (await sim_txn(stack, ref))["refunded"] is True

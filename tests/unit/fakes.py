@@ -195,9 +195,9 @@ class FakeSales:
     async def mark(self, order_id: UUID, outcome: OrderStatus) -> None:
         self.settlements[order_id]["outcome"] = outcome
 
-    async def refund_requested(self, order_ids: Sequence[UUID], cause: RefundCause) -> None:
+    async def refund_requested(self, order_ids: Sequence[UUID], cause: RefundCause, actor: str | None = None) -> None:
         for order_id in order_ids:
-            self.settlements[order_id].update(outcome=OrderStatus.REFUND_PENDING, cause=cause)
+            self.settlements[order_id].update(outcome=OrderStatus.REFUND_PENDING, cause=cause, by=actor)
             self.voided.update(t.code for t in self.tickets.get(order_id, []))
 
     async def refund_cause(self, order_id: UUID) -> RefundCause:
