@@ -13,6 +13,7 @@ import signal
 import sys
 import time
 import uuid
+from collections import Counter
 from typing import Any
 
 import httpx
@@ -489,7 +490,7 @@ async def cancel_under_a_kill(fs: FaultStack) -> None:
         new = fs.supervisor.procs["inventory"]
         return new is not proc and new.poll() is None
 
-    await eventually(restarted, timeout=15, what="inventory restarted")
+    await eventually(restarted, timeout=30, what="inventory restarted")
 
     async def finished() -> dict[str, Any] | None:
         shown = await event_admin(stack, event_id)
@@ -535,5 +536,7 @@ async def cancel_under_a_kill(fs: FaultStack) -> None:
     await eventually(all_emailed, timeout=240, interval=1, what="every buyer emailed")
     wanted = {f"<cancelled.{i}@ticketing>" for i in held} | {f"<refunded.{o}@ticketing>" for o in paid.values()}
     received = [str(m.message["Message-ID"]) for m in list(stack.smtp.handler.received)]
-    mine = [m for m in received if m in wanted]
-    assert len(mine) == BULK_ORDERS and set(mine) == wanted  # every buyer emailed, none twice
+    mine = Counter(m for m in received if m in wanted)
+    twice = {m: n for m, n in mine.items() if n > 1}
+    assert not twice, f"emailed more than once: {twice}"
+    assert set(mine) == wanted, f"{len(wanted - set(mine))} buyers not emailed"  # every buyer emailed, none twice
