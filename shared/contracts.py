@@ -16,6 +16,7 @@ from shared import envelopes
 from shared.messages import (
     AddTicketType,
     CancelAnswered,
+    CancelEvent,
     CancelOrder,
     CatalogChanged,
     CheckIn,
@@ -25,12 +26,15 @@ from shared.messages import (
     CreateEvent,
     DlqAction,
     DlqActionAnswered,
+    EventCancelAnswered,
     JobAccepted,
     Message,
     NotificationAnswered,
     PaymentNotified,
     PaymentOp,
     PaymentOpAnswered,
+    RefundAnswered,
+    RefundOrder,
     StartJob,
 )
 from shared.topology import Names
@@ -40,6 +44,8 @@ REPLIES: dict[type[Message], type[Message]] = {
     CheckoutRequested: CheckoutDecided,
     CancelOrder: CancelAnswered,
     CheckIn: CheckInAnswered,
+    RefundOrder: RefundAnswered,
+    CancelEvent: EventCancelAnswered,
     CreateEvent: CatalogChanged,
     AddTicketType: CatalogChanged,
     PaymentNotified: NotificationAnswered,

@@ -12,11 +12,14 @@ import uuid
 from shared import topology
 from shared.messages import (
     AddTicketType,
+    CancelEvent,
     CancelOrder,
     CheckIn,
     CheckoutRequested,
+    ContinueEventCancellation,
     CreateEvent,
     DlqAction,
+    EventCancelled,
     EventCreated,
     HoldExpiryDue,
     Message,
@@ -30,6 +33,7 @@ from shared.messages import (
     PaymentOp,
     PaymentRefunded,
     PaymentSucceeded,
+    RefundOrder,
     ResendEmail,
     StartJob,
     StockChanged,
@@ -41,6 +45,10 @@ ROUTING_KEYS: dict[type[Message], str] = {
     CancelOrder: topology.CANCEL_ORDER,
     CheckIn: topology.CHECK_IN,
     ResendEmail: topology.RESEND_EMAIL,
+    RefundOrder: topology.REFUND_ORDER,
+    CancelEvent: topology.CANCEL_EVENT,
+    ContinueEventCancellation: topology.CONTINUE_EVENT_CANCELLATION,
+    EventCancelled: topology.EVENT_CANCELLED,
     CreateEvent: topology.CREATE_EVENT,
     AddTicketType: topology.ADD_TICKET_TYPE,
     OrderHeld: topology.ORDER_HELD,
@@ -104,6 +112,16 @@ def message_id(msg: Message) -> str:
             return f"create-event:{msg.event_id}"
         case AddTicketType():
             return f"add-ticket-type:{msg.ticket_type.ticket_type_id}"
+        case EventCancelled():
+            return f"event-cancelled:{msg.event_id}"
+        # One per batch of a cancellation: a copy relayed twice, or the start-up resume's, carries the same id.
+        case ContinueEventCancellation():
+            return f"cancel-event:{msg.event_id}:batch-{msg.batch}"
+        # Organiser commands are idempotent on their target (a repeat is answered "already").
+        case RefundOrder():
+            return f"refund-order:{msg.order_id}:{uuid.uuid4().hex}"
+        case CancelEvent():
+            return f"cancel-event:{msg.event_id}:{uuid.uuid4().hex}"
         # Every stock level is news (consumers keep the latest), and every request is its own.
         # A deliberate resend is a fact of its own (its request's id): the mailer must not take it for the
         # order's first email, nor a redelivery of it for a second resend.

@@ -31,6 +31,31 @@ class RejectReason(enum.StrEnum):
     UNKNOWN_TICKET_TYPE = "unknown_ticket_type"
     INVALID_ORDER = "invalid_order"
     SALES_CLOSED = "sales_closed"
+    EVENT_CANCELLED = "event_cancelled"  # the organiser cancelled the event: nothing is sold any more
+
+
+class EventStatus(enum.StrEnum):
+    """An event's status (inventory.events.status, a CHECK in SQL): on sale, being cancelled (its orders are
+    cancelled and refunded in batches), or cancelled (inventory's part done; refunds may await the provider)."""
+
+    ON_SALE = "ON_SALE"
+    CANCELLING = "CANCELLING"
+    CANCELLED = "CANCELLED"
+
+
+class RefundCause(enum.StrEnum):
+    """Why an order's money goes back (the buyer's email says so)."""
+
+    LATE_PAYMENT = "late_payment"  # paid after the hold ended and the tickets were gone
+    ORGANISER = "organiser"  # the organiser refunded the order
+    EVENT_CANCELLED = "event_cancelled"  # the organiser cancelled the event
+
+
+class ReleaseCause(enum.StrEnum):
+    """Who ended a hold (order.cancelled): the buyer, or the cancellation of the event (the buyer is told)."""
+
+    BUYER = "buyer"
+    EVENT_CANCELLED = "event_cancelled"
 
 
 # The one order-size limit: checked at the edge (422), in the messages and by inventory's rules.
@@ -113,6 +138,29 @@ class ResendEmail(Message):
     requested_by: str = Field(min_length=1, max_length=200)
 
 
+class RefundOrder(Message):
+    """An organiser's command (command.refund_order, request/reply): refund a PAID order in full."""
+
+    order_id: UUID
+    actor: str = Field(min_length=1, max_length=200)
+
+
+class CancelEvent(Message):
+    """An organiser's command (command.cancel_event, request/reply): stop selling the event at once, cancel its
+    PENDING orders and refund its PAID ones (in batches: ContinueEventCancellation)."""
+
+    event_id: UUID
+    actor: str = Field(min_length=1, max_length=200)
+
+
+class ContinueEventCancellation(Message):
+    """Inventory to itself (command.continue_event_cancellation, through its outbox): do batch ``batch`` of the
+    event's cancellation. A copy whose batch is not the next one is stale (already done) and changes nothing."""
+
+    event_id: UUID
+    batch: int = Field(ge=1)
+
+
 # --- replies (request/reply over a gateway's own reply queue) ---------------------------------------
 
 
@@ -156,6 +204,45 @@ class CancelAnswered(Message):
 
     outcome: CancelOutcome
     order: OrderView | None = None
+
+
+class RefundOutcome(enum.StrEnum):
+    ACCEPTED = "accepted"  # PAID -> REFUND_PENDING now: tickets void, stock back on sale, the provider is asked
+    ALREADY = "already"  # already REFUND_PENDING or REFUNDED: a repeat, nothing done twice
+    NOT_PAID = "not_paid"  # only a PAID order can be refunded
+    NOT_FOUND = "not_found"
+
+
+class RefundAnswered(Message):
+    """Inventory's answer to RefundOrder."""
+
+    outcome: RefundOutcome
+    order: OrderView | None = None
+
+
+class CancellationProgress(Message):
+    """An event's status and what its cancellation still has to do (counts of orders)."""
+
+    event_id: UUID
+    status: EventStatus
+    pending_to_cancel: int = 0  # PENDING orders not cancelled yet
+    paid_to_refund: int = 0  # PAID orders not sent to refund yet
+    refunds_pending: int = 0  # REFUND_PENDING: the provider has not confirmed yet
+    done: int = 0  # orders the cancellation is finished with (cancelled, or refunded and confirmed)
+    batches: int = 0
+
+
+class EventCancelOutcome(enum.StrEnum):
+    ACCEPTED = "accepted"  # ON_SALE -> CANCELLING now
+    ALREADY = "already"  # already CANCELLING or CANCELLED: a repeat
+    NOT_FOUND = "not_found"
+
+
+class EventCancelAnswered(Message):
+    """Inventory's answer to CancelEvent."""
+
+    outcome: EventCancelOutcome
+    progress: CancellationProgress | None = None
 
 
 class CatalogOutcome(enum.StrEnum):
@@ -232,6 +319,7 @@ class OrderReleased(Message):
     event_id: UUID | None = None
     status: OrderStatus
     items: list[PricedLine]
+    cause: ReleaseCause = ReleaseCause.BUYER
 
 
 class OrderExpired(OrderReleased):
@@ -278,6 +366,7 @@ class RefundNotice(Message):
     event_id: UUID | None = None
     amount: int  # integer VND
     reason: str
+    cause: RefundCause = RefundCause.LATE_PAYMENT
 
 
 class OrderRefundPending(RefundNotice):
@@ -325,6 +414,13 @@ class TicketTypeAdded(EventInfo):
     """catalog.ticket_type_added: ``ticket_type_id`` names the one just added."""
 
     ticket_type_id: UUID
+
+
+class EventCancelled(Message):
+    """catalog.event_cancelled: the event is no longer on sale (search and the homepage stop offering it)."""
+
+    event_id: UUID
+    cancelled_at: datetime
 
 
 # --- payments -----------------------------------------------------------------------------------------

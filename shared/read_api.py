@@ -32,7 +32,7 @@ async def fetch_event(conn: AsyncConnection, event_id: UUID) -> tuple[Any, list[
     event = (
         await conn.execute(
             text(
-                "SELECT id, title, venue, city, starts_at, description, hold_seconds, updated_at "
+                "SELECT id, title, venue, city, starts_at, description, hold_seconds, updated_at, status "
                 "FROM read_api.events WHERE id = :id"
             ),
             {"id": event_id},

@@ -62,6 +62,13 @@ class Settings(BaseSettings):
     )
     hold_batch_max: int = Field(256, description="Most checkouts decided in one database transaction")
     sweeper_interval_seconds: float = 30.0
+    event_cancel_batch_size: int = Field(200, ge=1, le=5000, description="Orders per transaction of a cancellation")
+    event_cancel_pause_seconds: float = Field(
+        0.0, ge=0, le=60, description="Pause between a cancellation's batches (leaves the database to other sales)"
+    )
+    event_cancel_resume_idle_seconds: float = Field(
+        30.0, gt=0, description="A cancellation with no batch for this long is resumed (a lost continue message)"
+    )
     checkout_rate_limit: int = Field(30, description="Checkouts per user per rate window (0 = off)")
     checkout_rate_window_seconds: int = 10
 

@@ -34,6 +34,11 @@ CANCEL_ORDER = "command.cancel_order"
 CHECK_IN = "command.check_in"
 # A buyer asks for an order's email again: to the mailer's work queue (no queue of its own, no reply).
 RESEND_EMAIL = "command.resend_email"
+# Organiser actions: on inventory's command queue; the cancellation continues itself in batches.
+REFUND_ORDER = "command.refund_order"
+CANCEL_EVENT = "command.cancel_event"
+CONTINUE_EVENT_CANCELLATION = "command.continue_event_cancellation"
+EVENT_CANCELLED = "catalog.event_cancelled"
 # Payments: a verified provider notification, and the payment service's results for inventory.
 PAYMENT_NOTIFIED = "payment.notified"
 PAYMENT_SUCCEEDED = "payment.succeeded"
@@ -85,7 +90,9 @@ class WorkQueue:
 
 INVENTORY_CHECKOUT = WorkQueue("inventory", "inventory.checkout", (CHECKOUT_REQUESTED,))
 INVENTORY_COMMANDS = WorkQueue(
-    "inventory", "inventory.commands", (CREATE_EVENT, ADD_TICKET_TYPE, CANCEL_ORDER, CHECK_IN)
+    "inventory",
+    "inventory.commands",
+    (CREATE_EVENT, ADD_TICKET_TYPE, CANCEL_ORDER, CHECK_IN, REFUND_ORDER, CANCEL_EVENT, CONTINUE_EVENT_CANCELLATION),
 )
 INVENTORY_HOLD_EXPIRY = WorkQueue("inventory", "inventory.hold-expiry", (HOLD_EXPIRY_DUE,))
 # Payments: inventory turns payments into sales; the payment service records notifications and tracks orders.
@@ -95,7 +102,9 @@ PAYMENT_ORDERS = WorkQueue("payment", "payment.orders", (ORDER_HELD, ORDER_REFUN
 PAYMENT_COMMANDS = WorkQueue("payment", "payment.commands", (PAYMENT_OP,))
 # Search: catalog changes written through to the index; stock changes refresh availability.
 OPS_COMMANDS = WorkQueue("ops", "ops.commands", (DLQ_ACTION, START_JOB))
-SEARCH_CATALOG = WorkQueue("search", "search.catalog", (EVENT_CREATED, TICKET_TYPE_ADDED, STOCK_CHANGED))
+SEARCH_CATALOG = WorkQueue(
+    "search", "search.catalog", (EVENT_CREATED, TICKET_TYPE_ADDED, STOCK_CHANGED, EVENT_CANCELLED)
+)
 
 # Mailer: ticket, expiry and refund email. Its retry ladder is a setting (TICKETING_MAILER_RETRY_DELAYS), so the
 # service builds its queue with mailer_notifications(settings.mailer_retry_delays); this is the default.
@@ -106,7 +115,8 @@ def mailer_notifications(retry_delays: tuple[int, ...] = MAILER_RETRY_DELAYS) ->
     return WorkQueue(
         "mailer",
         "mailer.notifications",
-        (ORDER_PAID, ORDER_EXPIRED, ORDER_REFUNDED, RESEND_EMAIL),
+        # order.cancelled: only a hold the event's cancellation released is emailed (the buyer's own cancel is not)
+        (ORDER_PAID, ORDER_EXPIRED, ORDER_REFUNDED, RESEND_EMAIL, ORDER_CANCELLED),
         retry_delays=tuple(retry_delays),
     )
 

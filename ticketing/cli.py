@@ -8,7 +8,8 @@ import sys
 
 import click
 
-from services.inventory.cli import checkin
+from services.inventory.cli import events_group, orders_group
+from services.inventory.door_cli import checkin
 from services.mailer.cli import mail_group
 from services.ops.cli import dlq_group
 from services.payment.cli import payments_group
@@ -123,6 +124,8 @@ main.add_command(dlq_group)
 main.add_command(search_group)
 main.add_command(payments_group)
 main.add_command(checkin)
+main.add_command(events_group)
+main.add_command(orders_group)
 
 if __name__ == "__main__":
     main()

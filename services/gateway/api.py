@@ -56,6 +56,7 @@ REJECTION_TITLES = {
     "limit_exceeded": "Per-buyer limit exceeded",
     "unknown_ticket_type": "Unknown ticket type",
     "invalid_order": "Invalid order",
+    "event_cancelled": "Event cancelled",
 }
 
 
@@ -84,7 +85,7 @@ def request_hash(body: CheckoutIn) -> str:
 
 def rejection_status(reason: str) -> int:
     """409 when the stock or the sale is gone (trying again will not help), 422 for the buyer's input."""
-    return 409 if reason in (RejectReason.SOLD_OUT, RejectReason.SALES_CLOSED) else 422
+    return 409 if reason in (RejectReason.SOLD_OUT, RejectReason.SALES_CLOSED, RejectReason.EVENT_CANCELLED) else 422
 
 
 async def _order_response(request: Request, view: OrderView, just_held: bool = False) -> Response:

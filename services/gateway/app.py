@@ -19,6 +19,7 @@ from services.gateway import (
     jobs_api,
     observability,
     ops_api,
+    organiser_api,
     payments_admin_api,
     payments_api,
     problems,
@@ -111,6 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ops_api.router)
     app.include_router(payments_admin_api.router)
     app.include_router(jobs_api.router)
+    app.include_router(organiser_api.router)
     app.include_router(search_api.router)
     app.include_router(door_api.router)
 

@@ -1,4 +1,4 @@
-"""The door's side of issue 11 (admin or scanner role): admit a ticket by its code, and an event's check-ins.
+"""The door's routes (admin or scanner role): admit a ticket by its code, and an event's check-ins.
 
 A check-in changes inventory's data, so it is a ``command.check_in`` to inventory (request/reply over RabbitMQ),
 which decides it under the order's row lock and answers ``CheckInAnswered``; the summary reads the views.

@@ -37,6 +37,7 @@ async def get_event(engine: AsyncEngine, event_id: UUID) -> EventOut | None:
         starts_at=ev.starts_at,
         description=ev.description,
         hold_seconds=ev.hold_seconds,
+        status=ev.status,
         ticket_types=[
             TicketTypeOut(
                 ticket_type_id=t.id,
@@ -77,7 +78,7 @@ async def list_upcoming_events(engine: AsyncEngine, limit: int, offset: int) -> 
             text(
                 "SELECT e.id, e.title, e.venue, e.city, e.starts_at, MIN(t.price) AS lowest_price, "
                 "COALESCE(SUM(GREATEST(t.available, 0)), 0) AS available "
-                "FROM read_api.events e LEFT JOIN read_api.ticket_types t ON t.event_id = e.id "
+                "FROM read_api.searchable_events e LEFT JOIN read_api.ticket_types t ON t.event_id = e.id "
                 "WHERE e.starts_at > now() GROUP BY e.id, e.title, e.venue, e.city, e.starts_at "
                 "ORDER BY e.starts_at, e.id LIMIT :limit OFFSET :offset"
             ),

@@ -8,7 +8,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shared.messages import MAX_TICKETS_PER_ORDER, OrderStatus, PricedLine
+from shared.messages import MAX_TICKETS_PER_ORDER, EventStatus, OrderStatus, PricedLine
 
 # Bounds shared by bodies and query parameters: the largest price inventory stores (well inside BIGINT), and the
 # instants every component can convert (Python's datetime ends in year 9999; at its edges a timezone shift
@@ -107,6 +107,7 @@ class EventOut(BaseModel):
     description: str
     hold_seconds: int
     ticket_types: list[TicketTypeOut]
+    status: EventStatus = Field(EventStatus.ON_SALE, description="ON_SALE, or CANCELLING/CANCELLED by the organiser")
 
 
 class TicketTypeSummary(BaseModel):

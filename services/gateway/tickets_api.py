@@ -1,4 +1,4 @@
-"""The buyer's side of issue 11: their orders page by page, an order's tickets (codes and QR images), and the
+"""The buyer's routes: their orders page by page, an order's tickets (codes and QR images), and the
 order's email sent again. Reads go through the read_api views; a resend is a message to the mailer."""
 
 from __future__ import annotations

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.inventory import handlers, sales
+from services.inventory import handlers, organiser, sales
 from services.inventory.holds import HoldBatcher
 from services.inventory.releases import Releases
 from services.inventory.uow import InventoryUnitOfWork
@@ -16,13 +17,16 @@ from shared.db import make_engine
 from shared.handling import answering, handling
 from shared.messages import (
     AddTicketType,
+    CancelEvent,
     CancelOrder,
     CheckIn,
     CheckoutRequested,
+    ContinueEventCancellation,
     CreateEvent,
     HoldExpiryDue,
     PaymentRefunded,
     PaymentSucceeded,
+    RefundOrder,
 )
 from shared.messaging import Bus, Route
 from shared.outbox import OutboxRelay
@@ -38,6 +42,15 @@ class Inventory:
     relay: OutboxRelay
     holds: HoldBatcher
     releases: Releases
+    settings: Settings
+
+    def new_uow(self) -> InventoryUnitOfWork:
+        return InventoryUnitOfWork(self.engine, "inventory", self.relay)
+
+    async def sweep(self) -> None:
+        """The periodic backstops: overdue holds, and cancellations whose continue message went missing."""
+        await self.releases.sweep_overdue()
+        await organiser.resume(self.new_uow(), self.settings.event_cancel_resume_idle_seconds)
 
     def start(self) -> None:
         self.holds.start()
@@ -58,7 +71,12 @@ def build(settings: Settings) -> Inventory:
     def new_uow() -> InventoryUnitOfWork:
         return InventoryUnitOfWork(engine, "inventory", relay)
 
-    inventory = Inventory(engine, bus, relay, HoldBatcher(new_uow, bus, settings), Releases(new_uow))
+    inventory = Inventory(engine, bus, relay, HoldBatcher(new_uow, bus, settings), Releases(new_uow), settings)
+    next_batch = functools.partial(
+        organiser.continue_event_cancellation,
+        batch_size=settings.event_cancel_batch_size,
+        pause=settings.event_cancel_pause_seconds,
+    )
     bus.consume(
         topology.INVENTORY_CHECKOUT,
         {
@@ -78,6 +96,9 @@ def build(settings: Settings) -> Inventory:
             topology.ADD_TICKET_TYPE: Route(AddTicketType, answering(handlers.add_ticket_type, new_uow, bus)),
             topology.CANCEL_ORDER: Route(CancelOrder, answering(handlers.cancel_order, new_uow, bus)),
             topology.CHECK_IN: Route(CheckIn, answering(handlers.check_in, new_uow, bus)),
+            topology.REFUND_ORDER: Route(RefundOrder, answering(organiser.refund_order, new_uow, bus)),
+            topology.CANCEL_EVENT: Route(CancelEvent, answering(organiser.cancel_event, new_uow, bus)),
+            topology.CONTINUE_EVENT_CANCELLATION: Route(ContinueEventCancellation, handling(next_batch, new_uow)),
         },
     )
     bus.consume(
@@ -108,10 +129,15 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
         await runtime.stop_unstarted(server, inventory.engine)
         return
     inventory.start()
+    # A cancellation that was under way when this process (or another) died goes on from its durable progress.
+    try:
+        await organiser.resume(inventory.new_uow())
+    except Exception as exc:  # the sweeper's timer resumes it later
+        log.warning("event_cancel_resume_failed", error=repr(exc))
     tasks = [
         asyncio.create_task(inventory.relay.run(), name="outbox-relay"),
         asyncio.create_task(
-            runtime.every(settings.sweeper_interval_seconds, inventory.releases.sweep_overdue, "sweeper"),
+            runtime.every(settings.sweeper_interval_seconds, inventory.sweep, "sweeper"),
             name="sweeper",
         ),
     ]

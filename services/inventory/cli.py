@@ -1,77 +1,134 @@
-"""`ticketing checkin CODE --event EVENT_ID`: admit a ticket at the door from a terminal.
+"""`ticketing events cancel|show` and `ticketing orders refund`: the organiser's actions from a terminal.
 
-Like the gateway's check-in route, the CLI sends ``command.check_in`` to inventory over RabbitMQ and waits for
-its answer on a private reply queue; it never writes a table itself. Exit 0 when admitted; otherwise one line
-saying why (the HTTP API's words) and exit 1.
+The commands reach inventory as the gateway does: a command over RabbitMQ and a wait for its typed answer on a
+private reply queue; `events show` reads the read_api views. Nothing here writes a table.
 """
 
 from __future__ import annotations
 
 import asyncio
 import getpass
+import json
 import os
 import socket
-import sys
+from typing import Any
 from uuid import UUID
 
 import click
 
-from shared.messages import CheckIn, CheckInAnswered, CheckInOutcome
+from shared import event_reports
+from shared.db import make_engine
+from shared.messages import (
+    CancelEvent,
+    EventCancelAnswered,
+    EventCancelOutcome,
+    Message,
+    RefundAnswered,
+    RefundOrder,
+    RefundOutcome,
+)
 from shared.messaging import Bus
-from shared.requests import Requester
+from shared.requests import ReplyT, Requester
 from shared.settings import get_settings
 
 WAIT_SECONDS = 10.0
-# Said the way the HTTP API says it, so door staff read the same words in both.
-REFUSALS = {
-    CheckInOutcome.ALREADY_ADMITTED: "409 already_admitted",
-    CheckInOutcome.VOID: "409 ticket_void",
-    CheckInOutcome.WRONG_EVENT: "422 wrong_event: this ticket is for another event",
-    CheckInOutcome.NOT_FOUND: "404 not found: no ticket has this code",
-}
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
 def _default_actor() -> str:
     return f"{os.environ.get('USER') or getpass.getuser()}@{socket.gethostname()}"
 
 
-async def _check_in(cmd: CheckIn) -> CheckInAnswered | None:
-    bus = Bus(get_settings(), "checkin-cli")
+actor_option = click.option("--actor", default=_default_actor, show_default="$USER@host", help="Who is acting.")
+
+
+async def _request(command: Message, reply: type[ReplyT]) -> ReplyT:
+    bus = Bus(get_settings(), "organiser-cli")
     requester = Requester(bus)  # subscribes its reply queue before the broker starts
     await bus.start(once=True)
     try:
-        return await requester.request(cmd, CheckInAnswered, timeout=WAIT_SECONDS)
+        result = await requester.request(command, reply, timeout=WAIT_SECONDS)
     finally:
         await bus.stop()
+    if result is None:
+        raise click.ClickException(
+            "no answer from inventory yet (the command is queued; check `ticketing events show`)"
+        )
+    return result
 
 
-def refusal(answer: CheckInAnswered) -> str:
-    line = REFUSALS[answer.outcome]
-    if answer.outcome is CheckInOutcome.ALREADY_ADMITTED and answer.admitted_at is not None:
-        line += f": admitted at {answer.admitted_at.isoformat()}"
-    if answer.outcome is CheckInOutcome.VOID and answer.order_status is not None:
-        line += f": the ticket's order is {answer.order_status.value}"
-    return line
+async def _event(event_id: UUID) -> dict[str, Any] | None:
+    engine = make_engine(get_settings().database_url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            return await event_reports.event_admin(conn, event_id)
+    finally:
+        await engine.dispose()
 
 
-@click.command("checkin")
-@click.argument("code")
-@click.option("--event", "event_id", required=True, type=click.UUID, help="The event whose door this is.")
-@click.option("--actor", default=_default_actor, show_default="$USER@host", help="Who scans (kept with the ticket).")
-@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
-def checkin(code: str, event_id: UUID, actor: str, as_json: bool) -> None:
-    """Admit the ticket with CODE at EVENT's door (once; a second scan says when it was admitted)."""
-    if not 0 < len(code) <= 200:
-        raise click.BadParameter("a ticket code has 1 to 200 characters", param_hint="CODE")
-    answer = asyncio.run(_check_in(CheckIn(event_id=event_id, code=code, actor=f"cli:{actor}")))
-    if answer is None:
-        raise click.ClickException("no answer from inventory yet (the check-in is queued; scan again to see it)")
-    if as_json:
-        click.echo(answer.model_dump_json(exclude_none=True))
-    elif answer.outcome is CheckInOutcome.ADMITTED:
-        assert answer.admitted_at is not None
-        click.echo(f"admitted: ticket {answer.ticket_id} ({answer.ticket_type_id}) at {answer.admitted_at.isoformat()}")
-    if answer.outcome is not CheckInOutcome.ADMITTED:
-        if not as_json:
-            click.echo(f"Error: {refusal(answer)}", err=True)
-        sys.exit(1)
+def _echo(data: dict[str, Any], as_json: bool, line: str) -> None:
+    click.echo(json.dumps(data, default=str, indent=2, ensure_ascii=False) if as_json else line)
+
+
+@click.group("events")
+def events_group() -> None:
+    """An organiser's events: cancel one, follow its cancellation."""
+
+
+@events_group.command("cancel")
+@click.argument("event_id", type=click.UUID)
+@actor_option
+@json_option
+def events_cancel(event_id: UUID, actor: str, as_json: bool) -> None:
+    """Stop selling the event at once; cancel its holds and refund its sales (in batches)."""
+    answered = asyncio.run(_request(CancelEvent(event_id=event_id, actor=f"cli:{actor}"), EventCancelAnswered))
+    if answered.outcome is EventCancelOutcome.NOT_FOUND:
+        raise click.ClickException(f"404 not found: no event {event_id}")
+    progress = answered.progress.model_dump(mode="json") if answered.progress else {}
+    _echo(
+        {"event_id": str(event_id), "outcome": answered.outcome.value, "progress": progress},
+        as_json,
+        f"{answered.outcome.value}: event {event_id} is {progress.get('status', '?')}; "
+        f"follow it with `ticketing events show {event_id}`",
+    )
+
+
+@events_group.command("show")
+@click.argument("event_id", type=click.UUID)
+@json_option
+def events_show(event_id: UUID, as_json: bool) -> None:
+    """The event's status and what its cancellation still has to do."""
+    found = asyncio.run(_event(event_id))
+    if found is None:
+        raise click.ClickException(f"404 not found: no event {event_id}")
+    p = found["progress"]
+    _echo(
+        found,
+        as_json,
+        f"{found['title']} ({found['status']}): {p['pending_to_cancel']} pending to cancel, "
+        f"{p['paid_to_refund']} paid to refund, {p['refunds_pending']} refunds pending, {p['done']} done",
+    )
+
+
+@click.group("orders")
+def orders_group() -> None:
+    """Orders: an organiser's refund."""
+
+
+@orders_group.command("refund")
+@click.argument("order_id", type=click.UUID)
+@actor_option
+@json_option
+def orders_refund(order_id: UUID, actor: str, as_json: bool) -> None:
+    """Refund a PAID order in full (its tickets become void, its stock returns to sale)."""
+    answered = asyncio.run(_request(RefundOrder(order_id=order_id, actor=f"cli:{actor}"), RefundAnswered))
+    if answered.outcome is RefundOutcome.NOT_FOUND:
+        raise click.ClickException(f"404 not found: no order {order_id}")
+    status = answered.order.status.value if answered.order else "?"
+    if answered.outcome is RefundOutcome.NOT_PAID:
+        raise click.ClickException(f"409 order_not_paid: order {order_id} is {status}; only a PAID order is refunded")
+    _echo(
+        {"order_id": str(order_id), "outcome": answered.outcome.value, "status": status},
+        as_json,
+        f"{answered.outcome.value}: order {order_id} is {status}",
+    )

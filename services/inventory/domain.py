@@ -18,8 +18,11 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from uuid import UUID
 
+from shared.cancellation import progress_of
 from shared.messages import (
+    CancellationProgress,
     CheckInOutcome,
+    EventStatus,
     HoldExpiryDue,
     Message,
     OrderCancelled,
@@ -32,7 +35,9 @@ from shared.messages import (
     OrderStatus,
     OrderView,
     PricedLine,
+    RefundCause,
     RejectReason,
+    ReleaseCause,
 )
 
 K = TypeVar("K")
@@ -41,12 +46,16 @@ K = TypeVar("K")
 TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.REQUESTED: frozenset({OrderStatus.PENDING, OrderStatus.REJECTED}),
     OrderStatus.PENDING: frozenset({OrderStatus.PAID, OrderStatus.EXPIRED, OrderStatus.CANCELLED}),
+    # The organiser refunds a sale (one order, or every order of a cancelled event): the stock comes back.
+    OrderStatus.PAID: frozenset({OrderStatus.REFUND_PENDING}),
     # A payment that arrives after the hold ended: re-held and paid, or refunded.
     OrderStatus.EXPIRED: frozenset({OrderStatus.PAID, OrderStatus.REFUND_PENDING}),
     OrderStatus.CANCELLED: frozenset({OrderStatus.PAID, OrderStatus.REFUND_PENDING}),
     OrderStatus.REFUND_PENDING: frozenset({OrderStatus.REFUNDED}),
 }
 LATE_PAYABLE = (OrderStatus.EXPIRED, OrderStatus.CANCELLED)
+EVENT_CANCELLED_REASON = "the organiser cancelled the event"
+ORGANISER_REFUND_REASON = "refunded by the organiser"
 
 
 class DomainError(Exception):
@@ -105,6 +114,7 @@ class Order:
     reason: RejectReason | None = None  # why a REJECTED order was refused
     detail: str | None = None
     loaded_status: OrderStatus | None = None  # what the store's guarded UPDATE expects to find
+    refund_cause: RefundCause | None = None  # set when this order was just sent to refund
     events: list[Message] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -162,9 +172,15 @@ class Order:
         """PENDING -> CANCELLED (by the buyer or an operator): the stock comes back on sale."""
         return self._release(OrderStatus.CANCELLED, OrderCancelled)
 
-    def _release(self, status: OrderStatus, kind: type[OrderReleased]) -> StockEffect:
+    def cancel_for_event(self) -> StockEffect:
+        """PENDING -> CANCELLED because the organiser cancelled the event: as a cancel, and the buyer is told."""
+        return self._release(OrderStatus.CANCELLED, OrderCancelled, ReleaseCause.EVENT_CANCELLED)
+
+    def _release(
+        self, status: OrderStatus, kind: type[OrderReleased], cause: ReleaseCause = ReleaseCause.BUYER
+    ) -> StockEffect:
         self._move(status)
-        self.events.append(kind(**self._buyer(), status=status, items=list(self.lines)))
+        self.events.append(kind(**self._buyer(), status=status, items=list(self.lines), cause=cause))
         return StockEffect(held=self._per_line(-1), holdings=self._holdings(-1))
 
     # --- paying ------------------------------------------------------------------------------------
@@ -185,13 +201,30 @@ class Order:
             self._move(OrderStatus.PAID)
             return StockEffect(sold=self._per_line(1), holdings=self._holdings(1))
         self._move(OrderStatus.REFUND_PENDING)
-        self.events.append(OrderRefundPending(**self._buyer(), amount=amount, reason=reason))
+        self.refund_cause = RefundCause.LATE_PAYMENT
+        if any(
+            stock[line.ticket_type_id].event_status is not EventStatus.ON_SALE
+            for line in self.lines
+            if line.ticket_type_id in stock
+        ):
+            self.refund_cause, reason = RefundCause.EVENT_CANCELLED, EVENT_CANCELLED_REASON
+        self.events.append(OrderRefundPending(**self._buyer(), amount=amount, reason=reason, cause=self.refund_cause))
         return StockEffect()
 
-    def refunded(self, amount: int, reason: str) -> None:
+    def refund(self, reason: str, cause: RefundCause) -> StockEffect:
+        """PAID -> REFUND_PENDING by the organiser: the tickets are void and their stock is back on sale at once
+        (sold -= q, the buyer's holdings reduced); the payment service asks the provider for the money."""
+        if self.status is not OrderStatus.PAID:  # EXPIRED -> REFUND_PENDING is a late payment's, not this
+            raise IllegalTransition(self.id, self.status, OrderStatus.REFUND_PENDING)
+        self._move(OrderStatus.REFUND_PENDING)
+        self.refund_cause = cause
+        self.events.append(OrderRefundPending(**self._buyer(), amount=self.total, reason=reason, cause=cause))
+        return StockEffect(sold=self._per_line(-1), holdings=self._holdings(-1))
+
+    def refunded(self, amount: int, reason: str, cause: RefundCause = RefundCause.LATE_PAYMENT) -> None:
         """REFUND_PENDING -> REFUNDED: the provider confirmed the refund."""
         self._move(OrderStatus.REFUNDED)
-        self.events.append(OrderRefunded(**self._buyer(), amount=amount, reason=reason))
+        self.events.append(OrderRefunded(**self._buyer(), amount=amount, reason=reason, cause=cause))
 
     def _buyer(self) -> dict[str, Any]:
         """Who an order's messages are about (the mailer writes to them)."""
@@ -207,10 +240,11 @@ class Order:
 def stock_still_free(
     lines: Sequence[PricedLine], stock: dict[UUID, StockLevel], holdings: dict[tuple[str, UUID], int], user_id: str
 ) -> bool:
-    """Can a late payment take its tickets again? Free stock for every line and within the per-user limit."""
+    """Can a late payment take its tickets again? The event on sale, free stock for every line and within the
+    per-user limit."""
     for line in lines:
         level = stock.get(line.ticket_type_id)
-        if level is None or level.available < line.quantity:
+        if level is None or level.event_status is not EventStatus.ON_SALE or level.available < line.quantity:
             return False
         if holdings.get((user_id, line.ticket_type_id), 0) + line.quantity > level.per_user_limit:
             return False
@@ -228,6 +262,10 @@ class StockLevel:
     per_user_limit: int
     hold_seconds: int
     starts_at: datetime
+    event_status: EventStatus = EventStatus.ON_SALE
+
+    def __post_init__(self) -> None:
+        self.event_status = EventStatus(self.event_status)
 
     @property
     def available(self) -> int:
@@ -297,6 +335,8 @@ def _decide_one(
         return Rejected(req.order_id, RejectReason.INVALID_ORDER, "all tickets of an order must be for one event")
     for tt, qty in lines.items():
         level = stock[tt]
+        if level.event_status is not EventStatus.ON_SALE:
+            return Rejected(req.order_id, RejectReason.EVENT_CANCELLED, "the organiser cancelled the event")
         if level.starts_at <= now:
             return Rejected(req.order_id, RejectReason.SALES_CLOSED, "the event has already started")
         already = holdings.get((req.user_id, tt), 0)
@@ -380,3 +420,86 @@ def admission(ticket: TicketAtDoor | None, event_id: UUID) -> CheckInOutcome:
     if ticket.admitted_at is not None:
         return CheckInOutcome.ALREADY_ADMITTED
     return CheckInOutcome.ADMITTED
+
+
+# --- an event's life: on sale, then (maybe) cancelled in batches ------------------------------------------
+
+EVENT_TRANSITIONS: dict[EventStatus, frozenset[EventStatus]] = {
+    EventStatus.ON_SALE: frozenset({EventStatus.CANCELLING}),
+    EventStatus.CANCELLING: frozenset({EventStatus.CANCELLED}),
+}
+
+
+class IllegalEventTransition(DomainError):
+    def __init__(self, event_id: UUID, current: EventStatus, new: EventStatus) -> None:
+        super().__init__(f"event {event_id} cannot go from {current.value} to {new.value}")
+        self.current, self.new = current, new
+
+
+@dataclass
+class Event:
+    """The event as its cancellation sees it: its status and the durable progress of the batches."""
+
+    id: UUID
+    status: EventStatus
+    cancel_batches: int = 0  # batches done so far: the next ContinueEventCancellation is batch + 1
+    orders_cancelled: int = 0
+    orders_sent_to_refund: int = 0
+    cancelled_by: str | None = None
+    loaded_status: EventStatus | None = None
+
+    def __post_init__(self) -> None:
+        self.status = EventStatus(self.status)
+        if self.loaded_status is None:
+            self.loaded_status = self.status
+
+    def _move(self, new: EventStatus) -> None:
+        if new not in EVENT_TRANSITIONS.get(self.status, frozenset()):
+            raise IllegalEventTransition(self.id, self.status, new)
+        self.status = new
+
+    @property
+    def next_batch(self) -> int:
+        return self.cancel_batches + 1
+
+    def begin_cancel(self, actor: str) -> None:
+        """ON_SALE -> CANCELLING: nothing is sold from now on; the batches follow."""
+        self._move(EventStatus.CANCELLING)
+        self.cancelled_by = actor
+
+    def is_next(self, batch: int) -> bool:
+        """Whether ``batch`` is the one to do now (a stale or duplicated continue message is not)."""
+        return self.status is EventStatus.CANCELLING and batch == self.next_batch
+
+    def cancel_batch(self, orders: Sequence[Order]) -> StockEffect:
+        """One batch: every PENDING order is cancelled, every PAID one sent to refund; the stock they move."""
+        if self.status is not EventStatus.CANCELLING:
+            raise IllegalEventTransition(self.id, self.status, EventStatus.CANCELLING)
+        effect = StockEffect()
+        for order in orders:
+            if order.status is OrderStatus.PENDING:
+                effect.add(order.cancel_for_event())
+                self.orders_cancelled += 1
+            else:
+                effect.add(order.refund(EVENT_CANCELLED_REASON, RefundCause.EVENT_CANCELLED))
+                self.orders_sent_to_refund += 1
+        self.cancel_batches += 1
+        return effect
+
+    def finish(self) -> None:
+        """CANCELLING -> CANCELLED: no PENDING or PAID order is left (refunds may still await the provider)."""
+        self._move(EventStatus.CANCELLED)
+
+
+def cancellation_progress(event: Event, pending: int, paid: int, refund_pending: int) -> CancellationProgress:
+    """What the cancellation still has to do, from the event's counters and the live order counts."""
+    return progress_of(
+        event.id,
+        event.status,
+        orders_cancelled=event.orders_cancelled,
+        orders_sent_to_refund=event.orders_sent_to_refund,
+        batches=event.cancel_batches,
+        pending=pending,
+        paid=paid,
+        refund_pending=refund_pending,
+    )

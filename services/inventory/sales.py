@@ -21,7 +21,7 @@ from prometheus_client import Counter
 from services.inventory.domain import IllegalTransition, Order
 from services.inventory.uow import InventoryUnitOfWork
 from shared import logs
-from shared.messages import OrderPaid, OrderStatus, PaymentRefunded, PaymentSucceeded
+from shared.messages import OrderPaid, OrderStatus, PaymentRefunded, PaymentSucceeded, RefundCause
 from shared.messaging import PermanentError
 
 log = logs.get_logger(__name__)
@@ -68,6 +68,8 @@ async def _settle(uow: InventoryUnitOfWork, msg: PaymentSucceeded) -> str | None
     uow.emit(await uow.stock.apply(effect, locked=late))  # a late payment locked the stock to check it
     uow.emit(order.events)
     await uow.sales.record(order.id, msg.provider, msg.txn_ref, msg.amount, late, order.status, msg.paid_at)
+    if order.refund_cause is RefundCause.EVENT_CANCELLED:  # paid late for an event cancelled meanwhile
+        await uow.sales.refund_requested([order.id], order.refund_cause)
     if order.status is OrderStatus.PAID:
         uow.emit([await _order_paid(uow, order, msg)])
         return "late_paid" if late else "paid"
@@ -100,7 +102,8 @@ async def payment_refunded(msg: PaymentRefunded, uow: InventoryUnitOfWork) -> No
         order = await uow.orders.lock(msg.order_id)
         if order is None or order.status is not OrderStatus.REFUND_PENDING:
             return  # a redelivery (already REFUNDED), or nothing to refund
-        order.refunded(msg.amount, msg.detail or "refunded by the payment provider")
+        cause = await uow.sales.refund_cause(order.id)
+        order.refunded(msg.amount, msg.detail or "refunded by the payment provider", cause)
         await uow.orders.save([order])
         await uow.sales.mark(order.id, OrderStatus.REFUNDED)
         uow.emit(order.events)

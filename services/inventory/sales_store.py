@@ -4,6 +4,7 @@ runs inside the unit of work's transaction."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -12,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.inventory.domain import Order
-from shared.messages import IssuedTicket, OrderStatus
+from shared.messages import IssuedTicket, OrderStatus, RefundCause
 
 
 class Sales:
@@ -55,9 +56,37 @@ class Sales:
 
     async def mark(self, order_id: UUID, outcome: OrderStatus) -> None:
         await self.conn.execute(
-            text("UPDATE inventory.order_payments SET outcome = :o WHERE order_id = :id"),
+            text(
+                "UPDATE inventory.order_payments SET outcome = :o, "
+                "refunded_at = CASE WHEN :o = 'REFUNDED' THEN now() ELSE refunded_at END WHERE order_id = :id"
+            ),
             {"id": order_id, "o": outcome.value},
         )
+
+    async def refund_requested(self, order_ids: Sequence[UUID], cause: RefundCause, actor: str | None = None) -> None:
+        """Paid orders sent to refund by the organiser: their settlement says so, and their tickets are void."""
+        if not order_ids:
+            return
+        await self.conn.execute(
+            text(
+                "UPDATE inventory.order_payments SET outcome = 'REFUND_PENDING', refund_requested_at = now(), "
+                "refund_cause = :cause, refund_requested_by = :actor WHERE order_id = ANY(:ids)"
+            ),
+            {"ids": list(order_ids), "cause": cause.value, "actor": actor},
+        )
+        await self.conn.execute(
+            text("UPDATE inventory.tickets SET voided_at = now() WHERE order_id = ANY(:ids) AND voided_at IS NULL"),
+            {"ids": list(order_ids)},
+        )
+
+    async def refund_cause(self, order_id: UUID) -> RefundCause:
+        """Why the order is being refunded: the organiser's cause, else a late payment's refund."""
+        cause = (
+            await self.conn.execute(
+                text("SELECT refund_cause FROM inventory.order_payments WHERE order_id = :id"), {"id": order_id}
+            )
+        ).scalar_one_or_none()
+        return RefundCause(cause) if cause else RefundCause.LATE_PAYMENT
 
     async def issue_tickets(self, order: Order) -> list[IssuedTicket]:
         """One ticket per admission; the code is 128 random bits (unguessable), unique per (order, type, seq)."""

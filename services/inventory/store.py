@@ -11,7 +11,7 @@ from uuid import UUID
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.inventory.domain import Order, StockEffect, StockLevel
+from services.inventory.domain import Event, Order, StockEffect, StockLevel
 from shared.messages import (
     CreateEvent,
     EventInfo,
@@ -25,7 +25,7 @@ from shared.messages import (
 from shared.read_api import ORDER_COLUMNS, fetch_event, order_view
 
 _STOCK_COLUMNS = """
-    t.id, t.event_id, t.price, t.capacity, t.held, t.sold, t.per_user_limit, e.hold_seconds, e.starts_at
+    t.id, t.event_id, t.price, t.capacity, t.held, t.sold, t.per_user_limit, e.hold_seconds, e.starts_at, e.status
 """
 
 
@@ -301,6 +301,22 @@ class Orders:
             {"n": limit},
         )
 
+    async def lock_for_event(self, event_id: UUID, statuses: Sequence[OrderStatus], limit: int) -> list[Order]:
+        """The event's first ``limit`` orders in ``statuses``, locked in id order (a cancellation's batch; the
+        orders' (event_id, status, id) index serves it)."""
+        return await self._load(
+            f"SELECT {_ORDER_FIELDS} FROM inventory.orders o WHERE o.event_id = :event AND o.status = ANY(:statuses) "
+            "ORDER BY o.id LIMIT :n FOR UPDATE",
+            {"event": event_id, "statuses": [s.value for s in statuses], "n": limit},
+        )
+
+    async def count_for_event(self, event_id: UUID) -> dict[OrderStatus, int]:
+        rows = await self.conn.execute(
+            text("SELECT status, count(*) AS n FROM inventory.orders WHERE event_id = :event GROUP BY status"),
+            {"event": event_id},
+        )
+        return {OrderStatus(r.status): int(r.n) for r in rows}
+
     async def _load(self, sql: str, params: dict[str, Any]) -> list[Order]:
         rows = (await self.conn.execute(text(sql), params)).all()
         if not rows:
@@ -379,6 +395,73 @@ class Stock:
         await add_holdings(self.conn, {k: q for k, q in effect.holdings.items() if q > 0})
         await release_holdings(self.conn, {k: -q for k, q in effect.holdings.items() if q < 0})
         return changes
+
+
+class Events:
+    """Events as their cancellation sees them: status and the durable progress of its batches."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    _FIELDS = "id, status, cancel_batches, orders_cancelled, orders_sent_to_refund, cancelled_by"
+
+    async def lock(self, event_id: UUID) -> Event | None:
+        row = (
+            await self.conn.execute(
+                text(f"SELECT {self._FIELDS} FROM inventory.events WHERE id = :id FOR UPDATE"), {"id": event_id}
+            )
+        ).first()
+        return Event(**row._mapping) if row else None
+
+    async def cancelling(self, idle_seconds: float) -> list[UUID]:
+        """Events being cancelled whose last batch is older than ``idle_seconds`` (0: all of them)."""
+        rows = await self.conn.execute(
+            text(
+                "SELECT id FROM inventory.events WHERE status = 'CANCELLING' "
+                "AND updated_at <= now() - make_interval(secs => CAST(:idle AS double precision)) ORDER BY id"
+            ),
+            {"idle": idle_seconds},
+        )
+        return [r.id for r in rows]
+
+    async def ticket_type_ids(self, event_id: UUID) -> list[UUID]:
+        rows = await self.conn.execute(
+            text("SELECT id FROM inventory.ticket_types WHERE event_id = :id ORDER BY id"), {"id": event_id}
+        )
+        return [r.id for r in rows]
+
+    async def save(self, event: Event) -> None:
+        """Write the status (guarded by the status loaded) and the progress counters."""
+        result = await self.conn.execute(
+            text(
+                "UPDATE inventory.events SET status = :status, cancel_batches = :batches, "
+                "orders_cancelled = :cancelled, orders_sent_to_refund = :refunding, cancelled_by = :by, "
+                "cancel_requested_at = CASE WHEN :status = 'CANCELLING' AND cancel_requested_at IS NULL "
+                "  THEN now() ELSE cancel_requested_at END, "
+                "cancelled_at = CASE WHEN :status = 'CANCELLED' THEN now() ELSE cancelled_at END, "
+                "updated_at = now() WHERE id = :id AND status = :loaded"
+            ),
+            {
+                "id": event.id,
+                "status": event.status.value,
+                "loaded": (event.loaded_status or event.status).value,
+                "batches": event.cancel_batches,
+                "cancelled": event.orders_cancelled,
+                "refunding": event.orders_sent_to_refund,
+                "by": event.cancelled_by,
+            },
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            raise RuntimeError("an event changed under its row lock")  # cannot happen; retried if it does
+        event.loaded_status = event.status
+
+    async def cancelled_at(self, event_id: UUID) -> datetime:
+        return (  # type: ignore[no-any-return]
+            await self.conn.execute(
+                text("SELECT COALESCE(cancel_requested_at, now()) FROM inventory.events WHERE id = :id"),
+                {"id": event_id},
+            )
+        ).scalar_one()
 
 
 class Catalog:

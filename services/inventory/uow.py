@@ -6,7 +6,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.inventory.door_store import Door
 from services.inventory.sales_store import Sales
-from services.inventory.store import Catalog, Orders, Stock
+from services.inventory.store import Catalog, Events, Orders, Stock
 from shared.uow import UnitOfWork
 
 
@@ -16,8 +16,10 @@ class InventoryUnitOfWork(UnitOfWork):
     catalog: Catalog
     sales: Sales
     door: Door
+    events: Events
 
     def bind(self, conn: AsyncConnection) -> None:
         self.orders, self.stock = Orders(conn), Stock(conn)
         self.catalog, self.sales = Catalog(conn), Sales(conn)
         self.door = Door(conn)
+        self.events = Events(conn)

@@ -12,7 +12,7 @@ from services.mailer.sink import start_sink
 from services.mailer.store import EmailStore
 from shared import health, logs, runtime, topology
 from shared.db import make_engine
-from shared.messages import OrderExpired, OrderPaid, OrderRefunded, ResendEmail
+from shared.messages import OrderCancelled, OrderExpired, OrderPaid, OrderRefunded, ResendEmail
 from shared.messaging import Bus, Declare, Route
 from shared.settings import Settings, get_settings
 
@@ -60,6 +60,7 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
             topology.ORDER_EXPIRED: Route(OrderExpired, mailer.on_order_expired),
             topology.ORDER_REFUNDED: Route(OrderRefunded, mailer.on_order_refunded),
             topology.RESEND_EMAIL: Route(ResendEmail, mailer.on_resend),
+            topology.ORDER_CANCELLED: Route(OrderCancelled, mailer.on_order_cancelled),
         },
     )
     server = await health.serve_service_health(

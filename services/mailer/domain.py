@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 import aiosmtplib
 
-from shared.messages import OrderPaid, OrderRefunded, OrderReleased
+from shared.messages import OrderPaid, OrderRefunded, OrderReleased, ReleaseCause
 
 LOCALES = ("vi", "en")
 DEFAULT_LOCALE = "vi"  # the product's home market
@@ -25,6 +25,7 @@ class Kind(enum.StrEnum):
     PAID = "paid"
     EXPIRED = "expired"
     REFUNDED = "refunded"
+    CANCELLED = "cancelled"  # a hold the cancellation of its event released
 
 
 class EmailStatus(enum.StrEnum):
@@ -90,6 +91,8 @@ SUBJECTS: dict[tuple[Kind, str], str] = {
     (Kind.EXPIRED, "en"): "Your hold on order {short_id} has expired",
     (Kind.REFUNDED, "vi"): "Đơn hàng {short_id} đã được hoàn tiền",
     (Kind.REFUNDED, "en"): "Order {short_id} has been refunded",
+    (Kind.CANCELLED, "vi"): "Sự kiện đã bị huỷ — đơn hàng {short_id} đã được huỷ",
+    (Kind.CANCELLED, "en"): "The event was cancelled — order {short_id} is cancelled",
 }
 
 
@@ -174,8 +177,25 @@ def for_refunded(msg: OrderRefunded) -> EmailSpec:
         "short_id": str(msg.order_id)[:8],
         "amount": format_vnd(msg.amount, locale),
         "reason": msg.reason,
+        "cause": msg.cause.value,
     }
     return EmailSpec(Kind.REFUNDED, str(msg.order_id), check_recipient(msg.user_email), locale, context)
+
+
+def emails_cancel(msg: OrderReleased) -> bool:
+    """Whether a cancelled hold is emailed: only when the organiser's cancellation of the event released it."""
+    return msg.cause is ReleaseCause.EVENT_CANCELLED
+
+
+def for_cancelled(msg: OrderReleased) -> EmailSpec:
+    locale = pick_locale(msg.locale)
+    context = {
+        "order_id": str(msg.order_id),
+        "short_id": str(msg.order_id)[:8],
+        "quantity": sum(i.quantity for i in msg.items),
+        "total": format_vnd(sum(i.quantity * i.unit_price for i in msg.items), locale),
+    }
+    return EmailSpec(Kind.CANCELLED, str(msg.order_id), check_recipient(msg.user_email), locale, context)
 
 
 def qr_content_id(code: str) -> str:

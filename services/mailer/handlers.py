@@ -63,6 +63,10 @@ class Mailer:
         build = _SPEC_OF[type(current)]
         await self.deliver(lambda: build(current).resent(str(msg.resend_id)), delivery)
 
+    async def on_order_cancelled(self, msg: OrderReleased, delivery: Delivery) -> None:
+        if domain.emails_cancel(msg):  # the buyer's own cancel is not emailed; the event's cancellation is
+            await self.deliver(lambda: domain.for_cancelled(msg), delivery)
+
     async def deliver(self, build: Callable[[], EmailSpec], delivery: Delivery) -> None:
         started = time.perf_counter()
         try:

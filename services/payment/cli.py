@@ -124,7 +124,7 @@ def refunds_group() -> None:
 def refunds_ls(limit: int, actor: str, as_json: bool) -> None:
     """List failed or refused refunds."""
     rows = _run(PaymentOpAction.LIST_FAILED_REFUNDS, actor, limit=limit).items or []
-    _emit(rows, ["kind", "txn_ref", "order_id", "amount", "status", "tries", "detail"], as_json)
+    _emit(rows, ["kind", "txn_ref", "order_id", "amount", "status", "tries", "reason", "detail"], as_json)
 
 
 @refunds_group.command("retry")

@@ -180,14 +180,17 @@ async def refund_status(conn: AsyncConnection, txn_ref: str) -> tuple[str, str] 
 
 
 async def failed_refunds(conn: AsyncConnection, limit: int) -> list[dict[str, Any]]:
-    """Both kinds, one list: late-payment refunds the provider refused, and review refunds that failed."""
+    """Both kinds, one list: order refunds the provider refused (kind ``late_payment`` for every order refund:
+    a late payment's, the organiser's, a cancelled event's; ``reason`` says which), and review refunds that
+    failed."""
     rows = await conn.execute(
         text(
             "SELECT * FROM ("
             " SELECT 'late_payment' AS kind, txn_ref, provider, order_id, amount, status, tries, "
-            "  coalesce(last_error, '') AS detail, requested_at FROM payment.refunds WHERE status = 'FAILED'"
+            "  coalesce(last_error, '') AS detail, requested_at, reason FROM payment.refunds WHERE status = 'FAILED'"
             " UNION ALL"
-            " SELECT 'rejected_review', txn_ref, provider, order_id, amount, status, tries, detail, requested_at "
+            " SELECT 'rejected_review', txn_ref, provider, order_id, amount, status, tries, detail, requested_at, "
+            "  'rejected after review' "
             "  FROM payment.review_refunds WHERE status = 'FAILED' OR (status = 'REQUESTED' "
             "  AND updated_at < now() - make_interval(secs => CAST(:stale AS double precision)))"
             ") f ORDER BY requested_at LIMIT :n"

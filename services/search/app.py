@@ -11,7 +11,7 @@ from services.search import rebuild
 from services.search.handlers import SearchHandlers
 from shared import health, logs, runtime, topology
 from shared.db import make_engine
-from shared.messages import EventCreated, StockChanged, TicketTypeAdded
+from shared.messages import EventCancelled, EventCreated, StockChanged, TicketTypeAdded
 from shared.messaging import Bus, Route
 from shared.search_index import store
 from shared.search_index.cache import make_cache
@@ -38,6 +38,7 @@ def build(settings: Settings) -> tuple[Bus, SearchHandlers]:
             topology.EVENT_CREATED: Route(EventCreated, handlers.on_event_changed),
             topology.TICKET_TYPE_ADDED: Route(TicketTypeAdded, handlers.on_event_changed),
             topology.STOCK_CHANGED: Route(StockChanged, handlers.on_stock_changed),
+            topology.EVENT_CANCELLED: Route(EventCancelled, handlers.on_event_cancelled),
         },
     )
     return bus, handlers

@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared import logs, metrics
-from shared.messages import EventInfo, StockChanged
+from shared.messages import EventCancelled, EventInfo, StockChanged
 from shared.messaging import Delivery
 from shared.search_index import store
 from shared.search_index.cache import EventCache
@@ -36,6 +36,16 @@ class SearchHandlers:
                 continue  # no index: searches read PostgreSQL, and the monitor is rebuilding from it
             if await self.index.upsert(gen, doc):
                 metrics.INDEX_WRITES.labels(kind="event").inc()
+
+    async def on_event_cancelled(self, msg: EventCancelled, delivery: Delivery) -> None:
+        # No longer on sale: out of the live generation and one being built (a rebuild reads only events on sale).
+        pointers = self.index.pointers
+        for gen in [text(g) for g in await self.redis.mget(pointers.current, pointers.building) if g]:
+            if await self.index.remove(gen, str(msg.event_id)):
+                metrics.INDEX_WRITES.labels(kind="remove").inc()
+        version = await store.event_version(self.engine, msg.event_id)
+        if version is not None:
+            await self.cache.invalidate(str(msg.event_id), version)
 
     async def on_stock_changed(self, msg: StockChanged, delivery: Delivery) -> None:
         available = msg.capacity - msg.held - msg.sold

@@ -182,6 +182,20 @@ if (not mv) or tonumber(ARGV[4]) > tonumber(mv) then redis.call('HSET', KEYS[7],
 return {1, id}
 """
 
+# An event no longer on sale leaves the index: its document, orderings, stock membership and terms.
+REMOVE = """
+local id = redis.call('HGET', KEYS[1], ARGV[1])
+if not id then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], id)
+redis.call('ZREM', KEYS[3], id)
+redis.call('ZREM', KEYS[4], id)
+redis.call('SREM', KEYS[5], id)
+redis.call('HINCRBY', KEYS[6], 'events', -1)
+for i = 7, #KEYS do redis.call('SREM', KEYS[i], id) end
+return 1
+"""
+
 STOCK = """
 local id = redis.call('HGET', KEYS[1], ARGV[1])
 if not id then return -1 end
@@ -328,6 +342,7 @@ class Index:
         self._get_doc = self.redis.register_script(GET_DOC)
         self._upsert = self.redis.register_script(UPSERT)
         self._stock = self.redis.register_script(STOCK)
+        self._remove = self.redis.register_script(REMOVE)
         self._search = self.redis.register_script(SEARCH)
         self._cached_gen: tuple[float, str | None] = (0.0, None)
 
@@ -404,6 +419,17 @@ class Index:
             if int(result[0]) == 1:
                 return True
         raise RuntimeError(f"index write for {doc.event_id} kept conflicting")
+
+    async def remove(self, gen: str, event_id: str) -> bool:
+        """Take an event out of this generation (it is no longer on sale); False if it was not there."""
+        k = self.keys(gen)
+        old = await self.get_doc(gen, event_id)
+        if old is None:
+            return False
+        terms = sorted(k.term_keys(old))
+        return bool(
+            await self._remove(keys=[k.ids, k.docs, k.events, k.price, k.instock, k.meta, *terms], args=[event_id])
+        )
 
     async def set_stock(self, gen: str, event_id: str, ticket_type_id: str, available: int) -> int:
         """Record one ticket type's availability; -1 when the event is not in this generation (yet)."""

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from shared.search_index import domain
 from shared.search_index.domain import Doc, Filters, Page, Query
 
+# Only events on sale are searchable (read_api.searchable_events); a cancelled one leaves the index.
 # The version is computed in SQL (numeric, exact) so that every path agrees on it to the microsecond.
 _VERSION = "(extract(epoch FROM e.updated_at) * 1000000)::bigint"
 _DOC_SELECT = f"""
@@ -27,7 +28,7 @@ SELECT e.id, e.title, e.venue, e.city, e.starts_at, {_VERSION} AS version,
        COALESCE(array_agg(t.name ORDER BY t.price, t.name) FILTER (WHERE t.id IS NOT NULL), '{{}}') AS names,
        COALESCE(array_agg(t.id::text) FILTER (WHERE t.id IS NOT NULL), '{{}}') AS tt_ids,
        COALESCE(array_agg(GREATEST(t.available, 0)) FILTER (WHERE t.id IS NOT NULL), '{{}}') AS tt_avail
-FROM read_api.events e LEFT JOIN read_api.ticket_types t ON t.event_id = e.id
+FROM read_api.searchable_events e LEFT JOIN read_api.ticket_types t ON t.event_id = e.id
 """
 _GROUP = " GROUP BY e.id, e.title, e.venue, e.city, e.starts_at, e.updated_at "
 
@@ -87,7 +88,9 @@ async def catalog_state(engine: AsyncEngine) -> tuple[int, int]:
     """(number of events, newest version): what a complete, current index must also report."""
     async with engine.connect() as conn:
         row = (
-            await conn.execute(text(f"SELECT count(*) AS n, COALESCE(MAX({_VERSION}), 0) AS v FROM read_api.events e"))
+            await conn.execute(
+                text(f"SELECT count(*) AS n, COALESCE(MAX({_VERSION}), 0) AS v FROM read_api.searchable_events e")
+            )
         ).one()
     return int(row.n), int(row.v)
 

@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import Any, Self
 from uuid import UUID
 
-from services.inventory.domain import Order, StockEffect, StockLevel
+from services.inventory.domain import Event, Order, StockEffect, StockLevel
 from shared.messages import (
     CreateEvent,
     EventInfo,
@@ -24,6 +24,7 @@ from shared.messages import (
     NewTicketType,
     OrderStatus,
     OrderView,
+    RefundCause,
     StockChanged,
     TicketTypeInfo,
 )
@@ -71,6 +72,17 @@ class FakeOrders:
     async def lock_overdue(self, limit: int) -> list[Order]:
         due = [o.id for o in self.rows.values() if o.status is OrderStatus.PENDING and (o.expires_at or NOW) <= NOW]
         return await self.lock_pending(due[:limit], due_only=True)
+
+    async def lock_for_event(self, event_id: UUID, statuses: Sequence[OrderStatus], limit: int) -> list[Order]:
+        ids = sorted(o.id for o in self.rows.values() if o.event_id == event_id and o.status in statuses)
+        return [self._copy(i) for i in ids[:limit]]
+
+    async def count_for_event(self, event_id: UUID) -> dict[OrderStatus, int]:
+        counts: dict[OrderStatus, int] = {}
+        for o in self.rows.values():
+            if o.event_id == event_id:
+                counts[o.status] = counts.get(o.status, 0) + 1
+        return counts
 
     async def save(self, orders: Sequence[Order]) -> None:
         for order in orders:
@@ -160,6 +172,7 @@ class FakeSales:
     def __init__(self) -> None:
         self.settlements: dict[UUID, dict[str, Any]] = {}
         self.tickets: dict[UUID, list[IssuedTicket]] = {}
+        self.voided: set[str] = set()
         self._codes = itertools.count(1)
 
     async def settled_by(self, order_id: UUID) -> str | None:
@@ -182,6 +195,14 @@ class FakeSales:
     async def mark(self, order_id: UUID, outcome: OrderStatus) -> None:
         self.settlements[order_id]["outcome"] = outcome
 
+    async def refund_requested(self, order_ids: Sequence[UUID], cause: RefundCause, actor: str | None = None) -> None:
+        for order_id in order_ids:
+            self.settlements[order_id].update(outcome=OrderStatus.REFUND_PENDING, cause=cause, by=actor)
+            self.voided.update(t.code for t in self.tickets.get(order_id, []))
+
+    async def refund_cause(self, order_id: UUID) -> RefundCause:
+        return self.settlements.get(order_id, {}).get("cause", RefundCause.LATE_PAYMENT)  # type: ignore[no-any-return]
+
     async def issue_tickets(self, order: Order) -> list[IssuedTicket]:
         issued = [
             IssuedTicket(code=f"code-{next(self._codes)}", ticket_type_id=line.ticket_type_id, ticket_type_name="A")
@@ -195,12 +216,51 @@ class FakeSales:
         return type("Facts", (), {"title": "Hòa nhạc", "venue": "Nhà hát Lớn", "city": "Hà Nội", "starts_at": NOW})
 
 
+class FakeEvents:
+    """Events as the cancellation sees them; ``stock`` is the fake stock (an event's ticket types are there)."""
+
+    def __init__(self, stock: FakeStock) -> None:
+        self.rows: dict[UUID, Event] = {}
+        self.stock = stock
+        self.saves = 0
+
+    def put(self, event: Event) -> Event:
+        self.rows[event.id] = copy.deepcopy(event)
+        return event
+
+    async def lock(self, event_id: UUID) -> Event | None:
+        if event_id not in self.rows:
+            return None
+        event = copy.deepcopy(self.rows[event_id])
+        event.loaded_status = event.status
+        return event
+
+    async def cancelling(self, idle_seconds: float) -> list[UUID]:
+        return sorted(e.id for e in self.rows.values() if e.status.value == "CANCELLING")
+
+    async def ticket_type_ids(self, event_id: UUID) -> list[UUID]:
+        return sorted(t for t, level in self.stock.levels.items() if level.event_id == event_id)
+
+    async def save(self, event: Event) -> None:
+        stored = self.rows[event.id]
+        if stored.status is not event.loaded_status:
+            raise RuntimeError("an event changed under its row lock")
+        self.rows[event.id] = copy.deepcopy(event)
+        event.loaded_status = event.status
+        self.saves += 1
+        # The hold decision reads the event's status with the stock (a JOIN in SQL).
+        for level in self.stock.levels.values():
+            if level.event_id == event.id:
+                level.event_status = event.status
+
+
 class FakeInventoryUnitOfWork:
     """Shares its repositories between units of work (the 'database'); records what each commit published."""
 
     def __init__(self) -> None:
         self.orders, self.stock = FakeOrders(), FakeStock()
         self.catalog, self.sales = FakeCatalog(), FakeSales()
+        self.events = FakeEvents(self.stock)
         self.published: list[Message] = []
         self.commits = 0
         self._pending: list[Message] = []

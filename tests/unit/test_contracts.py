@@ -30,6 +30,7 @@ def test_every_message_type_is_documented_with_a_non_empty_payload_schema() -> N
         messages.OrderReleased,
         messages.RefundNotice,
         messages.EventInfo,
+        messages.CancellationProgress,
     }
     declared = {
         m
