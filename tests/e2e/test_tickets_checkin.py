@@ -299,19 +299,51 @@ async def test_a_ticket_of_an_order_no_longer_paid_is_void_at_the_door(stack: St
     buyer = new_buyer("void")
     order = await paid_order(stack, buyer, tt)
     code = (await tickets(stack, buyer, order["order_id"]))[0]["code"]
-    # No path turns a PAID order into a refund today (the organiser's refunds and event cancellation are being
-    # built in parallel); a late payment that is refunded never had tickets. So the state the refund will leave
-    # is set up directly, in SQL, as inventory's own status change would: PAID -> REFUND_PENDING.
-    changed = await stack.db.execute(
-        "UPDATE inventory.orders SET status = 'REFUND_PENDING', updated_at = now() WHERE id = $1 AND status = 'PAID'",
-        uuid.UUID(order["order_id"]),
-    )
-    assert changed == "UPDATE 1"
+    async with stack.client("void-organiser", admin=True) as organiser:
+        refunded = await organiser.post(f"/admin/orders/{order['order_id']}/refund")
+    assert refunded.status_code == 202, refunded.text
     async with scanner(stack) as door:
         r = await door.post(f"/admin/events/{event['event_id']}/checkin", json={"code": code})
     assert r.status_code == 409 and problem_type(r) == "ticket_void"
-    assert r.json()["order_status"] == "REFUND_PENDING"
+    assert r.json()["order_status"] in ("REFUND_PENDING", "REFUNDED")  # the provider may have confirmed already
     assert await stack.db.fetchval("SELECT admitted_at FROM inventory.tickets WHERE code = $1", code) is None
+
+
+async def test_a_refund_racing_check_ins_admits_at_most_once_and_never_after_the_refund(stack: Stack) -> None:
+    """The refund (inventory: the order row FOR UPDATE) and a check-in (the order row FOR SHARE, then the ticket)
+    serialise on the order: either a scan took the row first and admitted the ticket (once), or the refund did and
+    every scan finds the ticket void. Both ways, after the refund the code never admits anyone."""
+    event = await stack.create_event(capacity=20)
+    door_url = f"/admin/events/{event['event_id']}/checkin"
+    tt = event["ticket_types"][0]["ticket_type_id"]
+    async with scanner(stack) as door, stack.client("race-organiser", admin=True) as organiser:
+        for _ in range(4):
+            buyer = new_buyer("race")
+            order = await paid_order(stack, buyer, tt)
+            code = (await tickets(stack, buyer, order["order_id"]))[0]["code"]
+            refund, *scans = await asyncio.gather(
+                organiser.post(f"/admin/orders/{order['order_id']}/refund"),
+                *(door.post(door_url, json={"code": code}) for _ in range(5)),
+            )
+            assert refund.status_code == 202, refund.text
+            admitted = [r for r in scans if r.status_code == 200]
+            assert len(admitted) <= 1, [r.text for r in scans]
+            assert all(r.status_code == 409 for r in scans if r.status_code != 200), [r.text for r in scans]
+            refusals = {problem_type(r) for r in scans if r.status_code == 409}
+            assert refusals <= {"already_admitted", "ticket_void"}, refusals
+            row = await stack.db.fetchrow("SELECT admitted_at, voided_at FROM inventory.tickets WHERE code = $1", code)
+            assert row is not None and row["voided_at"] is not None  # the refund voided it either way
+            assert (row["admitted_at"] is not None) == bool(admitted)  # an admission a scanner was told of, only
+            after = await door.post(door_url, json={"code": code})
+            assert after.status_code == 409 and problem_type(after) == "ticket_void"
+            await wait_until_refunded(stack, order["order_id"])
+
+
+async def wait_until_refunded(stack: Stack, order_id: str) -> None:
+    async def refunded() -> bool:
+        return await stack.order_status(order_id) == "REFUNDED"
+
+    await eventually(refunded, timeout=30, what=f"order {order_id} REFUNDED")
 
 
 async def test_the_check_in_summary_counts_per_ticket_type_and_lists_the_latest_first(stack: Stack) -> None:
