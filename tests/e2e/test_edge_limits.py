@@ -143,7 +143,7 @@ async def test_the_read_through_path_is_bounded_and_sheds_with_503(stack: Stack,
                 return bool(
                     await stack.db.fetchval(
                         "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                        "AND datname = current_database() AND query LIKE '%read_api.events%'"
+                        "AND datname = current_database() AND query LIKE '%read_api.searchable_events%'"
                     )
                 )
 
