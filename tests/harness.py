@@ -174,6 +174,12 @@ async def eventually(
 
 
 @dataclass
+class StockWatch:
+    samples: int = 0
+    violations: list[tuple[int, int, int]] = field(default_factory=list)  # (capacity, held, sold) oversold
+
+
+@dataclass
 class Stack:
     env: dict[str, str]
     settings: Settings
@@ -230,6 +236,27 @@ class Stack:
         )
         assert row is not None
         return row["capacity"], row["held"], row["sold"]
+
+    @contextlib.asynccontextmanager
+    async def watching_stock(self, ticket_type_id: str) -> AsyncIterator[StockWatch]:
+        """Sample the ticket type's stock every 10 ms while the block runs: every sample that ever shows more
+        held and sold than the capacity is kept (the sale's invariant, seen from outside, while it happens)."""
+        watch, done = StockWatch(), asyncio.Event()
+
+        async def sample() -> None:
+            while not done.is_set():
+                capacity, held, sold = await self.stock(ticket_type_id)
+                watch.samples += 1
+                if held + sold > capacity:
+                    watch.violations.append((capacity, held, sold))
+                await asyncio.sleep(0.01)
+
+        task = asyncio.create_task(sample())
+        try:
+            yield watch
+        finally:
+            done.set()
+            await task
 
     async def order_status(self, order_id: str) -> str | None:
         return await self.db.fetchval(  # type: ignore[no-any-return]

@@ -160,6 +160,11 @@ def for_paid(msg: OrderPaid) -> EmailSpec:
 
 
 def for_expired(msg: OrderReleased) -> EmailSpec:
+    return _for_released(Kind.EXPIRED, msg)
+
+
+def _for_released(kind: Kind, msg: OrderReleased) -> EmailSpec:
+    """A hold that ended unpaid (its time ran out, or the event's cancellation released it): what it was."""
     locale = pick_locale(msg.locale)
     context = {
         "order_id": str(msg.order_id),
@@ -167,7 +172,7 @@ def for_expired(msg: OrderReleased) -> EmailSpec:
         "quantity": sum(i.quantity for i in msg.items),
         "total": format_vnd(sum(i.quantity * i.unit_price for i in msg.items), locale),
     }
-    return EmailSpec(Kind.EXPIRED, str(msg.order_id), check_recipient(msg.user_email), locale, context)
+    return EmailSpec(kind, str(msg.order_id), check_recipient(msg.user_email), locale, context)
 
 
 def for_refunded(msg: OrderRefunded) -> EmailSpec:
@@ -188,14 +193,7 @@ def emails_cancel(msg: OrderReleased) -> bool:
 
 
 def for_cancelled(msg: OrderReleased) -> EmailSpec:
-    locale = pick_locale(msg.locale)
-    context = {
-        "order_id": str(msg.order_id),
-        "short_id": str(msg.order_id)[:8],
-        "quantity": sum(i.quantity for i in msg.items),
-        "total": format_vnd(sum(i.quantity * i.unit_price for i in msg.items), locale),
-    }
-    return EmailSpec(Kind.CANCELLED, str(msg.order_id), check_recipient(msg.user_email), locale, context)
+    return _for_released(Kind.CANCELLED, msg)
 
 
 def qr_content_id(code: str) -> str:

@@ -75,36 +75,31 @@ class EmailStore:
 
     async def mark_sent(self, spec: EmailSpec, smtp_response: str) -> None:
         # One autocommitted single-row UPDATE right after the server's 250: the only window for a duplicate.
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                text("""
-                UPDATE mailer.emails SET status = 'sent', sent_at = now(), smtp_response = :resp,
-                       last_error = NULL, updated_at = now()
-                 WHERE order_id = CAST(:order_id AS uuid) AND kind = :kind AND resend_id = :resend_id
-                   AND status = ANY(:from)
-            """),
-                {
-                    "order_id": spec.order_id,
-                    "kind": spec.kind.value,
-                    "resend_id": spec.resend_id,
-                    "resp": smtp_response[:500],
-                    "from": email_sources_of(EmailStatus.SENT),
-                },
-            )
+        await self._move(
+            spec,
+            EmailStatus.SENT,
+            "sent_at = now(), smtp_response = :resp, last_error = NULL",
+            resp=smtp_response[:500],
+        )
 
     async def mark_failed(self, spec: EmailSpec, error: str) -> None:
+        await self._move(spec, EmailStatus.FAILED, "last_error = :err, claimed_at = NULL", err=error[:2000])
+
+    async def _move(self, spec: EmailSpec, new: EmailStatus, also: str, **values: str) -> None:
+        """One email's row to ``new`` (from the statuses the state machine allows), setting ``also`` too."""
         async with self.engine.begin() as conn:
             await conn.execute(
-                text("""
-                UPDATE mailer.emails SET status = 'failed', last_error = :err, claimed_at = NULL, updated_at = now()
-                 WHERE order_id = CAST(:order_id AS uuid) AND kind = :kind AND resend_id = :resend_id
-                   AND status = ANY(:from)
-            """),
+                text(
+                    f"UPDATE mailer.emails SET status = :new, {also}, updated_at = now() "
+                    "WHERE order_id = CAST(:order_id AS uuid) AND kind = :kind AND resend_id = :resend_id "
+                    "AND status = ANY(:from)"
+                ),
                 {
                     "order_id": spec.order_id,
                     "kind": spec.kind.value,
                     "resend_id": spec.resend_id,
-                    "err": error[:2000],
-                    "from": email_sources_of(EmailStatus.FAILED),
+                    "new": new.value,
+                    "from": email_sources_of(new),
+                    **values,
                 },
             )

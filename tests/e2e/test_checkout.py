@@ -24,19 +24,6 @@ async def test_flash_sale_2000_attempts_500_buyers_100_tickets_never_oversells(s
     tokens = {b: stack.token(b) for b in buyers}
     attempts = [buyers[i % 500] for i in range(2000)]
     random.Random(7).shuffle(attempts)
-    violations: list[tuple[int, int, int]] = []
-    done = asyncio.Event()
-    samples = 0
-
-    async def watch_invariant() -> None:
-        nonlocal samples
-        while not done.is_set():
-            capacity, held, sold = await stack.stock(tt)
-            samples += 1
-            if held + sold > capacity:
-                violations.append((capacity, held, sold))
-            await asyncio.sleep(0.01)
-
     # aiohttp: a client light enough that the load generator is not the bottleneck on two cores.
     connector = aiohttp.TCPConnector(limit=256)
     async with aiohttp.ClientSession(
@@ -49,12 +36,8 @@ async def test_flash_sale_2000_attempts_500_buyers_100_tickets_never_oversells(s
             ) as r:
                 return r.status, r.headers.get("content-type", ""), await r.json(content_type=None)
 
-        watcher = asyncio.create_task(watch_invariant())
-        try:
+        async with stack.watching_stock(tt) as watch:
             responses = await asyncio.gather(*(attempt(b) for b in attempts))
-        finally:
-            done.set()
-            await watcher
 
     codes = Counter(status for status, _, _ in responses)
     assert codes[201] == 100, codes
@@ -65,7 +48,7 @@ async def test_flash_sale_2000_attempts_500_buyers_100_tickets_never_oversells(s
         for status, ctype, body in responses
         if status == 409
     )
-    assert violations == [] and samples > 0
+    assert watch.violations == [] and watch.samples > 0
     assert await stack.stock(tt) == (100, 100, 0)
     held_orders = await stack.db.fetchval(
         "SELECT COALESCE(SUM(i.quantity), 0) FROM inventory.order_items i JOIN inventory.orders o ON o.id = i.order_id "

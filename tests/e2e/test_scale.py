@@ -195,19 +195,6 @@ async def test_flash_sale_on_two_inventories_and_two_gateways_sells_exactly_the_
     buyers = [f"scaled-fan-{i}" for i in range(1000)]  # distinct buyers: only stock limits them
     tokens = {b: scaled.token(b) for b in buyers}
     random.Random(10).shuffle(buyers)
-    violations: list[tuple[int, int, int]] = []
-    done = asyncio.Event()
-    sampled = 0
-
-    async def watch_invariant() -> None:
-        nonlocal sampled
-        while not done.is_set():
-            capacity, held, sold = await scaled.stock(tt)
-            sampled += 1
-            if held + sold > capacity:
-                violations.append((capacity, held, sold))
-            await asyncio.sleep(0.01)
-
     # 64 connections at once: the kernel spreads them over both gateway processes.
     connector = aiohttp.TCPConnector(limit=64)
     async with aiohttp.ClientSession(
@@ -222,17 +209,13 @@ async def test_flash_sale_on_two_inventories_and_two_gateways_sells_exactly_the_
             ) as r:
                 return r.status, await r.json(content_type=None)
 
-        watcher = asyncio.create_task(watch_invariant())
-        try:
+        async with scaled.watching_stock(tt) as watch:
             responses = await asyncio.gather(*(attempt(b) for b in buyers))
-        finally:
-            done.set()
-            await watcher
 
     codes = Counter(status for status, _ in responses)
     assert codes == {201: 100, 409: 900}, codes
     assert {body["reason"] for status, body in responses if status == 409} == {"sold_out"}
-    assert violations == [] and sampled > 0
+    assert watch.violations == [] and watch.samples > 0
     assert await scaled.stock(tt) == (100, 100, 0)
     held = await scaled.db.fetchval(
         "SELECT COALESCE(SUM(i.quantity), 0) FROM inventory.order_items i JOIN inventory.orders o "
