@@ -12,7 +12,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from services.gateway import payments_api, ratelimit, reads, search_api
+from services.gateway import commands, payments_api, ratelimit, reads, search_api
 from services.gateway.auth import AdminUser, CurrentUser, User
 from services.gateway.edge import EdgeRoute
 from services.gateway.problems import PROBLEM_JSON, Problem
@@ -106,17 +106,10 @@ async def _order_response(request: Request, view: OrderView, just_held: bool = F
 
 
 async def _command(request: Request, command: Message, reply: type[ReplyT]) -> ReplyT | None:
-    state = _state(request)
-    try:
-        return await state.requester.request(  # type: ignore[no-any-return]
-            command, reply, timeout=state.settings.checkout_wait_seconds
-        )
-    except Exception as exc:  # the broker refused or is unreachable: nothing was accepted
-        problem = Problem(
-            503, "Service unavailable", f"could not queue the request: {type(exc).__name__}", "unavailable"
-        )
-        problem.headers["Retry-After"] = str(state.settings.checkout_retry_after_seconds)
-        raise problem from exc
+    settings = _state(request).settings
+    return await commands.ask(
+        _state(request), command, reply, settings.checkout_wait_seconds, settings.checkout_retry_after_seconds
+    )
 
 
 @router.post(

@@ -12,7 +12,7 @@ from uuid import UUID
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from services.gateway import ticket_reads
+from services.gateway import commands, ticket_reads
 from services.gateway.auth import DoorUser
 from services.gateway.edge import EdgeRoute
 from services.gateway.problems import PROBLEM_JSON, Problem
@@ -68,14 +68,7 @@ def _problem_for(answer: CheckInAnswered) -> Problem:
 async def check_in(event_id: UUID, body: CheckInIn, request: Request, user: DoorUser) -> Response:
     state = request.app.state
     cmd = CheckIn(event_id=event_id, code=body.code, actor=f"user:{user.id}")
-    try:
-        answer = await state.requester.request(cmd, CheckInAnswered, timeout=CHECK_IN_WAIT_SECONDS)
-    except Exception as exc:  # the broker refused or is unreachable: nothing was accepted
-        problem = Problem(
-            503, "Service unavailable", f"could not queue the check-in: {type(exc).__name__}", "unavailable"
-        )
-        problem.headers["Retry-After"] = "1"
-        raise problem from exc
+    answer = await commands.ask(state, cmd, CheckInAnswered, CHECK_IN_WAIT_SECONDS, retry_after=1)
     if answer is None:  # queued and durable: a second scan answers already_admitted if this one went through
         raise Problem(504, "Timed out", "no answer from inventory yet; scan the ticket again", "timeout")
     if answer.outcome is not CheckInOutcome.ADMITTED:

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import ConfigDict, Field
 
+from services.gateway import commands
 from services.gateway.auth import AdminUser, User
 from services.gateway.edge import EdgeRoute
 from services.gateway.ops_api import Selection, known_service
@@ -50,12 +51,7 @@ async def submit_replay(
         rate=rate,
         actor=f"user:{user.id}",
     )
-    try:
-        answered = await state.requester.request(cmd, JobAccepted, timeout=SUBMIT_WAIT_SECONDS)
-    except Exception as exc:  # the broker refused or is unreachable: nothing was accepted
-        raise Problem(
-            503, "Service unavailable", f"could not queue the job: {type(exc).__name__}", "unavailable"
-        ) from exc
+    answered = await commands.ask(state, cmd, JobAccepted, SUBMIT_WAIT_SECONDS)
     if answered is not None and answered.outcome is JobOutcome.REFUSED:
         raise Problem(422, "Job refused", answered.detail, "job-refused")
     return cmd.job_id, answered

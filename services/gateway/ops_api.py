@@ -8,6 +8,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, model_validator
 
+from services.gateway import commands
 from services.gateway.auth import AdminUser
 from services.gateway.edge import EdgeRoute
 from services.gateway.problems import Problem
@@ -108,12 +109,7 @@ async def messages(
 async def send_dlq_action(state: Any, cmd: DlqAction) -> DlqActionAnswered | None:
     """Hand the action to the ops service, which owns the dead letters, and wait a bounded time (None: no answer
     yet; the command is durable). Refusals are raised as problems (API and console)."""
-    try:
-        answered = await state.requester.request(cmd, DlqActionAnswered, timeout=ACTION_WAIT_SECONDS)
-    except Exception as exc:  # the broker refused or is unreachable: nothing was accepted
-        raise Problem(
-            503, "Service unavailable", f"could not queue the request: {type(exc).__name__}", "unavailable"
-        ) from exc
+    answered = await commands.ask(state, cmd, DlqActionAnswered, ACTION_WAIT_SECONDS)
     if answered is None:
         return None
     match answered.outcome:

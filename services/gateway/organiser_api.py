@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
-from services.gateway import csv_export
+from services.gateway import commands, csv_export
 from services.gateway.auth import AdminUser, User
 from services.gateway.edge import EdgeRoute
 from services.gateway.problems import PROBLEM_JSON, Problem
@@ -108,16 +108,8 @@ class SalesOut(BaseModel):
 
 
 async def _command(request: Request, command: Message, reply: type[ReplyT]) -> ReplyT | None:
-    try:
-        return await request.app.state.requester.request(  # type: ignore[no-any-return]
-            command, reply, timeout=WAIT_SECONDS
-        )
-    except Exception as exc:  # the broker refused or is unreachable: nothing was accepted
-        problem = Problem(
-            503, "Service unavailable", f"could not queue the request: {type(exc).__name__}", "unavailable"
-        )
-        problem.headers["Retry-After"] = str(request.app.state.settings.checkout_retry_after_seconds)
-        raise problem from exc
+    state = request.app.state
+    return await commands.ask(state, command, reply, WAIT_SECONDS, state.settings.checkout_retry_after_seconds)
 
 
 def _actor(user: User) -> str:

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 
+from services.gateway import commands
 from services.gateway.auth import AdminUser, User
 from services.gateway.edge import EdgeRoute
 from services.gateway.problems import Problem
@@ -33,12 +34,7 @@ async def payment_op(
 ) -> PaymentOpAnswered:
     """Ask the payment service (API and console); refusals and time-outs are raised as problems."""
     cmd = PaymentOp(action=action, actor=f"user:{user.id}", target=target, limit=limit)
-    try:
-        result = await state.requester.request(cmd, PaymentOpAnswered, timeout=OP_WAIT_SECONDS)
-    except Exception as exc:  # the broker refused or is unreachable: nothing was accepted
-        raise Problem(
-            503, "Service unavailable", f"could not queue the request: {type(exc).__name__}", "unavailable"
-        ) from exc
+    result = await commands.ask(state, cmd, PaymentOpAnswered, OP_WAIT_SECONDS)
     if result is None:
         # The command is durable and will be applied; its outcome shows in the lists and the audit table.
         raise Problem(504, "Timed out", "the payment service has not answered yet; check the list again", "timeout")
