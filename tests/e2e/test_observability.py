@@ -71,13 +71,15 @@ async def test_the_gateway_writes_one_json_access_line_per_request_with_the_corr
     assert ok.headers["x-correlation-id"] == "fc-access-1"
 
     def access_lines() -> list[dict[str, Any]]:
-        return [
+        lines = [
             line
             for line in json_lines(log_path)
             if line.get("event") == "http_request" and line.get("correlation_id", "").startswith("fc-access")
         ]
+        # Both requests' lines (the second is written a moment after the first): until then, keep polling.
+        return lines if {line["correlation_id"] for line in lines} >= {"fc-access-1", "fc-access-2"} else []
 
-    found = await eventually(lambda: _async(access_lines()), timeout=10, what="access log lines")
+    found = await eventually(lambda: _async(access_lines()), timeout=10, what="both access log lines")
     by_id = {line["correlation_id"]: line for line in found}
     assert by_id["fc-access-1"] | {"duration_ms": 0} == by_id["fc-access-1"] | {
         "method": "GET",
