@@ -28,6 +28,7 @@ from shared.messages import (
     OrderRefunded,
     OrderRefundPending,
     OrderReleased,
+    OrdersHeld,
     OrderStatus,
     OrderView,
     PricedLine,
@@ -344,3 +345,18 @@ def expiries_due(orders: Sequence[Order]) -> list[tuple[int, HoldExpiryDue]]:
         (seconds, HoldExpiryDue(order_ids=ids, expires_at=expires_at))
         for (seconds, expires_at), ids in by_duration.items()
     ]
+
+
+def batch_events(orders: Sequence[Order]) -> list[tuple[UUID, Message]]:
+    """The events of a batch's orders, each with the order it came from (for its correlation id), the
+    ``OrderHeld`` of every order held in the batch sent together as one ``OrdersHeld``: one message per batch,
+    not one per hold, for the payment service to register the batch's payment attempts at once."""
+    held: list[OrderHeld] = []
+    others: list[tuple[UUID, Message]] = []
+    for order in orders:
+        for event in order.events:
+            if isinstance(event, OrderHeld):
+                held.append(event)
+            else:
+                others.append((order.id, event))
+    return ([(held[0].order_id, OrdersHeld(orders=held))] if held else []) + others
