@@ -95,17 +95,23 @@ class Bus:
         self.settings = settings
         self.service = service
         self.names = Names(settings.prefix)
+        self._app_id = f"ticketing-{service}"
         self.broker = RabbitBroker(
             settings.rabbitmq_url,
             # Returned (unroutable mandatory) publishes raise, so a command no queue takes fails loudly.
             default_channel=Channel(prefetch_count=settings.prefetch, on_return_raises=True),
             graceful_timeout=15.0,
-            app_id=f"ticketing-{service}",
+            app_id=self._app_id,
             logger=None,
             # faststream_received_messages_total, ..._published_messages_total etc. on the process's /metrics
             middlewares=[RabbitPrometheusMiddleware(registry=REGISTRY, app_name=service)],
         )
         self._admin: AbstractRobustConnection | None = None
+        # Publishing channels on the admin connection: confirmed (every message that must not be lost) and
+        # unconfirmed (replies: best effort, the state is committed either way), keyed by confirms.
+        self._publishers: dict[bool, aio_pika.abc.AbstractChannel] = {}
+        self._exchanges: dict[tuple[bool, str], aio_pika.abc.AbstractExchange] = {}
+        self._publisher_lock = asyncio.Lock()
         self._declared_delay: set[int] = set()
         self.connected = False  # start() completed once (afterwards the robust connections reconnect)
         self.last_error: str | None = None
@@ -188,6 +194,8 @@ class Bus:
 
     async def _close_quietly(self) -> None:
         timeout = self.settings.broker_operation_timeout_seconds
+        self._publishers.clear()
+        self._exchanges.clear()
         if self._admin is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._admin.close(), timeout=timeout)
@@ -202,6 +210,8 @@ class Bus:
 
     async def stop(self) -> None:
         self.connected = False
+        self._publishers.clear()
+        self._exchanges.clear()
         await self.broker.stop()
         if self._admin is not None:
             with contextlib.suppress(Exception):
@@ -236,25 +246,57 @@ class Bus:
         reply_to: str | None = None,
         persist: bool = True,
         mandatory: bool | None = None,
+        confirm: bool = True,
     ) -> None:
         """Publish and wait for the broker's confirm (raises on nack, return or timeout). ``mandatory``: an
-        unroutable message is returned and raises (default: for direct-to-queue publishes)."""
+        unroutable message is returned and raises (default: for direct-to-queue publishes). ``confirm=False``
+        (replies only): written to the socket without waiting for, or asking for, the broker's word.
+
+        Straight through aio-pika on a channel of the bus's own, not FastStream's publisher: its layers (message
+        encoding, middlewares, exchange lookup per message) were about a third of the publish cost in the
+        profile (docs/decisions.md, section 7)."""
         hdrs = dict(headers or {})
         hdrs.setdefault(logs.CORRELATION_HEADER, logs.correlation_id.get() or correlation_id or message_id)
         cid = correlation_id or str(hdrs[logs.CORRELATION_HEADER])
-        await self.broker.publish(
+        target = await self._exchange(self.names.events_exchange if exchange is None else exchange, confirm)
+        message = aio_pika.Message(
             body,
-            exchange=self.names.events_exchange if exchange is None else exchange,
-            routing_key=routing_key,
-            persist=persist,
-            mandatory=exchange == "" if mandatory is None else mandatory,
-            timeout=self.settings.publish_timeout_seconds,
             headers=hdrs,
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT if persist else aio_pika.DeliveryMode.NOT_PERSISTENT,
             message_id=message_id,
             correlation_id=cid,
             reply_to=reply_to,
-            content_type="application/json",
+            app_id=self._app_id,
         )
+        await target.publish(
+            message,
+            routing_key,
+            mandatory=(exchange == "" if mandatory is None else mandatory) and confirm,
+            timeout=self.settings.publish_timeout_seconds,
+        )
+
+    async def _exchange(self, name: str, confirm: bool) -> aio_pika.abc.AbstractExchange:
+        found = self._exchanges.get((confirm, name))
+        channel = self._publishers.get(confirm)
+        if found is not None and channel is not None and not channel.is_closed:
+            return found
+        async with self._publisher_lock:
+            channel = self._publishers.get(confirm)
+            if channel is None or channel.is_closed:
+                if self._admin is None or self._admin.is_closed:
+                    raise ConnectionError(f"not connected to RabbitMQ ({self.last_error or 'starting'})")
+                channel = await asyncio.wait_for(
+                    self._admin.channel(publisher_confirms=confirm, on_return_raises=confirm),
+                    timeout=self.settings.broker_operation_timeout_seconds,
+                )
+                self._publishers[confirm] = channel
+                self._exchanges = {k: v for k, v in self._exchanges.items() if k[0] != confirm}
+            found = self._exchanges.get((confirm, name))
+            if found is None:
+                found = channel.default_exchange if name == "" else await channel.get_exchange(name, ensure=False)
+                self._exchanges[(confirm, name)] = found
+            return found
 
     async def publish(
         self, routing_key: str, model: BaseModel, *, message_id: str, reply_to: str | None = None
@@ -279,6 +321,7 @@ class Bus:
                 message_id=f"reply:{delivery.message_id}",
                 correlation_id=delivery.request_id,
                 persist=False,
+                confirm=False,  # best effort: a reply nobody waits for any more is dropped by the broker
             )
         except Exception as exc:  # the requester may be gone; the state is committed either way
             log.warning("reply_failed", reply_to=delivery.reply_to, error=repr(exc))
