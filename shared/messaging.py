@@ -33,6 +33,7 @@ from prometheus_client import REGISTRY
 from pydantic import BaseModel, ValidationError
 
 from shared import logs, metrics, topology
+from shared.direct import DirectConsumer
 from shared.settings import Settings
 from shared.topology import Names, WorkQueue
 
@@ -113,6 +114,7 @@ class Bus:
         self._exchanges: dict[tuple[bool, str], aio_pika.abc.AbstractExchange] = {}
         self._publisher_lock = asyncio.Lock()
         self._declared_delay: set[int] = set()
+        self._direct: list[DirectConsumer] = []  # started on the admin connection after the broker
         self.connected = False  # start() completed once (afterwards the robust connections reconnect)
         self.last_error: str | None = None
 
@@ -191,9 +193,13 @@ class Bus:
         await asyncio.wait_for(
             self.broker.start(), timeout=s.broker_connect_timeout_seconds + s.broker_operation_timeout_seconds
         )
+        for consumer in self._direct:
+            await asyncio.wait_for(consumer.start(self._admin, s.prefetch), timeout=s.broker_operation_timeout_seconds)
 
     async def _close_quietly(self) -> None:
         timeout = self.settings.broker_operation_timeout_seconds
+        for consumer in self._direct:
+            await consumer.stop(timeout)
         self._publishers.clear()
         self._exchanges.clear()
         if self._admin is not None:
@@ -210,6 +216,8 @@ class Bus:
 
     async def stop(self) -> None:
         self.connected = False
+        for consumer in self._direct:  # like the broker's subscribers: in-flight handlers finish first
+            await consumer.stop(self.broker.config.graceful_timeout or 15.0)
         self._publishers.clear()
         self._exchanges.clear()
         await self.broker.stop()
@@ -328,14 +336,32 @@ class Bus:
 
     # --- consuming --------------------------------------------------------------------------------
 
-    def consume(self, wq: WorkQueue, routes: dict[str, Route[Any]]) -> None:
-        """Consume a work queue; each routing key has its message model and handler."""
+    def consume(self, wq: WorkQueue, routes: dict[str, Route[Any]], *, direct: bool = False) -> None:
+        """Consume a work queue; each routing key has its message model and handler. ``direct``: straight on
+        aio-pika instead of a FastStream subscriber (the hottest queues: ``shared/direct.py``)."""
         queue_name = self.names.queue(wq.name)
+        if direct:
+
+            async def _on_message(raw: aio_pika.abc.AbstractIncomingMessage) -> None:
+                await self._dispatch(wq, queue_name, routes, raw)
+
+            self._direct.append(DirectConsumer(queue_name, _on_message))
+            return
         queue = RabbitQueue(queue_name, queue_type=QueueType.QUORUM, declare=False)
 
         @self.broker.subscriber(queue, ack_policy=AckPolicy.REJECT_ON_ERROR, no_reply=True, decoder=raw_message)
         async def _consume(raw: Any) -> None:
             await self._dispatch(wq, queue_name, routes, raw)
+
+    def consume_replies(
+        self, queue_name: str, on_reply: Callable[[aio_pika.abc.AbstractIncomingMessage], None]
+    ) -> None:
+        """This process's own reply queue (exclusive, auto-deleted, no acknowledgements), consumed directly."""
+
+        async def _on_message(raw: aio_pika.abc.AbstractIncomingMessage) -> None:
+            on_reply(raw)
+
+        self._direct.append(DirectConsumer(queue_name, _on_message, reply_queue=True))
 
     async def _dispatch(
         self,
