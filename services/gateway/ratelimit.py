@@ -34,6 +34,7 @@ log = logs.get_logger(__name__)
 REDIS_TIMEOUT_SECONDS = 0.25  # a slow Redis must not hold a sync longer than this
 REDIS_RETRY_SECONDS = 1.0  # after a failure, count locally this long before trying Redis again
 SYNC_SECONDS = 0.05  # how often this process's new hits are added to the shared counts (while there are any)
+PRUNE_SECONDS = 10.0  # how often the windows that are over are forgotten
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,8 @@ class Limiter:
     local_max_keys: int = 100_000
     sync_seconds: float = SYNC_SECONDS
     _counts: dict[tuple[str, str], _Count] = field(default_factory=dict)
+    _unsynced: dict[tuple[str, str], _Count] = field(default_factory=dict)  # counts with hits to add to Redis
+    _pruned_at: float = 0.0
     _redis_down_until: float = 0.0
     _sync_task: asyncio.Task[None] | None = None
 
@@ -83,14 +86,18 @@ class Limiter:
         entry = self._counts.get(key)
         if entry is None or entry.bucket != bucket:
             if entry is None and len(self._counts) >= self.local_max_keys:
-                # Drop the windows that are over before refusing to track a new client.
-                for stale in [k for k, c in self._counts.items() if c.bucket != int(now // c.window)]:
-                    del self._counts[stale]
+                self._prune(now)  # drop the windows that are over before refusing to track a new client
                 if len(self._counts) >= self.local_max_keys:
                     return None
             entry = self._counts[key] = _Count(bucket, window)
         entry.unsynced += 1
+        self._unsynced[key] = entry
         return entry.shared + entry.unsynced
+
+    def _prune(self, now: float) -> None:
+        self._pruned_at = now
+        for stale in [k for k, c in self._counts.items() if c.bucket != int(now // c.window)]:
+            del self._counts[stale]
 
     async def _redis_count(self, group: str, client: str, bucket: int, window: int) -> int | None:
         if time.monotonic() < self._redis_down_until:
@@ -114,11 +121,13 @@ class Limiter:
 
     async def sync(self) -> None:
         """Add this process's new hits to the shared counts, and read those back (one pipelined round trip)."""
-        if time.monotonic() < self._redis_down_until:
+        now = time.time()
+        if now - self._pruned_at >= PRUNE_SECONDS:
+            self._prune(now)
+        if time.monotonic() < self._redis_down_until or not self._unsynced:
             return
-        batch = [(key, c, c.unsynced) for key, c in self._counts.items() if c.unsynced]
-        if not batch:
-            return
+        batch = [(key, c, c.unsynced) for key, c in self._unsynced.items() if c.unsynced]
+        self._unsynced = {}
         pipe = self.redis.pipeline(transaction=False)
         for (group, client), c, hits in batch:
             key = self.names.redis_key("ratelimit", group, client, str(c.bucket))
@@ -130,6 +139,8 @@ class Limiter:
         except Exception as exc:
             self._redis_down_until = time.monotonic() + REDIS_RETRY_SECONDS
             log.warning("rate_limit_redis_unreachable", error=type(exc).__name__)
+            for pair, c, _ in batch:  # still to add, with whatever comes meanwhile
+                self._unsynced.setdefault(pair, c)
             return
         for i, (_, c, hits) in enumerate(batch):
             c.unsynced -= hits  # hits counted while the sync ran stay for the next one
