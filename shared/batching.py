@@ -34,14 +34,10 @@ class GroupCommit(Generic[T, R]):
         name: str,
         process: Callable[[Sequence[T], Sequence[str]], Awaitable[Sequence[R]]],
         max_batch: int,
-        linger: float = 0.0,
     ) -> None:
         self.name = name
         self._process = process
         self._max_batch = max_batch
-        # Under load only (the previous batch had company), wait this long for more items: fewer, larger
-        # transactions for a few milliseconds more; a lone caller never waits.
-        self._linger = linger
         self._queue: asyncio.Queue[_Waiting[T, R]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
@@ -60,14 +56,10 @@ class GroupCommit(Generic[T, R]):
         return await future
 
     async def _run(self) -> None:
-        busy = False
         while True:
             batch = [await self._queue.get()]
-            self._take_queued(batch)
-            if busy and self._linger > 0 and len(batch) < self._max_batch:
-                await asyncio.sleep(self._linger)
-                self._take_queued(batch)
-            busy = len(batch) > 1
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
             try:
                 await self._resolve(batch)
             except Exception as exc:
@@ -80,10 +72,6 @@ class GroupCommit(Generic[T, R]):
                         await self._resolve([one])
                     except Exception as one_exc:
                         _fail(one, one_exc)
-
-    def _take_queued(self, batch: list[_Waiting[T, R]]) -> None:
-        while len(batch) < self._max_batch and not self._queue.empty():
-            batch.append(self._queue.get_nowait())
 
     async def _resolve(self, batch: list[_Waiting[T, R]]) -> None:
         results = await self._process([w.item for w in batch], [w.correlation_id for w in batch])

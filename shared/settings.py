@@ -61,12 +61,6 @@ class Settings(BaseSettings):
         1.0, description="Longest a sold-out ticket type is refused by the gateway itself (0 = no gate)"
     )
     hold_batch_max: int = Field(256, description="Most checkouts decided in one database transaction")
-    hold_batch_linger_seconds: float = Field(
-        0.0,
-        ge=0,
-        description="Under load (the last batch held more than one checkout), wait this long for more before "
-        "deciding a batch (0 = never wait)",
-    )
     sweeper_interval_seconds: float = 30.0
     checkout_rate_limit: int = Field(30, description="Checkouts per user per rate window (0 = off)")
     checkout_rate_window_seconds: int = 10

@@ -44,9 +44,7 @@ class HoldBatcher:
         self.new_uow = new_uow
         self.bus = bus
         self.settings = settings
-        self._group = GroupCommit(
-            "hold-batcher", self._decide_batch, settings.hold_batch_max, settings.hold_batch_linger_seconds
-        )
+        self._group = GroupCommit("hold-batcher", self._decide_batch, settings.hold_batch_max)
 
     def start(self) -> None:
         self._group.start()
