@@ -33,7 +33,7 @@ from prometheus_client import REGISTRY
 from pydantic import BaseModel, ValidationError
 
 from shared import logs, metrics, topology
-from shared.direct import DirectConsumer
+from shared.direct import DirectConsumer, DirectConsumers
 from shared.settings import Settings
 from shared.topology import Names, WorkQueue
 
@@ -108,13 +108,9 @@ class Bus:
             middlewares=[RabbitPrometheusMiddleware(registry=REGISTRY, app_name=service)],
         )
         self._admin: AbstractRobustConnection | None = None
-        # Publishing channels on the admin connection: confirmed (every message that must not be lost) and
-        # unconfirmed (replies: best effort, the state is committed either way), keyed by confirms.
-        self._publishers: dict[bool, aio_pika.abc.AbstractChannel] = {}
-        self._exchanges: dict[tuple[bool, str], aio_pika.abc.AbstractExchange] = {}
-        self._publisher_lock = asyncio.Lock()
         self._declared_delay: set[int] = set()
-        self._direct: list[DirectConsumer] = []  # started on the admin connection after the broker
+        self._direct: list[DirectConsumer] = []  # started, on a connection of their own, after the broker
+        self._directs: DirectConsumers | None = None
         self.connected = False  # start() completed once (afterwards the robust connections reconnect)
         self.last_error: str | None = None
 
@@ -193,15 +189,21 @@ class Bus:
         await asyncio.wait_for(
             self.broker.start(), timeout=s.broker_connect_timeout_seconds + s.broker_operation_timeout_seconds
         )
-        for consumer in self._direct:
-            await asyncio.wait_for(consumer.start(self._admin, s.prefetch), timeout=s.broker_operation_timeout_seconds)
+        self._directs = DirectConsumers(
+            s.rabbitmq_url,
+            s.prefetch,
+            s.broker_operation_timeout_seconds,
+            s.broker_retry_initial_seconds,
+            s.broker_retry_max_seconds,
+            self._direct,
+        )
+        await self._directs.start()
 
     async def _close_quietly(self) -> None:
         timeout = self.settings.broker_operation_timeout_seconds
-        for consumer in self._direct:
-            await consumer.stop(timeout)
-        self._publishers.clear()
-        self._exchanges.clear()
+        if self._directs is not None:
+            await self._directs.stop(timeout)
+            self._directs = None
         if self._admin is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._admin.close(), timeout=timeout)
@@ -216,10 +218,9 @@ class Bus:
 
     async def stop(self) -> None:
         self.connected = False
-        for consumer in self._direct:  # like the broker's subscribers: in-flight handlers finish first
-            await consumer.stop(self.broker.config.graceful_timeout or 15.0)
-        self._publishers.clear()
-        self._exchanges.clear()
+        if self._directs is not None:  # like the broker's subscribers: in-flight handlers finish first
+            await self._directs.stop(self.broker.config.graceful_timeout or 15.0)
+            self._directs = None
         await self.broker.stop()
         if self._admin is not None:
             with contextlib.suppress(Exception):
@@ -254,57 +255,25 @@ class Bus:
         reply_to: str | None = None,
         persist: bool = True,
         mandatory: bool | None = None,
-        confirm: bool = True,
     ) -> None:
         """Publish and wait for the broker's confirm (raises on nack, return or timeout). ``mandatory``: an
-        unroutable message is returned and raises (default: for direct-to-queue publishes). ``confirm=False``
-        (replies only): written to the socket without waiting for, or asking for, the broker's word.
-
-        Straight through aio-pika on a channel of the bus's own, not FastStream's publisher: its layers (message
-        encoding, middlewares, exchange lookup per message) were about a third of the publish cost in the
-        profile (docs/decisions.md, section 7)."""
+        unroutable message is returned and raises (default: for direct-to-queue publishes)."""
         hdrs = dict(headers or {})
         hdrs.setdefault(logs.CORRELATION_HEADER, logs.correlation_id.get() or correlation_id or message_id)
         cid = correlation_id or str(hdrs[logs.CORRELATION_HEADER])
-        target = await self._exchange(self.names.events_exchange if exchange is None else exchange, confirm)
-        message = aio_pika.Message(
+        await self.broker.publish(
             body,
+            exchange=self.names.events_exchange if exchange is None else exchange,
+            routing_key=routing_key,
+            persist=persist,
+            mandatory=exchange == "" if mandatory is None else mandatory,
+            timeout=self.settings.publish_timeout_seconds,
             headers=hdrs,
-            content_type="application/json",
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT if persist else aio_pika.DeliveryMode.NOT_PERSISTENT,
             message_id=message_id,
             correlation_id=cid,
             reply_to=reply_to,
-            app_id=self._app_id,
+            content_type="application/json",
         )
-        await target.publish(
-            message,
-            routing_key,
-            mandatory=(exchange == "" if mandatory is None else mandatory) and confirm,
-            timeout=self.settings.publish_timeout_seconds,
-        )
-
-    async def _exchange(self, name: str, confirm: bool) -> aio_pika.abc.AbstractExchange:
-        found = self._exchanges.get((confirm, name))
-        channel = self._publishers.get(confirm)
-        if found is not None and channel is not None and not channel.is_closed:
-            return found
-        async with self._publisher_lock:
-            channel = self._publishers.get(confirm)
-            if channel is None or channel.is_closed:
-                if self._admin is None or self._admin.is_closed:
-                    raise ConnectionError(f"not connected to RabbitMQ ({self.last_error or 'starting'})")
-                channel = await asyncio.wait_for(
-                    self._admin.channel(publisher_confirms=confirm, on_return_raises=confirm),
-                    timeout=self.settings.broker_operation_timeout_seconds,
-                )
-                self._publishers[confirm] = channel
-                self._exchanges = {k: v for k, v in self._exchanges.items() if k[0] != confirm}
-            found = self._exchanges.get((confirm, name))
-            if found is None:
-                found = channel.default_exchange if name == "" else await channel.get_exchange(name, ensure=False)
-                self._exchanges[(confirm, name)] = found
-            return found
 
     async def publish(
         self, routing_key: str, model: BaseModel, *, message_id: str, reply_to: str | None = None
@@ -329,7 +298,6 @@ class Bus:
                 message_id=f"reply:{delivery.message_id}",
                 correlation_id=delivery.request_id,
                 persist=False,
-                confirm=False,  # best effort: a reply nobody waits for any more is dropped by the broker
             )
         except Exception as exc:  # the requester may be gone; the state is committed either way
             log.warning("reply_failed", reply_to=delivery.reply_to, error=repr(exc))
