@@ -114,7 +114,10 @@ class CpuMeter:
 
     async def snapshot(self) -> Snapshot:
         ours, aux = await self._postgres_pids()
-        per_pid: dict[str, dict[int, float]] = {name: {pid: _cpu_seconds(pid)} for name, pid in self.services.items()}
+        per_pid: dict[str, dict[int, float]] = {}
+        for name, pid in self.services.items():  # replicas (``gateway-2``) count with their service
+            service, _, k = name.rpartition("-")
+            per_pid.setdefault(service if service and k.isdigit() else name, {})[pid] = _cpu_seconds(pid)
         per_pid["postgres"] = {pid: _cpu_seconds(pid, with_children=False) for pid in ours}
         per_pid["pg-aux"] = {pid: _cpu_seconds(pid, with_children=False) for pid in aux}
         for group, names in SHARED_SERVERS.items():

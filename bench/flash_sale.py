@@ -55,7 +55,7 @@ from shared.migrate import upgrade
 from shared.settings import Settings, get_settings
 from tests.harness import Stack, run_environment
 from ticketing.loadgen import client_ceiling
-from ticketing.supervisor import Supervisor
+from ticketing.supervisor import Supervisor, parse_scale
 
 console = Console(width=200)
 SHAPES = ("rush", "holds", "mix", "release")
@@ -231,7 +231,7 @@ class Bench:
         amqp: aio_pika.abc.AbstractRobustConnection | None = None
         try:
             upgrade(settings.database_url)
-            sup = Supervisor(env=env, quiet=not self.args.verbose, restart=False)
+            sup = Supervisor(env=env, quiet=not self.args.verbose, restart=False, scale=parse_scale(self.args.scale))
             sup.start()
             url = make_url(settings.database_url)
             dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
@@ -888,6 +888,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[],
         metavar="TICKETING_X=V",
         help="extra environment for the services (repeatable), e.g. to compare a setting",
+    )
+    p.add_argument(
+        "--scale",
+        default="",
+        metavar="SERVICE=N,...",
+        help="processes per service, as `ticketing up --scale` (e.g. gateway=2,inventory=2; the CPU of replicas "
+        "counts with their service; metrics, idle waits and message counts read the first replica only)",
     )
     p.add_argument("--verbose", action="store_true", help="show the services' logs")
     p.add_argument("--from-json", metavar="PATH", help="print the tables (and Markdown) of a saved --json run")

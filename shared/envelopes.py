@@ -29,6 +29,7 @@ from shared.messages import (
     OrderPaid,
     OrderRefunded,
     OrderRefundPending,
+    OrdersHeld,
     PaymentNotified,
     PaymentOp,
     PaymentRefunded,
@@ -52,6 +53,7 @@ ROUTING_KEYS: dict[type[Message], str] = {
     CreateEvent: topology.CREATE_EVENT,
     AddTicketType: topology.ADD_TICKET_TYPE,
     OrderHeld: topology.ORDER_HELD,
+    OrdersHeld: topology.ORDERS_HELD,
     HoldExpiryDue: topology.HOLD_EXPIRY_DUE,
     OrderExpired: topology.ORDER_EXPIRED,
     OrderCancelled: topology.ORDER_CANCELLED,
@@ -85,6 +87,9 @@ def message_id(msg: Message) -> str:
             return f"checkout:{msg.order_id}"
         case OrderHeld():
             return f"held:{msg.order_id}"
+        case OrdersHeld():  # a batch: named by its first order, which no other batch can hold
+            first, more = msg.orders[0].order_id, len(msg.orders) - 1
+            return f"held:{first}" if not more else f"held:{first}+{more}"
         case HoldExpiryDue():
             ids = msg.all_order_ids
             return f"expiry:{ids[0]}" if len(ids) == 1 else f"expiry:{ids[0]}+{len(ids) - 1}"

@@ -290,6 +290,13 @@ class OrderHeld(Message):
     expires_at: datetime
 
 
+class OrdersHeld(Message):
+    """The orders one group-commit batch held: one message for the batch instead of one ``order.held`` per
+    order (the payment service registers their first payment attempts in one statement)."""
+
+    orders: list[OrderHeld] = Field(min_length=1, max_length=10_000)
+
+
 class HoldExpiryDue(Message):
     """The holds placed together (one group-commit batch, one hold duration) are due at ``expires_at``: one
     delay message for the batch, not one per hold. ``order_id`` alone: a single hold (as older senders wrote)."""

@@ -33,6 +33,7 @@ from prometheus_client import REGISTRY
 from pydantic import BaseModel, ValidationError
 
 from shared import logs, metrics, topology
+from shared.direct import DirectConsumer, DirectConsumers
 from shared.settings import Settings
 from shared.topology import Names, WorkQueue
 
@@ -95,18 +96,21 @@ class Bus:
         self.settings = settings
         self.service = service
         self.names = Names(settings.prefix)
+        self._app_id = f"ticketing-{service}"
         self.broker = RabbitBroker(
             settings.rabbitmq_url,
             # Returned (unroutable mandatory) publishes raise, so a command no queue takes fails loudly.
             default_channel=Channel(prefetch_count=settings.prefetch, on_return_raises=True),
             graceful_timeout=15.0,
-            app_id=f"ticketing-{service}",
+            app_id=self._app_id,
             logger=None,
             # faststream_received_messages_total, ..._published_messages_total etc. on the process's /metrics
             middlewares=[RabbitPrometheusMiddleware(registry=REGISTRY, app_name=service)],
         )
         self._admin: AbstractRobustConnection | None = None
         self._declared_delay: set[int] = set()
+        self._direct: list[DirectConsumer] = []  # started, on a connection of their own, after the broker
+        self._directs: DirectConsumers | None = None
         self.connected = False  # start() completed once (afterwards the robust connections reconnect)
         self.last_error: str | None = None
 
@@ -185,9 +189,21 @@ class Bus:
         await asyncio.wait_for(
             self.broker.start(), timeout=s.broker_connect_timeout_seconds + s.broker_operation_timeout_seconds
         )
+        self._directs = DirectConsumers(
+            s.rabbitmq_url,
+            s.prefetch,
+            s.broker_operation_timeout_seconds,
+            s.broker_retry_initial_seconds,
+            s.broker_retry_max_seconds,
+            self._direct,
+        )
+        await self._directs.start()
 
     async def _close_quietly(self) -> None:
         timeout = self.settings.broker_operation_timeout_seconds
+        if self._directs is not None:
+            await self._directs.stop(timeout)
+            self._directs = None
         if self._admin is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._admin.close(), timeout=timeout)
@@ -202,6 +218,9 @@ class Bus:
 
     async def stop(self) -> None:
         self.connected = False
+        if self._directs is not None:  # like the broker's subscribers: in-flight handlers finish first
+            await self._directs.stop(self.broker.config.graceful_timeout or 15.0)
+            self._directs = None
         await self.broker.stop()
         if self._admin is not None:
             with contextlib.suppress(Exception):
@@ -285,14 +304,32 @@ class Bus:
 
     # --- consuming --------------------------------------------------------------------------------
 
-    def consume(self, wq: WorkQueue, routes: dict[str, Route[Any]]) -> None:
-        """Consume a work queue; each routing key has its message model and handler."""
+    def consume(self, wq: WorkQueue, routes: dict[str, Route[Any]], *, direct: bool = False) -> None:
+        """Consume a work queue; each routing key has its message model and handler. ``direct``: straight on
+        aio-pika instead of a FastStream subscriber (the hottest queues: ``shared/direct.py``)."""
         queue_name = self.names.queue(wq.name)
+        if direct:
+
+            async def _on_message(raw: aio_pika.abc.AbstractIncomingMessage) -> None:
+                await self._dispatch(wq, queue_name, routes, raw)
+
+            self._direct.append(DirectConsumer(queue_name, _on_message))
+            return
         queue = RabbitQueue(queue_name, queue_type=QueueType.QUORUM, declare=False)
 
         @self.broker.subscriber(queue, ack_policy=AckPolicy.REJECT_ON_ERROR, no_reply=True, decoder=raw_message)
         async def _consume(raw: Any) -> None:
             await self._dispatch(wq, queue_name, routes, raw)
+
+    def consume_replies(
+        self, queue_name: str, on_reply: Callable[[aio_pika.abc.AbstractIncomingMessage], None]
+    ) -> None:
+        """This process's own reply queue (exclusive, auto-deleted, no acknowledgements), consumed directly."""
+
+        async def _on_message(raw: aio_pika.abc.AbstractIncomingMessage) -> None:
+            on_reply(raw)
+
+        self._direct.append(DirectConsumer(queue_name, _on_message, reply_queue=True))
 
     async def _dispatch(
         self,

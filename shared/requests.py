@@ -11,12 +11,9 @@ import asyncio
 import uuid
 from typing import Any, TypeVar
 
-from faststream import AckPolicy
-from faststream.rabbit import RabbitQueue
-
 from shared import envelopes
 from shared.messages import Message
-from shared.messaging import Bus, raw_message
+from shared.messaging import Bus
 
 ReplyT = TypeVar("ReplyT", bound=Message)
 
@@ -26,13 +23,12 @@ class Requester:
         self.bus = bus
         self.reply_queue = bus.names.queue(f"gateway.replies.{uuid.uuid4().hex[:16]}")
         self._waiting: dict[str, asyncio.Future[bytes]] = {}
-        queue = RabbitQueue(self.reply_queue, durable=False, exclusive=True, auto_delete=True)
+        bus.consume_replies(self.reply_queue, self._on_reply)
 
-        @bus.broker.subscriber(queue, ack_policy=AckPolicy.ACK_FIRST, no_reply=True, decoder=raw_message)
-        async def _on_reply(raw: Any) -> None:
-            future = self._waiting.pop(raw.correlation_id or "", None)
-            if future is not None and not future.done():
-                future.set_result(raw.body)
+    def _on_reply(self, raw: Any) -> None:
+        future = self._waiting.pop(raw.correlation_id or "", None)
+        if future is not None and not future.done():
+            future.set_result(raw.body)
 
     async def request(self, command: Message, reply: type[ReplyT], *, timeout: float) -> ReplyT | None:
         """Publish (with confirm; raises if the broker refuses) and wait for the answer of type ``reply``; None

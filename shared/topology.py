@@ -16,7 +16,8 @@ from aio_pika.abc import AbstractChannel, AbstractExchange
 
 # Routing keys (one name for one thing: these are also the message types).
 CHECKOUT_REQUESTED = "checkout.requested"
-ORDER_HELD = "order.held"
+ORDER_HELD = "order.held"  # one order (what older inventories sent; still consumed)
+ORDERS_HELD = "orders.held"  # every order one hold batch held
 ORDER_REJECTED = "order.rejected"
 ORDER_EXPIRED = "order.expired"
 ORDER_CANCELLED = "order.cancelled"
@@ -98,7 +99,7 @@ INVENTORY_HOLD_EXPIRY = WorkQueue("inventory", "inventory.hold-expiry", (HOLD_EX
 # Payments: inventory turns payments into sales; the payment service records notifications and tracks orders.
 INVENTORY_PAYMENTS = WorkQueue("inventory", "inventory.payments", (PAYMENT_SUCCEEDED, PAYMENT_REFUNDED))
 PAYMENT_NOTIFICATIONS = WorkQueue("payment", "payment.notifications", (PAYMENT_NOTIFIED,))
-PAYMENT_ORDERS = WorkQueue("payment", "payment.orders", (ORDER_HELD, ORDER_REFUND_PENDING))
+PAYMENT_ORDERS = WorkQueue("payment", "payment.orders", (ORDER_HELD, ORDERS_HELD, ORDER_REFUND_PENDING))
 PAYMENT_COMMANDS = WorkQueue("payment", "payment.commands", (PAYMENT_OP,))
 # Search: catalog changes written through to the index; stock changes refresh availability.
 OPS_COMMANDS = WorkQueue("ops", "ops.commands", (DLQ_ACTION, START_JOB))

@@ -81,6 +81,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         with contextlib.suppress(asyncio.CancelledError):
             await connecting
         await bus.stop()
+        limiter = getattr(app.state, "limiter", None)
+        if limiter is not None:
+            await limiter.aclose()
         await redis.aclose()
         await engine.dispose()
 

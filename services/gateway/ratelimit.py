@@ -1,14 +1,22 @@
-"""Rate limits at the edge: a fixed window per (route group, client) counted in Redis, so every gateway process
-shares one count. While Redis is unreachable each process counts in memory with the same numbers (a limit that
-holds per process rather than none at all); docs/SECURITY.md lists the groups, the values and why.
+"""Rate limits at the edge: a fixed window per (route group, client), counted in each process and added to a
+shared count in Redis, so every gateway process sees every process's hits. While Redis is unreachable each
+process counts alone with the same numbers (a limit that holds per process rather than none at all);
+docs/SECURITY.md lists the groups, the values and why.
+
+A request costs no Redis round trip: it is counted in memory against the last shared count Redis returned for
+its key plus this process's hits since, and a background sync adds the new hits to Redis for every key at once
+(one pipelined round trip per ``SYNC_SECONDS``, however many requests) and reads back the shared counts. With one
+gateway process the limit is exact; with several, a client can pass it by at most what the other processes let
+through in one sync interval before the counts meet.
 
 The window is fixed, not sliding: a client can send up to twice the limit across a window boundary, which is
-acceptable for shedding abuse and costs one pipelined round trip (INCR + EXPIRE) per request.
+acceptable for shedding abuse.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -23,8 +31,10 @@ from shared.topology import Names
 
 log = logs.get_logger(__name__)
 
-REDIS_TIMEOUT_SECONDS = 0.25  # a slow Redis must not add more than this to a request
+REDIS_TIMEOUT_SECONDS = 0.25  # a slow Redis must not hold a sync longer than this
 REDIS_RETRY_SECONDS = 1.0  # after a failure, count locally this long before trying Redis again
+SYNC_SECONDS = 0.05  # how often this process's new hits are added to the shared counts (while there are any)
+PRUNE_SECONDS = 10.0  # how often the windows that are over are forgotten
 
 
 @dataclass(frozen=True)
@@ -36,23 +46,59 @@ class Decision:
 
 
 @dataclass
+class _Count:
+    """One client's window in one route group, as this process knows it."""
+
+    bucket: int
+    window: int
+    shared: int = 0  # the count Redis last returned: every process's hits it had been told of
+    unsynced: int = 0  # this process's hits not yet added to Redis
+
+
+@dataclass
 class Limiter:
     redis: aioredis.Redis
     names: Names
     local_max_keys: int = 100_000
-    _local: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
+    sync_seconds: float = SYNC_SECONDS
+    _counts: dict[tuple[str, str], _Count] = field(default_factory=dict)
+    _unsynced: dict[tuple[str, str], _Count] = field(default_factory=dict)  # counts with hits to add to Redis
+    _pruned_at: float = 0.0
     _redis_down_until: float = 0.0
+    _sync_task: asyncio.Task[None] | None = None
+    _local: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)  # since-first, Redis down
 
     async def hit(self, group: str, client: str, limit: int, window: int) -> Decision:
         now = time.time()
         bucket = int(now // window)
         retry_after = max(1, math.ceil((bucket + 1) * window - now))
-        count = await self._redis_count(group, client, bucket, window)
-        if count is None:
-            count = self._local_count(group, client, bucket)
+        count = self._count(group, client, bucket, window, now)
+        if count is None:  # more clients in this window than the table holds: ask Redis for this one
+            count = await self._redis_count(group, client, bucket, window)
             if count is None:
                 return Decision(True, retry_after, uncounted=True)
+            return Decision(count <= limit, retry_after)
+        if self._sync_task is None or self._sync_task.done():
+            self._sync_task = asyncio.get_running_loop().create_task(self._sync_soon())
         return Decision(count <= limit, retry_after)
+
+    def _count(self, group: str, client: str, bucket: int, window: int, now: float) -> int | None:
+        key = (group, client)
+        entry = self._counts.get(key)
+        if entry is None or entry.bucket != bucket:
+            if entry is None and len(self._counts) >= self.local_max_keys:
+                self._prune(now)  # drop the windows that are over before refusing to track a new client
+                if len(self._counts) >= self.local_max_keys:
+                    return None
+            entry = self._counts[key] = _Count(bucket, window)
+        entry.unsynced += 1
+        self._unsynced[key] = entry
+        return entry.shared + entry.unsynced
+
+    def _prune(self, now: float) -> None:
+        self._pruned_at = now
+        for stale in [k for k, c in self._counts.items() if c.bucket != int(now // c.window)]:
+            del self._counts[stale]
 
     async def _redis_count(self, group: str, client: str, bucket: int, window: int) -> int | None:
         if time.monotonic() < self._redis_down_until:
@@ -101,6 +147,7 @@ class Limiter:
             return None, window
 
     def _local_count(self, group: str, client: str, bucket: int) -> int | None:
+        """A since-first window counted in this process alone (Redis down): per clock window, bounded."""
         key = (group, client)
         seen_bucket, count = self._local.get(key, (bucket, 0))
         count = count + 1 if seen_bucket == bucket else 1
@@ -112,6 +159,43 @@ class Limiter:
                 return None
         self._local[key] = (bucket, count)
         return count
+
+    async def _sync_soon(self) -> None:
+        await asyncio.sleep(self.sync_seconds)
+        await self.sync()
+
+    async def sync(self) -> None:
+        """Add this process's new hits to the shared counts, and read those back (one pipelined round trip)."""
+        now = time.time()
+        if now - self._pruned_at >= PRUNE_SECONDS:
+            self._prune(now)
+        if time.monotonic() < self._redis_down_until or not self._unsynced:
+            return
+        batch = [(key, c, c.unsynced) for key, c in self._unsynced.items() if c.unsynced]
+        self._unsynced = {}
+        pipe = self.redis.pipeline(transaction=False)
+        for (group, client), c, hits in batch:
+            key = self.names.redis_key("ratelimit", group, client, str(c.bucket))
+            pipe.incrby(key, hits)
+            pipe.expire(key, c.window + 1)
+        try:
+            async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
+                results = await pipe.execute()
+        except Exception as exc:
+            self._redis_down_until = time.monotonic() + REDIS_RETRY_SECONDS
+            log.warning("rate_limit_redis_unreachable", error=type(exc).__name__)
+            for pair, c, _ in batch:  # still to add, with whatever comes meanwhile
+                self._unsynced.setdefault(pair, c)
+            return
+        for i, (_, c, hits) in enumerate(batch):
+            c.unsynced -= hits  # hits counted while the sync ran stay for the next one
+            c.shared = max(c.shared, int(results[2 * i]))
+
+    async def aclose(self) -> None:
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sync_task
 
 
 @dataclass(frozen=True)

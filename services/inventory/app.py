@@ -82,6 +82,7 @@ def build(settings: Settings) -> Inventory:
         {
             topology.CHECKOUT_REQUESTED: Route(CheckoutRequested, inventory.holds.on_checkout_requested),
         },
+        direct=True,  # the hottest queue: no FastStream subscriber layers (shared/direct.py)
     )
     bus.consume(
         topology.INVENTORY_HOLD_EXPIRY,

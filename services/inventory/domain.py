@@ -32,6 +32,7 @@ from shared.messages import (
     OrderRefunded,
     OrderRefundPending,
     OrderReleased,
+    OrdersHeld,
     OrderStatus,
     OrderView,
     PricedLine,
@@ -503,3 +504,18 @@ def cancellation_progress(event: Event, pending: int, paid: int, refund_pending:
         paid=paid,
         refund_pending=refund_pending,
     )
+
+
+def batch_events(orders: Sequence[Order]) -> list[tuple[UUID, Message]]:
+    """The events of a batch's orders, each with the order it came from (for its correlation id), the
+    ``OrderHeld`` of every order held in the batch sent together as one ``OrdersHeld``: one message per batch,
+    not one per hold, for the payment service to register the batch's payment attempts at once."""
+    held: list[OrderHeld] = []
+    others: list[tuple[UUID, Message]] = []
+    for order in orders:
+        for event in order.events:
+            if isinstance(event, OrderHeld):
+                held.append(event)
+            else:
+                others.append((order.id, event))
+    return ([(held[0].order_id, OrdersHeld(orders=held))] if held else []) + others

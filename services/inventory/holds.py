@@ -79,8 +79,8 @@ class HoldBatcher:
             fresh = [cmd for oid, cmd in firsts.items() if oid not in existing]
             if fresh:
                 orders, sold_out = await self._decide_fresh(uow, fresh)
-                for order in orders:
-                    uow.emit(order.events, correlation[order.id])
+                for order_id, event in domain.batch_events(orders):
+                    uow.emit([event], correlation[order_id])
                 # The holds' releases are scheduled with them: one delay message per hold duration.
                 for hold_seconds, due in domain.expiries_due(orders):
                     delay_queue = await self.bus.ensure_hold_delay_queue(hold_seconds)

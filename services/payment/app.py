@@ -8,7 +8,7 @@ from services.payment.handlers import Payments
 from services.payment.ops import PaymentOps
 from shared import health, logs, runtime, topology
 from shared.db import make_engine
-from shared.messages import OrderHeld, OrderRefundPending, PaymentNotified, PaymentOp
+from shared.messages import OrderHeld, OrderRefundPending, OrdersHeld, PaymentNotified, PaymentOp
 from shared.messaging import Bus, Route
 from shared.outbox import OutboxRelay
 from shared.payments import providers
@@ -32,6 +32,7 @@ def build(settings: Settings) -> Payments:
     bus.consume(
         topology.PAYMENT_ORDERS,
         {
+            topology.ORDERS_HELD: Route(OrdersHeld, payments.on_orders_held),
             topology.ORDER_HELD: Route(OrderHeld, payments.on_order_held),
             topology.ORDER_REFUND_PENDING: Route(OrderRefundPending, payments.on_refund_pending),
         },

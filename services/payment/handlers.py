@@ -23,6 +23,7 @@ from shared.messages import (
     NotificationAnswered,
     OrderHeld,
     OrderRefundPending,
+    OrdersHeld,
     PaymentNotified,
     PaymentRefunded,
     PaymentSucceeded,
@@ -52,7 +53,7 @@ class Payments:
     relay: OutboxRelay
     providers: dict[str, PaymentProvider]
     settings: Settings
-    attempts: GroupCommit[OrderHeld, None] = field(init=False)
+    attempts: GroupCommit[OrdersHeld, None] = field(init=False)
 
     def __post_init__(self) -> None:
         # A flash sale holds hundreds of orders a second: register their attempts in shared transactions.
@@ -63,30 +64,36 @@ class Payments:
 
     # --- attempts ---------------------------------------------------------------------------------
 
-    async def on_order_held(self, msg: OrderHeld, delivery: Delivery) -> None:
-        """Every held order got a payment URL for attempt 1: register it, so reconciliation can ask about it."""
+    async def on_orders_held(self, msg: OrdersHeld, delivery: Delivery) -> None:
+        """Every order a hold batch held got a payment URL for attempt 1: register them, so reconciliation can
+        ask about them (a redelivery registers nothing twice: an attempt's reference is its key)."""
         await self.attempts.submit(msg)
 
-    async def _register_attempts(self, held: Sequence[OrderHeld], _: Sequence[str]) -> list[None]:
+    async def on_order_held(self, msg: OrderHeld, delivery: Delivery) -> None:
+        """One held order, as inventories before ``orders.held`` sent it."""
+        await self.attempts.submit(OrdersHeld(orders=[msg]))
+
+    async def _register_attempts(self, batches: Sequence[OrdersHeld], _: Sequence[str]) -> list[None]:
         provider = self._default_provider()
+        held = [order for batch in batches for order in batch.orders]
         async with self.engine.begin() as conn:
-            for msg in held:
-                facts = await store.order_facts(conn, msg.order_id)
-                if facts is None:  # order.held is published after inventory's commit, so this is a replica lag
-                    raise RuntimeError(f"order {msg.order_id} not visible yet")  # retried alone, then the ladder
-                # The attempt's vnp_CreateDate is the order's creation time: what the gateway signed, and what
-                # querydr must be given back as vnp_TransactionDate.
-                await store.register_attempt(
-                    conn,
-                    provider.name,
-                    provider.txn_ref(msg.order_id, 1),
-                    msg.order_id,
-                    1,
-                    msg.total,
-                    facts.created_at,
-                    msg.expires_at,
-                )
-        return [None] * len(held)
+            created = await store.order_created_at(conn, [o.order_id for o in held])
+            missing = [o.order_id for o in held if o.order_id not in created]
+            if missing:  # orders.held is published after inventory's commit, so this is a replica lag
+                raise RuntimeError(f"order {missing[0]} not visible yet")  # retried alone, then the ladder
+            # The attempt's vnp_CreateDate is the order's creation time: what the gateway signed, and what
+            # querydr must be given back as vnp_TransactionDate.
+            await store.register_attempts(
+                conn,
+                provider.name,
+                [
+                    store.NewAttempt(
+                        provider.txn_ref(o.order_id, 1), o.order_id, 1, o.total, created[o.order_id], o.expires_at
+                    )
+                    for o in held
+                ],
+            )
+        return [None] * len(batches)
 
     # --- notifications ----------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -54,6 +55,50 @@ async def register_attempt(
             "amount": amount,
             "created_at": created_at,
             "expires_at": expires_at,
+        },
+    )
+
+
+async def order_created_at(conn: AsyncConnection, order_ids: Sequence[UUID]) -> dict[UUID, datetime]:
+    """When each of these orders was created (those not visible are missing): one read for a batch."""
+    rows = await conn.execute(
+        text("SELECT id, created_at FROM read_api.orders WHERE id = ANY(:ids)"), {"ids": list(order_ids)}
+    )
+    return {r.id: r.created_at for r in rows}
+
+
+@dataclass(frozen=True)
+class NewAttempt:
+    txn_ref: str
+    order_id: UUID
+    attempt: int
+    amount: int
+    created_at: datetime
+    expires_at: datetime
+
+
+async def register_attempts(conn: AsyncConnection, provider: str, attempts: Sequence[NewAttempt]) -> None:
+    """``register_attempt`` for many in one statement (an attempt registered before stays as it is)."""
+    if not attempts:
+        return
+    await conn.execute(
+        text(
+            "INSERT INTO payment.attempts "
+            "(txn_ref, provider, order_id, attempt, amount, status, created_at, expires_at) "
+            "SELECT d.txn_ref, :provider, d.order_id, d.attempt, d.amount, 'STARTED', d.created_at, d.expires_at "
+            "FROM unnest(CAST(:refs AS text[]), CAST(:ids AS uuid[]), CAST(:nos AS int[]), CAST(:amounts AS bigint[]), "
+            "CAST(:created AS timestamptz[]), CAST(:expires AS timestamptz[])) "
+            "AS d(txn_ref, order_id, attempt, amount, created_at, expires_at) "
+            "ORDER BY d.txn_ref ON CONFLICT DO NOTHING"
+        ),
+        {
+            "provider": provider,
+            "refs": [a.txn_ref for a in attempts],
+            "ids": [a.order_id for a in attempts],
+            "nos": [a.attempt for a in attempts],
+            "amounts": [a.amount for a in attempts],
+            "created": [a.created_at for a in attempts],
+            "expires": [a.expires_at for a in attempts],
         },
     )
 

@@ -3,6 +3,7 @@ no lost message when a service dies between its commit and its publish (the outb
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -131,7 +132,7 @@ async def test_service_killed_between_commit_and_publish_loses_no_message(stack:
     watch = await channel.declare_queue(
         stack.names.queue(f"test.order-held.{uuid.uuid4().hex[:8]}"), exclusive=True, auto_delete=True
     )
-    await watch.bind(stack.names.events_exchange, topology.ORDER_HELD)
+    await watch.bind(stack.names.events_exchange, topology.ORDERS_HELD)
 
     stack.supervisor.stop_service("inventory")
     env = {**stack.env, "TICKETING_FAULT_EXIT_BEFORE_PUBLISH": "true", "TICKETING_INVENTORY_PORT": "0"}
@@ -159,7 +160,7 @@ async def test_service_killed_between_commit_and_publish_loses_no_message(stack:
     async def held_event_arrived() -> bool:
         msg = await watch.get(no_ack=True, fail=False)
         if msg is not None:
-            received.append(json.loads(msg.body))
+            received.extend(json.loads(msg.body)["orders"])  # one orders.held per hold batch
         return any(m["order_id"] == str(cmd.order_id) for m in received)
 
     await eventually(held_event_arrived, timeout=30, what="order.held after the restart")
@@ -169,4 +170,56 @@ async def test_service_killed_between_commit_and_publish_loses_no_message(stack:
 
     await eventually(outbox_empty, what="the outbox to drain")
     assert await stack.queue_depth(stack.names.hold_delay_queue(900)) >= 1, "the hold's release is scheduled"
+    await channel.close()
+
+
+async def test_a_hold_batch_is_one_message_and_every_order_gets_exactly_one_payment_attempt(stack: Stack) -> None:
+    """orders.held carries every order of a group-commit batch; the payment service registers attempt 1 for
+    each, once, however often the message (or an older inventory's per-order order.held) is delivered."""
+    event = await stack.create_event(capacity=40)
+    tt = event["ticket_types"][0]["ticket_type_id"]
+    channel = await stack.amqp.channel()
+    watch = await channel.declare_queue(
+        stack.names.queue(f"test.orders-held.{uuid.uuid4().hex[:8]}"), exclusive=True, auto_delete=True
+    )
+    await watch.bind(stack.names.events_exchange, topology.ORDERS_HELD)
+
+    async def buy(i: int) -> str:
+        async with stack.client(f"batch-buyer-{i}") as c:
+            r = await c.post("/checkout", json={"items": [{"ticket_type_id": tt, "quantity": 1}]})
+        assert r.status_code == 201, r.text
+        return str(r.json()["order_id"])
+
+    ordered = set(await asyncio.gather(*(buy(i) for i in range(20))))
+    published: list[tuple[str, bytes]] = []
+    seen: list[str] = []
+
+    async def all_announced() -> bool:
+        while (msg := await watch.get(no_ack=True, fail=False)) is not None:
+            published.append((msg.message_id or "", msg.body))
+            seen.extend(o["order_id"] for o in json.loads(msg.body)["orders"])
+        return ordered <= set(seen)
+
+    await eventually(all_announced, timeout=30, what="every order in an orders.held")
+    assert len(seen) == len(set(seen)) == 20 and len(published) <= 20, "each order in exactly one batch message"
+
+    async def attempts() -> list[tuple[str, int]]:
+        rows = await stack.db.fetch(
+            "SELECT order_id::text AS o, attempt FROM payment.attempts WHERE order_id::text = ANY($1::text[])",
+            list(ordered),
+        )
+        return sorted((r["o"], r["attempt"]) for r in rows)
+
+    async def one_each() -> bool:
+        return await attempts() == sorted((o, 1) for o in ordered)
+
+    await eventually(one_each, timeout=30, what="one payment attempt per held order")
+    # Redelivery: every batch message twice more, and one order as an older inventory would have sent it.
+    for message_id, body in published * 2:
+        await publish(stack, topology.ORDERS_HELD, body, message_id)
+    legacy = json.loads(published[0][1])["orders"][0]
+    await publish(stack, topology.ORDER_HELD, json.dumps(legacy).encode(), f"held:{legacy['order_id']}")
+    await eventually(lambda: _empty(stack, topology.PAYMENT_ORDERS.name), what="payment.orders drained")
+    await asyncio.sleep(1.0)  # the last deliveries taken are handled too
+    assert await one_each(), "a redelivered batch registers nothing twice"
     await channel.close()
