@@ -76,15 +76,14 @@ class Payments:
     async def _register_attempts(self, batches: Sequence[OrdersHeld], _: Sequence[str]) -> list[None]:
         provider = self._default_provider()
         held = [order for batch in batches for order in batch.orders]
-        async with self.engine.begin() as conn:
-            created = await store.order_created_at(conn, [o.order_id for o in held])
+        async with self.new_uow() as uow:
+            created = await uow.orders.created_at([o.order_id for o in held])
             missing = [o.order_id for o in held if o.order_id not in created]
             if missing:  # orders.held is published after inventory's commit, so this is a replica lag
                 raise RuntimeError(f"order {missing[0]} not visible yet")  # retried alone, then the ladder
             # The attempt's vnp_CreateDate is the order's creation time: what the gateway signed, and what
             # querydr must be given back as vnp_TransactionDate.
-            await store.register_attempts(
-                conn,
+            await uow.attempts.register(
                 provider.name,
                 [
                     store.NewAttempt(
@@ -93,6 +92,7 @@ class Payments:
                     for o in held
                 ],
             )
+            await uow.commit()
         return [None] * len(batches)
 
     # --- notifications ----------------------------------------------------------------------------
@@ -118,23 +118,22 @@ class Payments:
 
     async def apply(self, n: Notification, source: str) -> str:
         async with self.new_uow() as uow:
-            conn = uow.conn
-            facts = await store.order_facts(conn, n.order_id)
+            facts = await uow.orders.facts(n.order_id)
             refusal = answers.precheck(n, facts)
             if refusal is not None:
                 log.warning("notification_refused", txn_ref=n.txn_ref, code=refusal, source=source)
                 return refusal
             assert facts is not None and facts.expires_at is not None
-            await store.register_attempt(
-                conn, n.provider, n.txn_ref, n.order_id, n.attempt, n.amount, facts.created_at, facts.expires_at
+            await uow.attempts.register_one(
+                n.provider, n.txn_ref, n.order_id, n.attempt, n.amount, facts.created_at, facts.expires_at
             )
-            if not await store.record_transaction(conn, n, source):
-                recorded = await store.recorded_outcome(conn, n.provider, n.txn_ref)
+            if not await uow.results.record(n, source):
+                recorded = await uow.results.recorded(n.provider, n.txn_ref)
                 if recorded is None or not answers.supersedes(n.outcome, recorded):
                     return answers.ALREADY_CONFIRMED
                 # The record said the payment failed; the provider now says the money was taken. Its word wins,
                 # or a buyer would pay and never get the tickets (nor a refund).
-                await store.supersede_transaction(conn, n, source)
+                await uow.results.supersede(n, source)
                 PAYMENT_CONTRADICTIONS.labels(provider=n.provider, source=source).inc()
                 log.error(
                     "payment_record_contradicted",
@@ -145,18 +144,17 @@ class Payments:
                     source=source,
                 )
             else:
-                await store.settle_attempt(conn, n.txn_ref, domain.attempt_status(n.outcome))
+                await uow.attempts.settle(n.txn_ref, domain.attempt_status(n.outcome))
             following = domain.next_attempt(n, facts)
             if following is not None:
                 provider = self.providers[n.provider]
-                await store.register_attempt(
-                    conn,
+                await uow.attempts.register_one(
                     n.provider,
                     provider.txn_ref(n.order_id, following),
                     n.order_id,
                     following,
                     n.amount,
-                    await store.now(conn),
+                    await uow.now(),
                     facts.expires_at,
                 )
             if n.outcome is Outcome.SUCCEEDED:
@@ -191,13 +189,13 @@ class Payments:
     async def reconcile_once(self) -> int:
         """querydr the attempts near or past expiry with no result; apply what the provider knows. Applied count."""
         s = self.settings
-        async with self.engine.begin() as conn:
-            due = await store.claim_attempts_to_reconcile(
-                conn,
+        async with self.new_uow() as uow:  # the claim commits before the provider is asked
+            due = await uow.attempts.claim_to_reconcile(
                 s.payment_reconcile_lead_seconds,
                 s.payment_reconcile_interval_seconds,
                 s.payment_reconcile_window_seconds,
             )
+            await uow.commit()
         applied = 0
         for attempt in due:
             provider = self.providers.get(attempt.provider)
@@ -210,34 +208,40 @@ class Payments:
                 applied += code == answers.RECORDED
                 log.info("reconciled", txn_ref=attempt.txn_ref, code=code)
                 if attempt.status == "FAILED" and code in (answers.RECORDED, answers.ALREADY_CONFIRMED):
-                    async with self.engine.begin() as conn:  # the provider has spoken on this failure
-                        await store.confirm_outcome(conn, attempt.txn_ref)
+                    await self._confirm_outcome(attempt.txn_ref)  # the provider has spoken on this failure
             elif result.status is QueryStatus.NOT_FOUND and attempt.status == "FAILED":
-                async with self.engine.begin() as conn:  # no money there: the recorded failure stands
-                    await store.confirm_outcome(conn, attempt.txn_ref)
+                await self._confirm_outcome(attempt.txn_ref)  # no money there: the recorded failure stands
             elif result.status is QueryStatus.NOT_FOUND and domain.abandoned(
                 attempt.expires_at, datetime.now(UTC), s.payment_reconcile_window_seconds
             ):
-                async with self.engine.begin() as conn:
-                    await store.abandon_attempt(conn, attempt.txn_ref)
+                async with self.new_uow() as uow:
+                    await uow.attempts.abandon(attempt.txn_ref)
+                    await uow.commit()
             elif result.status is QueryStatus.ERROR:
                 log.warning("reconcile_query_failed", txn_ref=attempt.txn_ref, detail=result.detail)
         return applied
 
+    async def _confirm_outcome(self, txn_ref: str) -> None:
+        async with self.new_uow() as uow:
+            await uow.attempts.confirm_outcome(txn_ref)
+            await uow.commit()
+
     # --- refunds ----------------------------------------------------------------------------------
 
     async def on_refund_pending(self, msg: OrderRefundPending, delivery: Delivery) -> None:
-        async with self.engine.begin() as conn:
-            paid = await store.paid_transaction(conn, msg.order_id)
+        async with self.new_uow() as uow:
+            paid = await uow.results.paid(msg.order_id)
             if paid is None:
                 raise RuntimeError(f"no recorded payment for order {msg.order_id} yet")  # retried by the ladder
-            await store.request_refund(conn, msg.order_id, paid, msg.reason)
+            await uow.refunds.request(msg.order_id, paid, msg.reason)
+            await uow.commit()
         await self.refund_due(order_id=msg.order_id)
 
     async def refund_due(self, order_id: uuid.UUID | None = None) -> int:
         """Ask the provider for every refund that is due (or one order's); confirmed ones go to inventory."""
-        async with self.engine.begin() as conn:
-            due = await store.claim_due_refunds(conn, self.settings.payment_refund_retry_seconds, order_id)
+        async with self.new_uow() as uow:  # the claim commits before the provider is asked
+            due = await uow.refunds.claim_due(self.settings.payment_refund_retry_seconds, order_id)
+            await uow.commit()
         confirmed = 0
         for r in due:
             provider = self.providers[r.provider]
@@ -251,10 +255,9 @@ class Payments:
                     result = RefundResult(RefundStatus.CONFIRMED, "refund confirmed by querydr", result.raw)
             REFUNDS.labels(status=result.status.value).inc()
             async with self.new_uow() as uow:
-                conn = uow.conn
                 if result.status is RefundStatus.CONFIRMED:
-                    if await store.finish_refund(
-                        conn, r.order_id, domain.RefundRecordStatus.CONFIRMED, result.detail, result.raw
+                    if await uow.refunds.finish(
+                        r.order_id, domain.RefundRecordStatus.CONFIRMED, result.detail, result.raw
                     ):
                         uow.emit(
                             [
@@ -271,12 +274,10 @@ class Payments:
                         confirmed += 1
                 elif result.status is RefundStatus.REFUSED:
                     # The provider will not refund (it holds no successful payment): a human must look.
-                    await store.finish_refund(
-                        conn, r.order_id, domain.RefundRecordStatus.FAILED, result.detail, result.raw
-                    )
+                    await uow.refunds.finish(r.order_id, domain.RefundRecordStatus.FAILED, result.detail, result.raw)
                     log.error("refund_refused", order_id=str(r.order_id), txn_ref=r.txn_ref, detail=result.detail)
                 else:  # in progress or a transient error: the claim already scheduled the next try
-                    await store.note_refund_error(conn, r.order_id, result.detail)
+                    await uow.refunds.note_error(r.order_id, result.detail)
                     log.warning("refund_not_confirmed_yet", order_id=str(r.order_id), detail=result.detail)
                 await uow.commit()
         return confirmed

@@ -13,12 +13,11 @@ Reached by ``command.payment_op`` (request/reply) from the gateway's /admin/paym
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from services.payment import ops_store
 from services.payment.domain import AttemptStatus, RefundRecordStatus
 from services.payment.handlers import Payments
 from services.payment.metrics import OPERATOR_ACTIONS, REFUNDS
+from services.payment.uow import PaymentUnitOfWork
 from shared import logs
 from shared.messages import PaymentOp, PaymentOpAction, PaymentOpAnswered, PaymentOpOutcome, PaymentSucceeded
 from shared.messaging import Delivery
@@ -39,15 +38,12 @@ class PaymentOps:
     async def handle(self, msg: PaymentOp) -> PaymentOpAnswered:
         match msg.action:
             case PaymentOpAction.LIST_REVIEW:
-                async with self.payments.engine.connect() as conn:
-                    return PaymentOpAnswered(
-                        outcome=PaymentOpOutcome.DONE, items=await ops_store.in_review(conn, msg.limit)
-                    )
+                async with self.payments.new_uow() as uow:
+                    return PaymentOpAnswered(outcome=PaymentOpOutcome.DONE, items=await uow.reviews.listed(msg.limit))
             case PaymentOpAction.LIST_FAILED_REFUNDS:
-                async with self.payments.engine.connect() as conn:
-                    return PaymentOpAnswered(
-                        outcome=PaymentOpOutcome.DONE, items=await ops_store.failed_refunds(conn, msg.limit)
-                    )
+                async with self.payments.new_uow() as uow:
+                    items = await uow.failed_refunds.listed(msg.limit)
+                    return PaymentOpAnswered(outcome=PaymentOpOutcome.DONE, items=items)
             case PaymentOpAction.ACCEPT:
                 return await self.accept(msg.actor, msg.target)
             case PaymentOpAction.REJECT:
@@ -56,21 +52,22 @@ class PaymentOps:
                 return await self.retry_refund(msg.actor, msg.target)
         raise AssertionError(msg.action)  # pragma: no cover (the enum is exhaustive)
 
-    async def _not_in_review(self, conn: Any, actor: str, action: str, txn_ref: str) -> PaymentOpAnswered:
-        status = await ops_store.attempt_status(conn, txn_ref)
+    async def _not_in_review(self, uow: PaymentUnitOfWork, actor: str, action: str, txn_ref: str) -> PaymentOpAnswered:
+        """Why an accept or reject changed nothing, audited (the caller commits: a refusal is audited too)."""
+        status = await uow.reviews.attempt_status(txn_ref)
         if status is None:
-            await ops_store.audit(conn, actor, action, txn_ref, "not_found")
+            await uow.audit.record(actor, action, txn_ref, "not_found")
             return PaymentOpAnswered(outcome=PaymentOpOutcome.NOT_FOUND, detail=f"no payment attempt {txn_ref}")
-        await ops_store.audit(conn, actor, action, txn_ref, "no_op", f"attempt is {status}")
+        await uow.audit.record(actor, action, txn_ref, "no_op", f"attempt is {status}")
         return PaymentOpAnswered(
             outcome=PaymentOpOutcome.WRONG_STATE, detail=f"attempt {txn_ref} is {status}, not REVIEW"
         )
 
     async def accept(self, actor: str, txn_ref: str) -> PaymentOpAnswered:
         async with self.payments.new_uow() as uow:
-            d = await ops_store.decide(uow.conn, txn_ref, AttemptStatus.ACCEPTED)
+            d = await uow.reviews.decide(txn_ref, AttemptStatus.ACCEPTED)
             if d is None:
-                refused = await self._not_in_review(uow.conn, actor, "accept", txn_ref)
+                refused = await self._not_in_review(uow, actor, "accept", txn_ref)
                 await uow.commit()  # a refusal is audited too
                 return refused
             # Same event and message id as an IPN success: inventory cannot tell (and need not) that a human
@@ -87,7 +84,7 @@ class PaymentOps:
                     )
                 ]
             )
-            await ops_store.audit(uow.conn, actor, "accept", txn_ref, "accepted", f"order {d.order_id}")
+            await uow.audit.record(actor, "accept", txn_ref, "accepted", f"order {d.order_id}")
             await uow.commit()
         log.info("review_accepted", txn_ref=txn_ref, order_id=str(d.order_id), actor=actor)
         return PaymentOpAnswered(
@@ -97,14 +94,17 @@ class PaymentOps:
         )
 
     async def reject(self, actor: str, txn_ref: str) -> PaymentOpAnswered:
-        async with self.payments.engine.begin() as conn:
-            d = await ops_store.decide(conn, txn_ref, AttemptStatus.REJECTED)
+        async with self.payments.new_uow() as uow:
+            d = await uow.reviews.decide(txn_ref, AttemptStatus.REJECTED)
             if d is None:
-                return await self._not_in_review(conn, actor, "reject", txn_ref)
+                refused = await self._not_in_review(uow, actor, "reject", txn_ref)
+                await uow.commit()
+                return refused
             # Recorded before the provider is called: a crash in between leaves a REQUESTED row that the failed
             # list shows once stale, so the refund is never forgotten.
-            await ops_store.request_review_refund(conn, d)
-            await ops_store.audit(conn, actor, "reject", txn_ref, "rejected", f"order {d.order_id}")
+            await uow.reviews.request_refund(d)
+            await uow.audit.record(actor, "reject", txn_ref, "rejected", f"order {d.order_id}")
+            await uow.commit()
         log.info("review_rejected", txn_ref=txn_ref, order_id=str(d.order_id), actor=actor)
         status, detail = await self._refund_review(actor, txn_ref)
         return PaymentOpAnswered(
@@ -123,8 +123,8 @@ class PaymentOps:
 
     async def _refund_review(self, actor: str, txn_ref: str) -> tuple[str, str]:
         """Ask the provider to refund a rejected review (the row is REQUESTED and ours); record the outcome."""
-        async with self.payments.engine.connect() as conn:
-            d = await ops_store.review_refund_request(conn, txn_ref)
+        async with self.payments.new_uow() as uow:
+            d = await uow.reviews.refund_request(txn_ref)
         assert d is not None
         provider = self.payments.providers[d.provider]
         try:
@@ -140,41 +140,48 @@ class PaymentOps:
         REFUNDS.labels(status=result.status.value).inc()
         status = RefundRecordStatus.CONFIRMED if result.status is RefundStatus.CONFIRMED else RefundRecordStatus.FAILED
         detail = result.detail or result.status.value
-        async with self.payments.engine.begin() as conn:
-            await ops_store.finish_review_refund(conn, txn_ref, status, detail, result.raw)
-            await ops_store.audit(conn, actor, "refund", txn_ref, status.lower(), detail)
+        async with self.payments.new_uow() as uow:
+            await uow.reviews.finish_refund(txn_ref, status, detail, result.raw)
+            await uow.audit.record(actor, "refund", txn_ref, status.lower(), detail)
+            await uow.commit()
         if status is RefundRecordStatus.FAILED:
             log.error("review_refund_failed", txn_ref=txn_ref, detail=detail)
         return status, detail
 
     async def retry_refund(self, actor: str, txn_ref: str) -> PaymentOpAnswered:
-        async with self.payments.engine.begin() as conn:
-            claimed = await ops_store.claim_review_refund_retry(conn, txn_ref)
-            order_id = None if claimed else await ops_store.reopen_refused_refund(conn, txn_ref)
+        async with self.payments.new_uow() as uow:
+            claimed = await uow.reviews.claim_refund_retry(txn_ref)
+            order_id = None if claimed else await uow.failed_refunds.reopen(txn_ref)
             if not claimed and order_id is None:
-                current = await ops_store.review_refund_status(conn, txn_ref) or await ops_store.refund_status(
-                    conn, txn_ref
-                )
-                if current is None:
-                    await ops_store.audit(conn, actor, "retry_refund", txn_ref, "not_found")
-                    return PaymentOpAnswered(outcome=PaymentOpOutcome.NOT_FOUND, detail=f"no refund for {txn_ref}")
-                await ops_store.audit(conn, actor, "retry_refund", txn_ref, "no_op", f"refund is {current[0]}")
-                return PaymentOpAnswered(
-                    outcome=PaymentOpOutcome.WRONG_STATE, detail=f"refund of {txn_ref} is {current[0]}, not failed"
-                )
-            await ops_store.audit(conn, actor, "retry_refund", txn_ref, "retrying")
+                refused = await self._not_failed(uow, actor, txn_ref)
+                await uow.commit()  # a refusal is audited too
+                return refused
+            await uow.audit.record(actor, "retry_refund", txn_ref, "retrying")
+            await uow.commit()
         if claimed:
             status, detail = await self._refund_review(actor, txn_ref)
         else:
             # A late-payment refund goes back through the normal path (which tells inventory when confirmed).
             assert order_id is not None
             await self.payments.refund_due(order_id=order_id)
-            async with self.payments.engine.begin() as conn:
-                status, detail = await ops_store.refund_status(conn, txn_ref) or ("UNKNOWN", "")
-                await ops_store.audit(conn, actor, "refund", txn_ref, status.lower(), detail)
+            async with self.payments.new_uow() as uow:
+                status, detail = await uow.failed_refunds.status(txn_ref) or ("UNKNOWN", "")
+                await uow.audit.record(actor, "refund", txn_ref, status.lower(), detail)
+                await uow.commit()
         outcome = PaymentOpOutcome.DONE if status == RefundRecordStatus.CONFIRMED else PaymentOpOutcome.PROVIDER_FAILED
         return PaymentOpAnswered(
             outcome=outcome,
             detail=f"refund {status}: {detail}",
             items=[{"txn_ref": txn_ref, "refund_status": status, "refund_detail": detail}],
+        )
+
+    async def _not_failed(self, uow: PaymentUnitOfWork, actor: str, txn_ref: str) -> PaymentOpAnswered:
+        """Why a retry changed nothing, audited (the caller commits)."""
+        current = await uow.reviews.refund_status(txn_ref) or await uow.failed_refunds.status(txn_ref)
+        if current is None:
+            await uow.audit.record(actor, "retry_refund", txn_ref, "not_found")
+            return PaymentOpAnswered(outcome=PaymentOpOutcome.NOT_FOUND, detail=f"no refund for {txn_ref}")
+        await uow.audit.record(actor, "retry_refund", txn_ref, "no_op", f"refund is {current[0]}")
+        return PaymentOpAnswered(
+            outcome=PaymentOpOutcome.WRONG_STATE, detail=f"refund of {txn_ref} is {current[0]}, not failed"
         )
