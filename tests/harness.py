@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -257,6 +258,21 @@ class Stack:
         finally:
             done.set()
             await task
+
+    async def run_cli(self, *args: str) -> tuple[int, str, str]:
+        """``ticketing ARGS`` as a real process, as an operator runs it, on this run's database, broker and
+        prefix: (exit code, stdout, stderr)."""
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "ticketing.cli",
+            *args,
+            env=self.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await proc.communicate()
+        return proc.returncode or 0, out.decode(), err.decode()
 
     async def order_status(self, order_id: str) -> str | None:
         return await self.db.fetchval(  # type: ignore[no-any-return]

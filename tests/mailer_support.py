@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -86,15 +84,6 @@ async def dead_letters(stack: Stack, message_id: str, status: str | None = None)
 
 async def cli(stack: Stack, *args: str) -> Any:
     """Run `ticketing ...` as a real process against this run's database and broker; parse its --json output."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "ticketing.cli",
-        *args,
-        env=stack.env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await proc.communicate()
-    assert proc.returncode == 0, f"ticketing {' '.join(args)} failed ({proc.returncode}): {err.decode()}"
+    code, out, err = await stack.run_cli(*args)
+    assert code == 0, f"ticketing {' '.join(args)} failed ({code}): {err}"
     return json.loads(out)

@@ -10,7 +10,6 @@ import io
 import json
 import os
 import signal
-import sys
 import time
 import uuid
 from collections import Counter
@@ -365,17 +364,8 @@ async def test_every_organiser_route_is_admin_only(stack: Stack) -> None:
 
 
 async def cli(stack: Stack, *args: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "ticketing.cli",
-        *args,
-        env=stack.env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await proc.communicate()
-    return proc.returncode or 0, out.decode()
+    code, out, err = await stack.run_cli(*args)
+    return code, out + err
 
 
 async def test_the_cli_refunds_an_order_and_cancels_and_shows_an_event(stack: Stack) -> None:

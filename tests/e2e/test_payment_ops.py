@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import uuid
 from typing import Any
 
@@ -197,18 +196,8 @@ async def test_payment_operations_are_admin_only(stack: Stack) -> None:
 
 async def ticketing_cli(stack: Stack, *args: str) -> tuple[int, str]:
     """Run `ticketing payments ...` as an operator would, against this run's broker and prefix."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "ticketing.cli",
-        "payments",
-        *args,
-        env=stack.env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await proc.communicate()
-    return proc.returncode or 0, out.decode()
+    code, out, err = await stack.run_cli("payments", *args)
+    return code, out + err
 
 
 async def test_cli_lists_and_accepts_a_review(stack: Stack) -> None:

@@ -8,7 +8,6 @@ import contextlib
 import re
 import signal
 import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -263,19 +262,9 @@ async def test_reindex_command_switches_generations_without_losing_results(
 ) -> None:
     city, _ = catalog
     before = await search(stack.base_url, q="mua roi", city=city)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "ticketing.cli",
-        "search",
-        "reindex",
-        env=stack.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    out, err = await proc.communicate()
-    assert proc.returncode == 0, err.decode()
-    assert re.search(r"indexed \d+ events into generation g", out.decode())
+    code, out, err = await stack.run_cli("search", "reindex")
+    assert code == 0, err
+    assert re.search(r"indexed \d+ events into generation g", out)
     after = await search(stack.base_url, q="mua roi", city=city)
     assert after["source"] == "index" and after["results"] == before["results"]
 

@@ -8,7 +8,6 @@ included, and see the check-ins per ticket type."""
 from __future__ import annotations
 
 import asyncio
-import sys
 import uuid
 from collections import Counter
 from datetime import datetime
@@ -379,19 +378,7 @@ async def test_the_checkin_command_admits_once_and_says_why_not_in_one_line(stac
     code = (await tickets(stack, buyer, order["order_id"]))[0]["code"]
 
     async def run(*args: str) -> tuple[int, str, str]:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "ticketing.cli",
-            "checkin",
-            *args,
-            env=stack.env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await proc.communicate()
-        assert proc.returncode is not None
-        return proc.returncode, out.decode(), err.decode()
+        return await stack.run_cli("checkin", *args)
 
     rc, out, err = await run(code, "--event", event["event_id"])
     assert rc == 0, err
