@@ -33,6 +33,13 @@ class Decided:
     paid_at: datetime | None
     created_at: datetime  # the attempt's vnp_CreateDate (the refund's vnp_TransactionDate)
 
+    @classmethod
+    def of(cls, row: Any) -> Decided:
+        """From a row with these columns (the attempt's, its result's amount and provider number)."""
+        return cls(
+            row.txn_ref, row.provider, row.order_id, row.amount, row.provider_txn_no, row.paid_at, row.created_at
+        )
+
 
 class Audit:
     """``payment.audit_log``: who did what to which payment and what came of it (refusals and no-ops too)."""
@@ -90,13 +97,7 @@ class Reviews:
                 {"r": txn_ref, "s": status.value, "from": sources_of(status)},
             )
         ).first()
-        return (
-            Decided(
-                row.txn_ref, row.provider, row.order_id, row.amount, row.provider_txn_no, row.paid_at, row.created_at
-            )
-            if row
-            else None
-        )
+        return Decided.of(row) if row else None
 
     async def request_refund(self, d: Decided) -> None:
         await self.conn.execute(
@@ -134,13 +135,7 @@ class Reviews:
                 {"r": txn_ref},
             )
         ).first()
-        return (
-            Decided(
-                row.txn_ref, row.provider, row.order_id, row.amount, row.provider_txn_no, row.paid_at, row.created_at
-            )
-            if row
-            else None
-        )
+        return Decided.of(row) if row else None
 
     async def finish_refund(self, txn_ref: str, status: str, detail: str, response: dict[str, Any] | None) -> bool:
         row = (
