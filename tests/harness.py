@@ -174,6 +174,15 @@ async def eventually(
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
 
 
+async def metric(url: str, name: str, token: str | None = None) -> float:
+    """The sum of every sample of a /metrics page whose line starts with ``name`` (a family, or one with labels)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx.AsyncClient(timeout=10) as c:
+        r = await c.get(url, headers=headers)
+    assert r.status_code == 200, r.text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in r.text.splitlines() if line.startswith(name))
+
+
 @dataclass
 class StockWatch:
     samples: int = 0

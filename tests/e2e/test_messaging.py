@@ -13,7 +13,7 @@ import aio_pika
 
 from shared import topology
 from shared.messages import CheckoutRequested, HoldExpiryDue, OrderLine
-from tests.harness import Stack, eventually
+from tests.harness import Stack, eventually, metric
 
 
 async def publish(stack: Stack, routing_key: str, body: bytes, message_id: str) -> None:
@@ -215,11 +215,17 @@ async def test_a_hold_batch_is_one_message_and_every_order_gets_exactly_one_paym
 
     await eventually(one_each, timeout=30, what="one payment attempt per held order")
     # Redelivery: every batch message twice more, and one order as an older inventory would have sent it.
+    payment_metrics = f"http://127.0.0.1:{stack.settings.payment_port}/metrics"
+    handled = f'ticketing_handler_seconds_count{{queue="{topology.PAYMENT_ORDERS.name}"}}'
+    before = await metric(payment_metrics, handled)
     for message_id, body in published * 2:
         await publish(stack, topology.ORDERS_HELD, body, message_id)
     legacy = json.loads(published[0][1])["orders"][0]
     await publish(stack, topology.ORDER_HELD, json.dumps(legacy).encode(), f"held:{legacy['order_id']}")
-    await eventually(lambda: _empty(stack, topology.PAYMENT_ORDERS.name), what="payment.orders drained")
-    await asyncio.sleep(1.0)  # the last deliveries taken are handled too
+
+    async def all_handled() -> bool:  # each redelivered message went through the payment service's handler
+        return await metric(payment_metrics, handled) >= before + 2 * len(published) + 1
+
+    await eventually(all_handled, timeout=30, what="every redelivered message handled")
     assert await one_each(), "a redelivered batch registers nothing twice"
     await channel.close()

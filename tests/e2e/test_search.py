@@ -21,7 +21,7 @@ from shared.db import make_engine
 from shared.search_index import domain
 from shared.search_index import store as search_store
 from shared.topology import Names, all_queue_names
-from tests.harness import Stack, eventually, free_port
+from tests.harness import Stack, eventually, free_port, metric
 from ticketing.supervisor import Supervisor
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -62,19 +62,6 @@ async def search(base_url: str, **params: Any) -> dict[str, Any]:
 
 def titles(page: dict[str, Any]) -> list[str]:
     return [h["title"] for h in page["results"]]
-
-
-async def metric(url: str, name: str, token: str | None = None) -> float:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with httpx.AsyncClient(timeout=10) as c:
-        r = await c.get(url, headers=headers)
-    assert r.status_code == 200, r.text
-    body = r.text
-    total = 0.0
-    for line in body.splitlines():
-        if line.startswith(name):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 @pytest.fixture(scope="module")
