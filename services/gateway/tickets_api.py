@@ -95,7 +95,8 @@ async def list_orders(
         raise _invalid_cursor() from None
     views = await ticket_reads.orders_of(request.app.state.engine, user.id, limit + 1, after)
     page, more = views[:limit], len(views) > limit
-    items = [order_out(v, await payments_api.payment_url_for(request, v)) for v in page]
+    urls = await payments_api.payment_urls_for(request, page)
+    items = [order_out(v, urls.get(v.order_id)) for v in page]
     body = OrdersPage(items=items, next_cursor=encode_cursor(page[-1]) if more and page else None)
     return JSONResponse(body.model_dump(mode="json"))
 
