@@ -7,16 +7,14 @@ private reply queue; `events show` reads the read_api views. Nothing here writes
 from __future__ import annotations
 
 import asyncio
-import getpass
 import json
-import os
-import socket
 from typing import Any
 from uuid import UUID
 
 import click
 
 from shared import event_reports
+from shared.cli import default_actor, request_once
 from shared.db import make_engine
 from shared.messages import (
     CancelEvent,
@@ -27,29 +25,18 @@ from shared.messages import (
     RefundOrder,
     RefundOutcome,
 )
-from shared.messaging import Bus
-from shared.requests import ReplyT, Requester
+from shared.requests import ReplyT
 from shared.settings import get_settings
 
 WAIT_SECONDS = 10.0
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
-def _default_actor() -> str:
-    return f"{os.environ.get('USER') or getpass.getuser()}@{socket.gethostname()}"
-
-
-actor_option = click.option("--actor", default=_default_actor, show_default="$USER@host", help="Who is acting.")
+actor_option = click.option("--actor", default=default_actor, show_default="$USER@host", help="Who is acting.")
 
 
 async def _request(command: Message, reply: type[ReplyT]) -> ReplyT:
-    bus = Bus(get_settings(), "organiser-cli")
-    requester = Requester(bus)  # subscribes its reply queue before the broker starts
-    await bus.start(once=True)
-    try:
-        result = await requester.request(command, reply, timeout=WAIT_SECONDS)
-    finally:
-        await bus.stop()
+    result = await request_once("organiser-cli", command, reply, WAIT_SECONDS)
     if result is None:
         raise click.ClickException(
             "no answer from inventory yet (the command is queued; check `ticketing events show`)"

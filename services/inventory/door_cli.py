@@ -8,18 +8,13 @@ saying why (the HTTP API's words) and exit 1.
 from __future__ import annotations
 
 import asyncio
-import getpass
-import os
-import socket
 import sys
 from uuid import UUID
 
 import click
 
+from shared.cli import default_actor, request_once
 from shared.messages import CheckIn, CheckInAnswered, CheckInOutcome
-from shared.messaging import Bus
-from shared.requests import Requester
-from shared.settings import get_settings
 
 WAIT_SECONDS = 10.0
 # Said the way the HTTP API says it, so door staff read the same words in both.
@@ -31,18 +26,8 @@ REFUSALS = {
 }
 
 
-def _default_actor() -> str:
-    return f"{os.environ.get('USER') or getpass.getuser()}@{socket.gethostname()}"
-
-
 async def _check_in(cmd: CheckIn) -> CheckInAnswered | None:
-    bus = Bus(get_settings(), "checkin-cli")
-    requester = Requester(bus)  # subscribes its reply queue before the broker starts
-    await bus.start(once=True)
-    try:
-        return await requester.request(cmd, CheckInAnswered, timeout=WAIT_SECONDS)
-    finally:
-        await bus.stop()
+    return await request_once("checkin-cli", cmd, CheckInAnswered, WAIT_SECONDS)
 
 
 def refusal(answer: CheckInAnswered) -> str:
@@ -57,7 +42,7 @@ def refusal(answer: CheckInAnswered) -> str:
 @click.command("checkin")
 @click.argument("code")
 @click.option("--event", "event_id", required=True, type=click.UUID, help="The event whose door this is.")
-@click.option("--actor", default=_default_actor, show_default="$USER@host", help="Who scans (kept with the ticket).")
+@click.option("--actor", default=default_actor, show_default="$USER@host", help="Who scans (kept with the ticket).")
 @click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
 def checkin(code: str, event_id: UUID, actor: str, as_json: bool) -> None:
     """Admit the ticket with CODE at EVENT's door (once; a second scan says when it was admitted)."""

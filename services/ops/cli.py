@@ -4,9 +4,7 @@ background jobs (the console's replays)."""
 from __future__ import annotations
 
 import asyncio
-import getpass
 import json
-import socket
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
@@ -19,6 +17,7 @@ from rich.table import Table
 
 from services.ops import dlq
 from shared import dead_letters, ops_jobs
+from shared.cli import default_actor
 from shared.db import make_engine
 from shared.messaging import Bus
 from shared.settings import get_settings
@@ -26,10 +25,6 @@ from shared.topology import Names
 
 T = TypeVar("T")
 console = Console()
-
-
-def _default_actor() -> str:
-    return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
 def _run(fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
@@ -175,9 +170,7 @@ def show_cmd(dead_letter_id: int) -> None:
 
 
 def _selection_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    fn = click.option("--actor", default=_default_actor, show_default="user@host", help="Recorded in the audit log.")(
-        fn
-    )
+    fn = click.option("--actor", default=default_actor, show_default="user@host", help="Recorded in the audit log.")(fn)
     fn = click.option("--dry-run", is_flag=True, help="Show what would happen; change nothing (still audited).")(fn)
     fn = click.option("--all", "everything", is_flag=True, help="Every waiting dead letter of the service.")(fn)
     fn = click.option("--group", default=None, help="A group key from `dlq groups`.")(fn)

@@ -7,31 +7,22 @@ the answer on a private reply queue. It never writes a payment table; the servic
 from __future__ import annotations
 
 import asyncio
-import getpass
 import json
-import os
-import socket
 from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+from shared.cli import default_actor, request_once
 from shared.messages import PaymentOp, PaymentOpAction, PaymentOpAnswered, PaymentOpOutcome
-from shared.messaging import Bus
-from shared.requests import Requester
-from shared.settings import get_settings
 
 console = Console()
 WAIT_SECONDS = 20.0  # a reject or retry waits for the provider's refund answer
 
 
-def _default_actor() -> str:
-    return f"{os.environ.get('USER') or getpass.getuser()}@{socket.gethostname()}"
-
-
 actor_option = click.option(
-    "--actor", default=_default_actor, show_default="$USER@host", help="Who is acting (recorded in payment.audit_log)."
+    "--actor", default=default_actor, show_default="$USER@host", help="Who is acting (recorded in payment.audit_log)."
 )
 # Said the way the HTTP API says it, so an operator reads the same words in both.
 REFUSALS = {
@@ -43,17 +34,8 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON."
 
 
 async def _request(action: PaymentOpAction, actor: str, target: str = "", limit: int = 100) -> PaymentOpAnswered:
-    bus = Bus(get_settings(), "payments-cli")
-    requester = Requester(bus)  # subscribes its reply queue before the broker starts
-    await bus.start(once=True)
-    try:
-        result = await requester.request(
-            PaymentOp(action=action, actor=f"cli:{actor}", target=target, limit=limit),
-            PaymentOpAnswered,
-            timeout=WAIT_SECONDS,
-        )
-    finally:
-        await bus.stop()
+    cmd = PaymentOp(action=action, actor=f"cli:{actor}", target=target, limit=limit)
+    result = await request_once("payments-cli", cmd, PaymentOpAnswered, WAIT_SECONDS)
     if result is None:
         raise click.ClickException("no answer from the payment service yet (the command is queued; check `ls`)")
     return result
