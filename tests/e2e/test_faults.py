@@ -85,6 +85,10 @@ async def own_stack(
                 "TICKETING_CHECKOUT_WAIT_SECONDS": "5",  # a checkout whose decision is late answers 202 sooner
                 "TICKETING_BROKER_RETRY_INITIAL_SECONDS": "0.2",
                 "TICKETING_BROKER_RETRY_MAX_SECONDS": "1",
+                # VNPAY's 10 IPN calls span 50 minutes, far longer than any fault here; the harness's 0.5 s
+                # spacing (5 s in all) can end inside a broker restart, and the payment would then wait for
+                # reconciliation near the hold's expiry (900 s away). 2 s spacing outlasts every fault here.
+                "TICKETING_PAYSIM_IPN_RETRY_SECONDS": "2",
             }
         )
         if node is not None:
