@@ -89,6 +89,9 @@ async def own_stack(
                 # spacing (5 s in all) can end inside a broker restart, and the payment would then wait for
                 # reconciliation near the hold's expiry (900 s away). 2 s spacing outlasts every fault here.
                 "TICKETING_PAYSIM_IPN_RETRY_SECONDS": "2",
+                # A SIGKILLed mailer leaves its claim leased (10 s here): the redelivered email must still be
+                # retrying when the lease runs out, so the ladder outlasts it (1+2+3 s did not, in one CI run).
+                "TICKETING_MAILER_RETRY_DELAYS": "[1,2,3,5]",
             }
         )
         if node is not None:
