@@ -48,6 +48,7 @@ from shared.messages import (
 from shared.requests import ReplyT
 
 router = APIRouter(route_class=EdgeRoute)
+MAX_IDEMPOTENCY_KEY = 200
 IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1d8f3e-2c1b-4d8e-9a53-6c0a3f2b9e11")
 _PROBLEM: dict[str, Any] = {"content": {PROBLEM_JSON: {}}}
 REJECTION_TITLES = {
@@ -133,8 +134,16 @@ async def checkout(
     body: CheckoutIn,
     request: Request,
     user: CurrentUser,
-    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=MAX_IDEMPOTENCY_KEY)] = None,
 ) -> Response:
+    # Documents the route (and serves it where the fast path is not installed): in the gateway, POST /checkout
+    # is answered by fastpath.CheckoutFastPath, with the same checks, before FastAPI's routing.
+    return await place_checkout(request, body, user, idempotency_key)
+
+
+async def place_checkout(request: Request, body: CheckoutIn, user: User, idempotency_key: str | None) -> Response:
+    """The checkout of an authenticated, rate-limited buyer whose body is valid: held (201), the same order
+    again (200 under a repeated Idempotency-Key), a rejection as its problem, or 202 while still queued."""
     state = _state(request)
     digest = request_hash(body)
     if idempotency_key:
@@ -355,7 +364,7 @@ async def create_event(
     body: EventIn,
     request: Request,
     admin: AdminUser,
-    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=MAX_IDEMPOTENCY_KEY)] = None,
 ) -> Response:
     if idempotency_key:
         event_id = uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"event\x00{admin.id}\x00{idempotency_key}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from fastapi import FastAPI
-from prometheus_fastapi_instrumentator import Instrumentator
+from prometheus_fastapi_instrumentator import Instrumentator, metrics
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import logs
@@ -13,6 +13,28 @@ from shared import logs
 log = logs.get_logger("services.gateway.access")
 
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class CorrelationMiddleware:
+    """Take X-Correlation-Id from the request (or make one), log with it, pass it on, echo it back."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"x-correlation-id", b"").decode("latin-1")[:64]
+        cid = given if given.replace("-", "").isalnum() else logs.new_correlation_id()
+        logs.set_correlation_id(cid)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-correlation-id", cid.encode())]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
 
 
 class AccessLogMiddleware:
@@ -51,9 +73,14 @@ class AccessLogMiddleware:
             emit("http_request", method=scope["method"], path=scope["path"], status=status, duration_ms=duration_ms)
 
 
-def install(app: FastAPI) -> None:
-    """Add the access log and request metrics; call before adding ``CorrelationMiddleware`` (outermost)."""
+def install(app: FastAPI) -> Instrumentator:
+    """Add the access log and request metrics; call before adding ``CorrelationMiddleware`` (outermost).
+    Returns the instrumentator, whose instrumentations the checkout's fast path records into (fastpath.py)."""
     app.add_middleware(AccessLogMiddleware)
     # Metrics are labelled by route template (not the raw path) and status class, so cardinality stays
     # bounded; /metrics is already served by shared.health, so the instrumentator only instruments.
-    Instrumentator(excluded_handlers=["/metrics"]).instrument(app)
+    instrumentator = Instrumentator(excluded_handlers=["/metrics"])
+    default = metrics.default()  # None when another app in this process registered them already
+    if default is not None:
+        instrumentator.add(default)
+    return instrumentator.instrument(app)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -31,33 +32,48 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+def for_problem(exc: Problem) -> JSONResponse:
+    headers = dict(exc.headers)
+    if exc.status == 401:
+        headers.setdefault("WWW-Authenticate", "Bearer")
+    return problem_response(exc.status, exc.title, exc.detail, exc.kind, headers, **exc.extra)
+
+
+def invalid_request(errors: Iterable[Any]) -> JSONResponse:
+    """422 for a request that does not match the schema: each error's location, message and type."""
+    shown = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in errors]
+    return problem_response(
+        422, "Invalid request", "the request does not match the schema", "invalid-request", errors=shown
+    )
+
+
+def body_too_large(detail: str) -> JSONResponse:
+    return problem_response(413, "Request body too large", detail, "body-too-large")
+
+
+def internal_error(path: str) -> JSONResponse:
+    log.exception("unhandled_error", path=path)
+    return problem_response(500, "Internal error", "an unexpected error occurred", "internal")
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
-        headers = dict(exc.headers)
-        if exc.status == 401:
-            headers.setdefault("WWW-Authenticate", "Bearer")
-        return problem_response(exc.status, exc.title, exc.detail, exc.kind, headers, **exc.extra)
+        return for_problem(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
-        ]
-        return problem_response(
-            422, "Invalid request", "the request does not match the schema", "invalid-request", errors=errors
-        )
+        return invalid_request(exc.errors())
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 413:  # edge.BodyTooLarge, raised while the body streams in
-            return problem_response(413, "Request body too large", str(exc.detail), "body-too-large")
+            return body_too_large(str(exc.detail))
         return problem_response(exc.status_code, str(exc.detail), str(exc.detail), f"http-{exc.status_code}")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled_error", path=request.url.path)
-        return problem_response(500, "Internal error", "an unexpected error occurred", "internal")
+        return internal_error(request.url.path)
 
 
 class ProblemDetails(BaseModel):
