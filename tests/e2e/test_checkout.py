@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import uuid
 from collections import Counter
@@ -10,7 +11,7 @@ from collections import Counter
 import aiohttp
 import httpx
 
-from tests.harness import Stack, eventually
+from tests.harness import Stack, eventually, metric
 
 
 def checkout_body(ticket_type_id: str, quantity: int = 1) -> dict[str, object]:
@@ -199,3 +200,34 @@ async def test_the_sold_out_gate_refuses_at_once_and_opens_when_stock_comes_back
 
         await eventually(second_buyer_holds, timeout=10, interval=0.1, what="the gate to open once stock is back")
     assert await stack.stock(tt) == (1, 1, 0)
+
+
+async def test_checkout_fast_path_answers_like_the_documented_route(stack: Stack) -> None:
+    """POST /checkout is served before FastAPI's routing (services/gateway/fastpath.py): it must still name each
+    field that does not match (as FastAPI's validation does), echo the correlation id, log and count itself in
+    the request metrics, and hold nothing when refused."""
+    event = await stack.create_event(capacity=5)
+    tt = event["ticket_types"][0]["ticket_type_id"]
+    metrics_url = f"{stack.base_url}/metrics"
+    admin = stack.token("ops", admin=True)
+    counted = 'http_requests_total{handler="/checkout",method="POST",status="4xx"}'
+    before = await metric(metrics_url, counted, admin)
+    async with stack.client("fast-path") as c:
+        bad_id = await c.post("/checkout", json={"items": [{"ticket_type_id": "nope", "quantity": 1}]})
+        long_key = await c.post("/checkout", json=checkout_body(tt), headers={"Idempotency-Key": "k" * 201})
+        as_text = await c.post(
+            "/checkout", content=json.dumps(checkout_body(tt)), headers={"content-type": "text/plain"}
+        )
+        empty = await c.post("/checkout", content=b"", headers={"content-type": "application/json"})
+        held = await c.post("/checkout", json=checkout_body(tt), headers={"X-Correlation-Id": "fast-path-1"})
+    assert bad_id.status_code == 422 and bad_id.headers["content-type"] == "application/problem+json"
+    assert [e["loc"] for e in bad_id.json()["errors"]] == [["body", "items", 0, "ticket_type_id"]]
+    assert long_key.status_code == 422
+    assert [e["loc"] for e in long_key.json()["errors"]] == [["header", "idempotency-key"]]
+    assert as_text.status_code == 422 and as_text.json()["errors"][0]["loc"] == ["body"]
+    assert empty.status_code == 422 and empty.json()["errors"][0]["type"] == "missing"
+    assert held.status_code == 201, held.text
+    assert held.headers["x-correlation-id"] == "fast-path-1"
+    assert held.json()["status"] == "PENDING" and held.json()["payment_url"]
+    assert await stack.stock(tt) == (5, 1, 0)  # only the valid checkout held anything
+    assert await metric(metrics_url, counted, admin) - before >= 4
