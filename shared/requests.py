@@ -7,8 +7,9 @@ time; a caller that times out answers 202 and the client polls.
 Checkouts are coalesced (natural batching, no added delay): while no batch is being published, a checkout is
 published at once, as a ``CheckoutBatch`` of one; while one is (until its publisher confirm), the checkouts
 that arrive wait and go together in the next one, up to ``checkout_batch_max``. Each caller still waits for its
-own answer with its own timeout, found by its item's ``request_id`` in inventory's one ``CheckoutsDecided``;
-a batch the broker refuses (nack, unroutable, timeout) raises to every caller in it.
+own answer with its own timeout, found by its item's ``request_id`` in inventory's one ``CheckoutsDecided``.
+A batch the broker refuses (nack, unroutable) raises to every caller in it, as a refused single command does
+to its caller (the gateway answers 503); a publish that times out means "no answer" (None) to each, as before.
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
+from pydantic import ValidationError
+
 from shared import envelopes, logs
 from shared.messages import BatchedCheckout, CheckoutBatch, CheckoutRequested, CheckoutsDecided, Message
 from shared.messaging import Bus
 
 ReplyT = TypeVar("ReplyT", bound=Message)
 T = TypeVar("T")
+log = logs.get_logger(__name__)
 
 
 class Coalescer(Generic[T]):
@@ -76,7 +80,12 @@ class Requester:
 
     def _on_reply(self, raw: Any) -> None:
         if (raw.headers or {}).get("x-type") == CheckoutsDecided.__name__:
-            for item in CheckoutsDecided.model_validate_json(raw.body).decisions:
+            try:
+                decisions = CheckoutsDecided.model_validate_json(raw.body).decisions
+            except ValidationError as exc:  # its callers time out (202) and poll, as for a lost reply
+                log.error("reply_invalid", reply_type=CheckoutsDecided.__name__, error=str(exc)[:300])
+                return
+            for item in decisions:
                 self._resolve(item.request_id, item.decided)
             return
         self._resolve(raw.correlation_id or "", raw.body)
