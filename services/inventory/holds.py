@@ -86,9 +86,11 @@ class HoldBatcher:
             raise failures[0]
 
     async def _submit_item(self, item: BatchedCheckout) -> Outcome:
-        # A task of its own (gather): the correlation id set here is this item's alone.
+        # A task of its own (gather): the correlation id set here is this item's alone; the group commit reads
+        # it for the item's events. Only the context variable: nothing logs in this task, and binding it into
+        # structlog's context for each item cost 13 % of inventory's CPU at 64 checkouts in flight (profile).
         if item.correlation_id:
-            logs.set_correlation_id(item.correlation_id)
+            logs.correlation_id.set(item.correlation_id)
         return await self.submit(item.checkout)
 
     async def _decide_batch(self, cmds: Sequence[CheckoutRequested], correlation_ids: Sequence[str]) -> list[Outcome]:
