@@ -21,8 +21,10 @@ from shared.messages import (
     CatalogChanged,
     CheckIn,
     CheckInAnswered,
+    CheckoutBatch,
     CheckoutDecided,
     CheckoutRequested,
+    CheckoutsDecided,
     CreateEvent,
     DlqAction,
     DlqActionAnswered,
@@ -42,6 +44,7 @@ from shared.topology import Names
 # The typed reply of each command (request/reply over the caller's own reply queue: shared/requests.py).
 REPLIES: dict[type[Message], type[Message]] = {
     CheckoutRequested: CheckoutDecided,
+    CheckoutBatch: CheckoutsDecided,
     CancelOrder: CancelAnswered,
     CheckIn: CheckInAnswered,
     RefundOrder: RefundAnswered,

@@ -7,6 +7,7 @@ is what keeps them equal. Routing keys are the message types (one key per type, 
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 
 from shared import topology
@@ -15,6 +16,7 @@ from shared.messages import (
     CancelEvent,
     CancelOrder,
     CheckIn,
+    CheckoutBatch,
     CheckoutRequested,
     ContinueEventCancellation,
     CreateEvent,
@@ -43,6 +45,7 @@ from shared.messages import (
 
 ROUTING_KEYS: dict[type[Message], str] = {
     CheckoutRequested: topology.CHECKOUT_REQUESTED,
+    CheckoutBatch: topology.CHECKOUT_BATCH,
     CancelOrder: topology.CANCEL_ORDER,
     CheckIn: topology.CHECK_IN,
     ResendEmail: topology.RESEND_EMAIL,
@@ -85,6 +88,12 @@ def message_id(msg: Message) -> str:
         # Facts about an order: at most one of each kind per order.
         case CheckoutRequested():
             return f"checkout:{msg.order_id}"
+        # A batch: named by its first order and a digest of all of them, in order (a repeated Idempotency-Key
+        # can put one order id first in two batches; the same batch published twice keeps its id).
+        case CheckoutBatch():
+            orders = [str(item.checkout.order_id) for item in msg.checkouts]
+            digest = hashlib.sha256(",".join(orders).encode()).hexdigest()[:16]
+            return f"checkouts:{orders[0]}+{len(orders) - 1}:{digest}"
         case OrderHeld():
             return f"held:{msg.order_id}"
         case OrdersHeld():  # a batch: named by its first order, which no other batch can hold

@@ -86,6 +86,23 @@ class CheckoutRequested(Message):
     request_hash: str = Field("", max_length=128)
 
 
+class BatchedCheckout(Message):
+    """One checkout of a ``CheckoutBatch``, with the ids its caller needs: ``request_id`` (what its answer in
+    ``CheckoutsDecided`` carries) and ``correlation_id`` (its HTTP request's, for the logs and the events)."""
+
+    request_id: str = Field(min_length=1, max_length=64)
+    correlation_id: str = Field("", max_length=64)
+    checkout: CheckoutRequested
+
+
+class CheckoutBatch(Message):
+    """The checkouts one gateway process had waiting while its previous batch was being confirmed: one
+    persistent message for all of them instead of one ``checkout.requested`` each. Inventory decides every
+    item as if it had come alone (idempotent per order id) and answers them all in one ``CheckoutsDecided``."""
+
+    checkouts: list[BatchedCheckout] = Field(min_length=1, max_length=1_000)
+
+
 class CreateEvent(Message):
     event_id: UUID
     title: str = Field(min_length=1, max_length=300)
@@ -191,6 +208,18 @@ class CheckoutDecided(Message):
     # Ticket types of the deciding batch with nothing left: the gateway may answer 409 at once for them until
     # stock comes back (docs/ARCHITECTURE.md, "Sold-out gate"). A hint that can only ever reject.
     sold_out: list[UUID] = Field(default_factory=list)
+
+
+class CheckoutItemDecided(Message):
+    request_id: str  # the ``BatchedCheckout.request_id`` this answers
+    decided: CheckoutDecided
+
+
+class CheckoutsDecided(Message):
+    """Inventory's answer to CheckoutBatch: one decision per checkout of the batch, each named by its
+    ``request_id``."""
+
+    decisions: list[CheckoutItemDecided] = Field(max_length=1_000)
 
 
 class CancelOutcome(enum.StrEnum):

@@ -298,6 +298,7 @@ class Bus:
                 message_id=f"reply:{delivery.message_id}",
                 correlation_id=delivery.request_id,
                 persist=False,
+                headers={"x-type": type(model).__name__},  # the requester tells a batch's answer by its type
             )
         except Exception as exc:  # the requester may be gone; the state is committed either way
             log.warning("reply_failed", reply_to=delivery.reply_to, error=repr(exc))

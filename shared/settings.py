@@ -61,6 +61,13 @@ class Settings(BaseSettings):
         1.0, description="Longest a sold-out ticket type is refused by the gateway itself (0 = no gate)"
     )
     hold_batch_max: int = Field(256, description="Most checkouts decided in one database transaction")
+    checkout_batch_max: int = Field(
+        64,
+        ge=1,
+        le=1000,
+        description="Most checkouts a gateway sends in one message to inventory (1 = one message per checkout, "
+        "as gateways before checkout.batch did: for a rollout that starts with the gateways)",
+    )
     sweeper_interval_seconds: float = 30.0
     event_cancel_batch_size: int = Field(200, ge=1, le=5000, description="Orders per transaction of a cancellation")
     event_cancel_pause_seconds: float = Field(

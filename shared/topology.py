@@ -15,7 +15,8 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange
 
 # Routing keys (one name for one thing: these are also the message types).
-CHECKOUT_REQUESTED = "checkout.requested"
+CHECKOUT_REQUESTED = "checkout.requested"  # one checkout (what older gateways sent; still consumed)
+CHECKOUT_BATCH = "checkout.batch"  # the checkouts one gateway coalesced into one message
 ORDER_HELD = "order.held"  # one order (what older inventories sent; still consumed)
 ORDERS_HELD = "orders.held"  # every order one hold batch held
 ORDER_REJECTED = "order.rejected"
@@ -89,7 +90,7 @@ class WorkQueue:
     extra_args: dict[str, Any] = field(default_factory=dict)
 
 
-INVENTORY_CHECKOUT = WorkQueue("inventory", "inventory.checkout", (CHECKOUT_REQUESTED,))
+INVENTORY_CHECKOUT = WorkQueue("inventory", "inventory.checkout", (CHECKOUT_REQUESTED, CHECKOUT_BATCH))
 INVENTORY_COMMANDS = WorkQueue(
     "inventory",
     "inventory.commands",

@@ -20,6 +20,7 @@ from shared.messages import (
     CancelEvent,
     CancelOrder,
     CheckIn,
+    CheckoutBatch,
     CheckoutRequested,
     ContinueEventCancellation,
     CreateEvent,
@@ -80,6 +81,8 @@ def build(settings: Settings) -> Inventory:
     bus.consume(
         topology.INVENTORY_CHECKOUT,
         {
+            topology.CHECKOUT_BATCH: Route(CheckoutBatch, inventory.holds.on_checkout_batch),
+            # One checkout per message: what gateways before checkout.batch sent (and may have left queued).
             topology.CHECKOUT_REQUESTED: Route(CheckoutRequested, inventory.holds.on_checkout_requested),
         },
         direct=True,  # the hottest queue: no FastStream subscriber layers (shared/direct.py)

@@ -8,6 +8,7 @@ lifts the ceiling of a single row's lock rate (see docs/decisions.md).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,9 +20,13 @@ from shared import logs, metrics
 from shared.batching import GroupCommit
 from shared.messages import (
     MAX_TICKETS_PER_ORDER,
+    BatchedCheckout,
+    CheckoutBatch,
     CheckoutDecided,
+    CheckoutItemDecided,
     CheckoutOutcome,
     CheckoutRequested,
+    CheckoutsDecided,
     OrderStatus,
     OrderView,
 )
@@ -58,6 +63,35 @@ class HoldBatcher:
     async def on_checkout_requested(self, cmd: CheckoutRequested, delivery: Delivery) -> None:
         """Wait for the batch that decides this checkout, then answer the caller."""
         await self.bus.reply(delivery, checkout_decided(cmd, await self.submit(cmd)))
+
+    async def on_checkout_batch(self, batch: CheckoutBatch, delivery: Delivery) -> None:
+        """Every checkout of a gateway's batch goes into the group commit at once (with its own correlation
+        id); once all are decided and committed, one ``CheckoutsDecided`` answers them all.
+
+        Returning is what acknowledges the message, so it is acknowledged only when every item is committed. If
+        an item failed, the decided ones are answered, then the failure is raised: the whole batch goes to the
+        retry ladder and after it to the dead-letter queue, and a retry or a replay decides nothing twice (each
+        order id is answered from what was committed for it: ``decide``)."""
+        results = await asyncio.gather(*(self._submit_item(item) for item in batch.checkouts), return_exceptions=True)
+        decided = [
+            CheckoutItemDecided(request_id=item.request_id, decided=checkout_decided(item.checkout, result))
+            for item, result in zip(batch.checkouts, results, strict=True)
+            if isinstance(result, Outcome)
+        ]
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if decided:
+            await self.bus.reply(delivery, CheckoutsDecided(decisions=decided))
+        if failures:
+            log.warning("checkout_batch_failed", size=len(results), failed=len(failures), error=repr(failures[0]))
+            raise failures[0]
+
+    async def _submit_item(self, item: BatchedCheckout) -> Outcome:
+        # A task of its own (gather): the correlation id set here is this item's alone; the group commit reads
+        # it for the item's events. Only the context variable: nothing logs in this task, and binding it into
+        # structlog's context for each item cost 13 % of inventory's CPU at 64 checkouts in flight (profile).
+        if item.correlation_id:
+            logs.correlation_id.set(item.correlation_id)
+        return await self.submit(item.checkout)
 
     async def _decide_batch(self, cmds: Sequence[CheckoutRequested], correlation_ids: Sequence[str]) -> list[Outcome]:
         results = await self.decide(cmds, correlation_ids)

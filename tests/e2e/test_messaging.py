@@ -11,8 +11,8 @@ import uuid
 
 import aio_pika
 
-from shared import topology
-from shared.messages import CheckoutRequested, HoldExpiryDue, OrderLine
+from shared import envelopes, topology
+from shared.messages import BatchedCheckout, CheckoutBatch, CheckoutRequested, HoldExpiryDue, OrderLine
 from tests.harness import Stack, eventually, metric
 
 
@@ -58,6 +58,48 @@ async def test_redelivered_checkout_holds_once(stack: Stack) -> None:
     await eventually(lambda: _empty(stack, topology.INVENTORY_CHECKOUT.name), what="checkout queue drained")
     assert await stack.stock(tt) == (10, 3, 0)
     assert await stack.db.fetchval("SELECT count(*) FROM inventory.orders WHERE id = $1", cmd.order_id) == 1
+
+
+async def test_a_batch_delivered_again_holds_each_order_once_and_a_bad_batch_is_dead_lettered_whole(
+    stack: Stack,
+) -> None:
+    """A gateway's ``checkout.batch`` redelivered (or replayed from the dead letters) decides nothing twice:
+    each order id is answered from what was committed for it. A batch that does not parse goes to the
+    dead-letter queue as one message, with its reason."""
+    event = await stack.create_event(capacity=10)
+    tt = event["ticket_types"][0]["ticket_type_id"]
+    cmds = [checkout_command(tt, f"batched-{i}", 2) for i in range(3)]
+    batch = CheckoutBatch(checkouts=[BatchedCheckout(request_id=f"r{i}", checkout=c) for i, c in enumerate(cmds)])
+    body = batch.model_dump_json().encode()
+    for _ in range(3):
+        await publish(stack, topology.CHECKOUT_BATCH, body, envelopes.message_id(batch))
+
+    async def all_pending() -> bool:
+        return all([await stack.order_status(str(c.order_id)) == "PENDING" for c in cmds])
+
+    await eventually(all_pending, what="the batch's orders to be held")
+    await eventually(lambda: _empty(stack, topology.INVENTORY_CHECKOUT.name), what="checkout queue drained")
+    assert await stack.stock(tt) == (10, 6, 0)
+    ids = [c.order_id for c in cmds]
+    assert await stack.db.fetchval("SELECT count(*) FROM inventory.orders WHERE id = ANY($1::uuid[])", ids) == 3
+
+    bad = batch.model_dump(mode="json")
+    bad["checkouts"][1]["checkout"]["items"][0]["quantity"] = -1  # one bad item: the whole message is invalid
+    marker = uuid.uuid4().hex
+    await publish(stack, topology.CHECKOUT_BATCH, json.dumps(bad).encode(), f"bad-batch-{marker}")
+
+    async def dead_lettered() -> dict[str, object] | None:
+        row = await stack.db.fetchrow(
+            "SELECT headers FROM ops.dead_letters WHERE service = 'inventory' AND message_id = $1",
+            f"bad-batch-{marker}",
+        )
+        return json.loads(row["headers"]) if row is not None else None
+
+    headers = await eventually(dead_lettered, what="the bad batch in the dead letters")
+    assert headers is not None
+    assert headers["x-exception-type"] == "ValidationError"
+    assert headers["x-original-routing-key"] == topology.CHECKOUT_BATCH
+    assert await stack.stock(tt) == (10, 6, 0)
 
 
 async def _empty(stack: Stack, queue: str) -> bool:

@@ -31,6 +31,8 @@ def test_every_message_type_is_documented_with_a_non_empty_payload_schema() -> N
         messages.RefundNotice,
         messages.EventInfo,
         messages.CancellationProgress,
+        messages.BatchedCheckout,  # the items of CheckoutBatch
+        messages.CheckoutItemDecided,  # and of its answer, CheckoutsDecided
     }
     declared = {
         m
