@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from shared import logs, metrics
+from shared import db, logs, metrics
 from shared.messaging import Bus, encode
 
 log = logs.get_logger(__name__)
@@ -86,9 +86,10 @@ async def add(conn: AsyncConnection, schema: str, messages: Sequence[Outgoing]) 
         return
     sql = _INSERT.get(schema) or _INSERT.setdefault(schema, _insert_sql(schema))
     cid = logs.correlation_id.get()
-    await conn.exec_driver_sql(
+    await db.fetch(
+        conn,
         sql,
-        (
+        *(
             [m.exchange for m in messages],
             [m.routing_key for m in messages],
             [m.message_id for m in messages],

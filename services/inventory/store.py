@@ -12,6 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.inventory.domain import Event, Order, StockEffect, StockLevel
+from shared.db import fetch
 from shared.messages import (
     CreateEvent,
     EventInfo,
@@ -25,8 +26,9 @@ from shared.messages import (
 from shared.read_api import ORDER_COLUMNS, fetch_event, order_view
 from shared.uow import Clock
 
-# The statements of the hold path are module constants in the driver's own parameter style, run with
-# ``exec_driver_sql``: no ``text()`` construct, no compilation cache key per call.
+# The statements of the hold path are module constants in asyncpg's parameter style, run by ``shared.db.fetch``
+# straight on the asyncpg connection inside the transaction: no ``text()`` construct, no compilation cache key,
+# no SQLAlchemy execution per call.
 _STOCK_COLUMNS = """
     t.id, t.event_id, t.price, t.capacity, t.held, t.sold, t.per_user_limit, e.hold_seconds, e.starts_at, e.status
 """
@@ -85,16 +87,16 @@ async def now(conn: AsyncConnection) -> datetime:
 
 async def lock_stock(conn: AsyncConnection, ticket_type_ids: Iterable[UUID]) -> dict[UUID, StockLevel]:
     """Lock the ticket types (in id order, so concurrent batches never deadlock) and read their stock."""
-    rows = await conn.exec_driver_sql(_LOCK_STOCK, (sorted(set(ticket_type_ids)),))
-    return {r.id: StockLevel(*tuple(r)) for r in rows}
+    rows = await fetch(conn, _LOCK_STOCK, sorted(set(ticket_type_ids)))
+    return {r["id"]: StockLevel(*tuple(r.values())) for r in rows}
 
 
 async def load_holdings(conn: AsyncConnection, pairs: Iterable[tuple[str, UUID]]) -> dict[tuple[str, UUID], int]:
     pairs = sorted(set(pairs))
     if not pairs:
         return {}
-    rows = await conn.exec_driver_sql(_LOAD_HOLDINGS, ([p[0] for p in pairs], [p[1] for p in pairs]))
-    return {(r.user_id, r.ticket_type_id): r.quantity for r in rows}
+    rows = await fetch(conn, _LOAD_HOLDINGS, [p[0] for p in pairs], [p[1] for p in pairs])
+    return {(r["user_id"], r["ticket_type_id"]): r["quantity"] for r in rows}
 
 
 async def existing_orders(conn: AsyncConnection, order_ids: Iterable[UUID]) -> dict[UUID, tuple[OrderView, str]]:
@@ -111,9 +113,9 @@ async def existing_orders_and_now(
 ) -> dict[UUID, tuple[OrderView, str]]:
     """``existing_orders``, reading the transaction's clock into ``clock`` in the same round trip; the views
     (the read_api view aggregates the items) are read only for ids that exist."""
-    rows = (await conn.exec_driver_sql(_EXISTING_IDS, (list(set(order_ids)),))).all()
-    clock.value = rows[0].now
-    found = [r.id for r in rows if r.id is not None]
+    rows = await fetch(conn, _EXISTING_IDS, list(set(order_ids)))
+    clock.value = rows[0]["now"]
+    found = [r["id"] for r in rows if r["id"] is not None]
     if not found:
         return {}
     views = await conn.exec_driver_sql(_EXISTING_VIEWS, (found,))
@@ -130,9 +132,10 @@ async def insert_orders(conn: AsyncConnection, orders: Sequence[Order], request_
     if not orders:
         return
     items = [(o.id, line) for o in orders for line in o.lines]
-    await conn.exec_driver_sql(
+    await fetch(
+        conn,
         _INSERT_ORDERS,
-        (
+        *(
             [o.id for o in orders],
             [o.user_id for o in orders],
             [o.user_email for o in orders],
@@ -166,9 +169,10 @@ async def apply_stock(
     ids = sorted(set(held) | set(sold))
     added = sorted(k for k, q in holdings.items() if q > 0)
     released = sorted(k for k, q in holdings.items() if q < 0)
-    rows = await conn.exec_driver_sql(
+    rows = await fetch(
+        conn,
         _APPLY_STOCK,
-        (
+        *(
             ids,
             [held.get(i, 0) for i in ids],
             [sold.get(i, 0) for i in ids],
@@ -181,7 +185,9 @@ async def apply_stock(
         ),
     )
     return [
-        StockChanged(ticket_type_id=r.id, event_id=r.event_id, capacity=r.capacity, held=r.held, sold=r.sold)
+        StockChanged(
+            ticket_type_id=r["id"], event_id=r["event_id"], capacity=r["capacity"], held=r["held"], sold=r["sold"]
+        )
         for r in rows
     ]
 

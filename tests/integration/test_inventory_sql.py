@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
+import asyncpg
 import pytest
 from sqlalchemy import exc, text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -15,12 +16,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.inventory import store
 from services.inventory.domain import Order
 from shared import outbox
-from shared.db import make_engine
+from shared.db import fetch, make_engine
 from shared.messages import OrderStatus, PricedLine, RejectReason
 from shared.messaging import Bus
 from shared.outbox import OutboxRelay, Outgoing
 from shared.uow import Clock
 from tests.harness import Stack
+
+# A statement run through SQLAlchemy (the first of a transaction) raises SQLAlchemy's error; one run straight on
+# asyncpg (``shared.db.fetch`` inside the transaction) raises asyncpg's.
+CONSTRAINT_ERRORS = (exc.IntegrityError, asyncpg.IntegrityConstraintViolationError)
 
 
 @pytest.fixture
@@ -90,7 +95,7 @@ async def test_orders_and_items_in_one_statement_all_or_nothing(stack: Stack, en
     # A repeated order id (a redelivery decided twice) fails the whole statement: the new order's row and its
     # items are not written either.
     fresh = _held(event_id, tt, 1, now)
-    with pytest.raises(exc.IntegrityError):
+    with pytest.raises(CONSTRAINT_ERRORS):
         async with engine.begin() as conn:
             await store.insert_orders(conn, [fresh, held], ["hash-fresh", "hash-held"])
     assert await stack.db.fetchval("SELECT count(*) FROM inventory.orders WHERE id = $1", fresh.id) == 0
@@ -120,7 +125,7 @@ async def test_counters_and_holdings_in_one_statement_keep_the_checks(stack: Sta
     assert await holdings() == {"u1": 1, "u2": 2, "u3": 1}
 
     # An oversell is refused by the table's CHECK, and the holdings of the same statement are not written.
-    with pytest.raises(exc.IntegrityError):
+    with pytest.raises(CONSTRAINT_ERRORS):
         async with engine.begin() as conn:
             await store.lock_stock(conn, [tt])
             await store.apply_stock(conn, {tt: 3}, {}, {("u4", tt): 3})
@@ -128,7 +133,7 @@ async def test_counters_and_holdings_in_one_statement_keep_the_checks(stack: Sta
     assert await holdings() == {"u1": 1, "u2": 2, "u3": 1}
 
     # A release below zero is refused too, and the counters of the same statement do not move.
-    with pytest.raises(exc.IntegrityError):
+    with pytest.raises(CONSTRAINT_ERRORS):
         async with engine.begin() as conn:
             await store.lock_stock(conn, [tt])
             await store.apply_stock(conn, {tt: -1}, {}, {("u3", tt): -2})
@@ -202,3 +207,19 @@ async def test_outbox_one_insert_in_order_and_relay_at_least_once(
     assert slow.published == ["m-0", "m-1", "m-2"]
     assert fast.published == [f"m-{i}" for i in range(3, 7)]
     assert await stack.db.fetchval(f"SELECT count(*) FROM {outbox_schema}.outbox") == 0
+
+
+async def test_raw_statements_run_inside_the_transaction(stack: Stack, engine: AsyncEngine) -> None:
+    """``shared.db.fetch`` on a connection not yet in a transaction goes through SQLAlchemy (which sends BEGIN);
+    the statements after it run on asyncpg in that same transaction, and roll back with it."""
+    _, tt = await _ticket_type(stack, capacity=4)
+    async with engine.connect() as conn:
+        await conn.begin()
+        raw = (await conn.get_raw_connection()).driver_connection
+        assert raw is not None and not raw.is_in_transaction()
+        first = await fetch(conn, "SELECT txid_current() AS tx")
+        assert raw.is_in_transaction()
+        await fetch(conn, "UPDATE inventory.ticket_types SET held = held + 1 WHERE id = $1", tt)
+        assert (await fetch(conn, "SELECT txid_current() AS tx"))[0]["tx"] == first[0]["tx"]
+        await conn.rollback()
+    assert await stack.stock(str(tt)) == (4, 0, 0)
