@@ -147,16 +147,25 @@ class OutboxRelay:
             self._wake.clear()
 
     async def drain_once(self) -> int:
+        """One batch: BEGIN, the locking DELETE, the confirmed publishes, COMMIT: three round trips, on asyncpg
+        itself (the relay runs nothing through SQLAlchemy in this transaction, so SQLAlchemy's adapter never
+        starts one of its own; a connection left in a transaction or lost is invalidated, never pooled)."""
         sql = _DRAIN.get(self.schema) or _DRAIN.setdefault(self.schema, _drain_sql(self.schema))
-        async with self.engine.begin() as conn:
-            rows = sorted((await conn.exec_driver_sql(sql, (self.batch,))).all(), key=lambda r: r.id)
-            if not rows:
-                return 0
-            if self._exit_before_publish:
-                log.error("fault_injection_exit_before_publish", rows=len(rows))
-                os._exit(70)
-            await asyncio.gather(*(self._publish(r) for r in rows))
-        metrics.OUTBOX_PUBLISHED.labels(schema=self.schema).inc(len(rows))
+        async with self.engine.connect() as conn:
+            raw = (await conn.get_raw_connection()).driver_connection
+            assert raw is not None
+            try:
+                async with raw.transaction():
+                    rows = sorted(await raw.fetch(sql, self.batch), key=lambda r: r["id"])
+                    if rows and self._exit_before_publish:
+                        log.error("fault_injection_exit_before_publish", rows=len(rows))
+                        os._exit(70)
+                    await asyncio.gather(*(self._publish(r) for r in rows))
+            finally:
+                if raw.is_closed() or raw.is_in_transaction():
+                    await conn.invalidate()
+        if rows:
+            metrics.OUTBOX_PUBLISHED.labels(schema=self.schema).inc(len(rows))
         return len(rows)
 
     async def measure_backlog(self) -> tuple[int, float]:
@@ -176,13 +185,13 @@ class OutboxRelay:
         return backlog, age
 
     async def _publish(self, row: Any) -> None:
-        headers = dict(row.headers or {})
-        exchange = None if row.exchange == EVENTS_EXCHANGE else row.exchange
+        headers = dict(row["headers"] or {})
+        exchange = None if row["exchange"] == EVENTS_EXCHANGE else row["exchange"]
         await self.bus.publish_raw(
-            bytes(row.body),
-            row.routing_key,
+            bytes(row["body"]),
+            row["routing_key"],
             exchange=exchange,
-            message_id=row.message_id,
+            message_id=row["message_id"],
             headers=headers,
             correlation_id=headers.get(logs.CORRELATION_HEADER),
         )
