@@ -1,9 +1,10 @@
 """Transactional outbox: a message that follows a database change is written in the same transaction
 and relayed afterwards with publisher confirms, so a crash between commit and publish loses nothing.
 
-Each owning schema has its own ``outbox`` table (see migrations). The relay locks a batch with
-``FOR UPDATE SKIP LOCKED`` (several relays may run), publishes it with confirms and deletes it in the same
-transaction: a crash mid-batch republishes the batch, which idempotent consumers absorb. A writer in the
+Each owning schema has its own ``outbox`` table (see migrations). The relay deletes a batch in one statement
+whose rows it locks with ``FOR UPDATE SKIP LOCKED`` (several relays may run), publishes it with confirms and
+only then commits the deletion: a failed publish or a crash mid-batch rolls the deletion back and the batch is
+published again, which idempotent consumers absorb. A writer in the
 same process wakes the relay at once; the poll interval covers writers in other processes.
 """
 
@@ -22,7 +23,7 @@ from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from shared import logs, metrics
+from shared import db, logs, metrics
 from shared.messaging import Bus, encode
 
 log = logs.get_logger(__name__)
@@ -55,25 +56,46 @@ def _headers(model: BaseModel, correlation_id: str) -> dict[str, Any]:
     return headers
 
 
+def _insert_sql(schema: str) -> str:
+    # One statement per unit of work, whatever its number of messages: arrays unnested in their order, so the
+    # rows' ids (the relay's order) follow the order the messages were emitted in.
+    return (
+        f"INSERT INTO {schema}.outbox (exchange, routing_key, message_id, headers, body) "
+        "SELECT e, r, m, CAST(h AS jsonb), b FROM unnest("
+        "CAST($1 AS text[]), CAST($2 AS text[]), CAST($3 AS text[]), CAST($4 AS text[]), CAST($5 AS bytea[])"
+        ") WITH ORDINALITY AS u(e, r, m, h, b, n) ORDER BY n"
+    )
+
+
+def _drain_sql(schema: str) -> str:
+    # Lock a batch (skipping rows another relay holds) and delete it in one statement; the deletion commits
+    # only after every message of the batch was confirmed, so a failed publish or a crash puts it all back.
+    return (
+        f"DELETE FROM {schema}.outbox WHERE id = ANY(ARRAY(SELECT id FROM {schema}.outbox "
+        "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)) "
+        "RETURNING id, exchange, routing_key, message_id, headers, body"
+    )
+
+
+_INSERT: dict[str, str] = {}
+_DRAIN: dict[str, str] = {}
+
+
 async def add(conn: AsyncConnection, schema: str, messages: Sequence[Outgoing]) -> None:
     if not messages:
         return
+    sql = _INSERT.get(schema) or _INSERT.setdefault(schema, _insert_sql(schema))
     cid = logs.correlation_id.get()
-    await conn.execute(
-        text(
-            f"INSERT INTO {schema}.outbox (exchange, routing_key, message_id, headers, body) "
-            "VALUES (:exchange, :routing_key, :message_id, CAST(:headers AS jsonb), :body)"
+    await db.fetch(
+        conn,
+        sql,
+        *(
+            [m.exchange for m in messages],
+            [m.routing_key for m in messages],
+            [m.message_id for m in messages],
+            [json.dumps({logs.CORRELATION_HEADER: cid, **m.headers} if cid else m.headers) for m in messages],
+            [m.body for m in messages],
         ),
-        [
-            {
-                "exchange": m.exchange,
-                "routing_key": m.routing_key,
-                "message_id": m.message_id,
-                "headers": json.dumps({logs.CORRELATION_HEADER: cid, **m.headers} if cid else m.headers),
-                "body": m.body,
-            }
-            for m in messages
-        ],
     )
 
 
@@ -125,26 +147,25 @@ class OutboxRelay:
             self._wake.clear()
 
     async def drain_once(self) -> int:
-        async with self.engine.begin() as conn:
-            rows = (
-                await conn.execute(
-                    text(
-                        f"SELECT id, exchange, routing_key, message_id, headers, body FROM {self.schema}.outbox "
-                        "ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED"
-                    ),
-                    {"n": self.batch},
-                )
-            ).all()
-            if not rows:
-                return 0
-            if self._exit_before_publish:
-                log.error("fault_injection_exit_before_publish", rows=len(rows))
-                os._exit(70)
-            await asyncio.gather(*(self._publish(r) for r in rows))
-            await conn.execute(
-                text(f"DELETE FROM {self.schema}.outbox WHERE id = ANY(:ids)"), {"ids": [r.id for r in rows]}
-            )
-        metrics.OUTBOX_PUBLISHED.labels(schema=self.schema).inc(len(rows))
+        """One batch: BEGIN, the locking DELETE, the confirmed publishes, COMMIT: three round trips, on asyncpg
+        itself (the relay runs nothing through SQLAlchemy in this transaction, so SQLAlchemy's adapter never
+        starts one of its own; a connection left in a transaction or lost is invalidated, never pooled)."""
+        sql = _DRAIN.get(self.schema) or _DRAIN.setdefault(self.schema, _drain_sql(self.schema))
+        async with self.engine.connect() as conn:
+            raw = (await conn.get_raw_connection()).driver_connection
+            assert raw is not None
+            try:
+                async with raw.transaction():
+                    rows = sorted(await raw.fetch(sql, self.batch), key=lambda r: r["id"])
+                    if rows and self._exit_before_publish:
+                        log.error("fault_injection_exit_before_publish", rows=len(rows))
+                        os._exit(70)
+                    await asyncio.gather(*(self._publish(r) for r in rows))
+            finally:
+                if raw.is_closed() or raw.is_in_transaction():
+                    await conn.invalidate()
+        if rows:
+            metrics.OUTBOX_PUBLISHED.labels(schema=self.schema).inc(len(rows))
         return len(rows)
 
     async def measure_backlog(self) -> tuple[int, float]:
@@ -164,13 +185,13 @@ class OutboxRelay:
         return backlog, age
 
     async def _publish(self, row: Any) -> None:
-        headers = dict(row.headers or {})
-        exchange = None if row.exchange == EVENTS_EXCHANGE else row.exchange
+        headers = dict(row["headers"] or {})
+        exchange = None if row["exchange"] == EVENTS_EXCHANGE else row["exchange"]
         await self.bus.publish_raw(
-            bytes(row.body),
-            row.routing_key,
+            bytes(row["body"]),
+            row["routing_key"],
             exchange=exchange,
-            message_id=row.message_id,
+            message_id=row["message_id"],
             headers=headers,
             correlation_id=headers.get(logs.CORRELATION_HEADER),
         )

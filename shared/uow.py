@@ -11,16 +11,27 @@ of work.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Self
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared import envelopes, outbox
 from shared.messages import Message
 from shared.outbox import OutboxRelay, Outgoing
+
+_NOW = "SELECT now()"
+
+
+@dataclass
+class Clock:
+    """The transaction's ``now()``, once read. PostgreSQL's ``now()`` is the start of the transaction, the same
+    for every statement in it, so a repository may read it along with its first statement (inventory's
+    ``Orders.existing``) and spare the unit of work the round trip of ``SELECT now()``."""
+
+    value: datetime | None = None
 
 
 class UnitOfWork:
@@ -31,11 +42,13 @@ class UnitOfWork:
         self._conn: AsyncConnection | None = None
         self._outgoing: list[Outgoing] = []
         self._committed = False
+        self.clock = Clock()
 
     async def __aenter__(self) -> Self:
         self._conn = await self.engine.connect()
         await self._conn.begin()
         self._outgoing, self._committed = [], False
+        self.clock.value = None
         self.bind(self._conn)
         return self
 
@@ -73,12 +86,15 @@ class UnitOfWork:
 
     async def now(self) -> datetime:
         """The transaction's clock: one clock for every service, the database's."""
-        return (await self.conn.execute(text("SELECT now()"))).scalar_one()  # type: ignore[no-any-return]
+        if self.clock.value is None:
+            self.clock.value = (await self.conn.exec_driver_sql(_NOW)).scalar_one()
+        return self.clock.value
 
     async def commit(self) -> None:
         await outbox.add(self.conn, self.schema, self._outgoing)
         await self.conn.commit()
         self._committed = True
+        self.clock.value = None
         if self._outgoing and self.relay is not None:
             self.relay.wake()
         self._outgoing = []

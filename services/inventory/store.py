@@ -12,6 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.inventory.domain import Event, Order, StockEffect, StockLevel
+from shared.db import fetch
 from shared.messages import (
     CreateEvent,
     EventInfo,
@@ -23,10 +24,60 @@ from shared.messages import (
     TicketTypeInfo,
 )
 from shared.read_api import ORDER_COLUMNS, fetch_event, order_view
+from shared.uow import Clock
 
+# The statements of the hold path are module constants in asyncpg's parameter style, run by ``shared.db.fetch``
+# straight on the asyncpg connection inside the transaction: no ``text()`` construct, no compilation cache key,
+# no SQLAlchemy execution per call.
 _STOCK_COLUMNS = """
     t.id, t.event_id, t.price, t.capacity, t.held, t.sold, t.per_user_limit, e.hold_seconds, e.starts_at, e.status
 """
+_LOCK_STOCK = (
+    f"SELECT {_STOCK_COLUMNS} FROM inventory.ticket_types t JOIN inventory.events e ON e.id = t.event_id "
+    "WHERE t.id = ANY(CAST($1 AS uuid[])) ORDER BY t.id FOR UPDATE OF t"
+)
+_LOAD_HOLDINGS = (
+    "SELECT h.user_id, h.ticket_type_id, h.quantity FROM inventory.user_holdings h "
+    "JOIN unnest(CAST($1 AS text[]), CAST($2 AS uuid[])) AS p(user_id, tt) "
+    "ON h.user_id = p.user_id AND h.ticket_type_id = p.tt"
+)
+# Which of a batch's order ids exist already, and the transaction's clock, in one round trip (one row with a
+# NULL id when none exists, the common case).
+_EXISTING_IDS = (
+    "SELECT now() AS now, o.id, o.request_hash FROM (VALUES (1)) AS one(x) "
+    "LEFT JOIN inventory.orders o ON o.id = ANY(CAST($1 AS uuid[]))"
+)
+_EXISTING_VIEWS = f"SELECT {ORDER_COLUMNS} FROM read_api.orders WHERE id = ANY(CAST($1 AS uuid[]))"
+# A batch's orders and the held ones' items in one statement. The items' foreign key to the orders is checked
+# at the end of the statement, after both inserts; a repeated order id fails the whole statement (primary key),
+# items included.
+_INSERT_ORDERS = (
+    "WITH o AS (INSERT INTO inventory.orders (id, user_id, user_email, locale, event_id, status, total, reason, "
+    "detail, request_hash, expires_at, created_at, updated_at) "
+    "SELECT id, user_id, user_email, locale, event_id, status, total, reason, detail, request_hash, expires_at, "
+    "created_at, created_at FROM unnest(CAST($1 AS uuid[]), CAST($2 AS text[]), CAST($3 AS text[]), "
+    "CAST($4 AS text[]), CAST($5 AS uuid[]), CAST($6 AS text[]), CAST($7 AS bigint[]), CAST($8 AS text[]), "
+    "CAST($9 AS text[]), CAST($10 AS text[]), CAST($11 AS timestamptz[]), CAST($12 AS timestamptz[])) "
+    "AS d(id, user_id, user_email, locale, event_id, status, total, reason, detail, request_hash, expires_at, "
+    "created_at)) "
+    "INSERT INTO inventory.order_items (order_id, ticket_type_id, quantity, unit_price) "
+    "SELECT * FROM unnest(CAST($13 AS uuid[]), CAST($14 AS uuid[]), CAST($15 AS int[]), CAST($16 AS bigint[]))"
+)
+# The counters of (already locked) ticket types and the buyers' holdings, moved in one statement; the keys of
+# the added and the released holdings are disjoint. The tables' CHECKs refuse any oversell or negative holding.
+_APPLY_STOCK = (
+    "WITH s AS (UPDATE inventory.ticket_types t SET held = t.held + d.dh, sold = t.sold + d.ds "
+    "FROM unnest(CAST($1 AS uuid[]), CAST($2 AS int[]), CAST($3 AS int[])) AS d(id, dh, ds) "
+    "WHERE t.id = d.id RETURNING t.id, t.event_id, t.capacity, t.held, t.sold), "
+    "a AS (INSERT INTO inventory.user_holdings (user_id, ticket_type_id, quantity) "
+    "SELECT * FROM unnest(CAST($4 AS text[]), CAST($5 AS uuid[]), CAST($6 AS int[])) "
+    "ON CONFLICT (user_id, ticket_type_id) "
+    "DO UPDATE SET quantity = inventory.user_holdings.quantity + EXCLUDED.quantity), "
+    "r AS (UPDATE inventory.user_holdings h SET quantity = h.quantity - d.q "
+    "FROM unnest(CAST($7 AS text[]), CAST($8 AS uuid[]), CAST($9 AS int[])) AS d(u, tt, q) "
+    "WHERE h.user_id = d.u AND h.ticket_type_id = d.tt) "
+    "SELECT id, event_id, capacity, held, sold FROM s ORDER BY id"
+)
 
 
 async def now(conn: AsyncConnection) -> datetime:
@@ -36,29 +87,16 @@ async def now(conn: AsyncConnection) -> datetime:
 
 async def lock_stock(conn: AsyncConnection, ticket_type_ids: Iterable[UUID]) -> dict[UUID, StockLevel]:
     """Lock the ticket types (in id order, so concurrent batches never deadlock) and read their stock."""
-    rows = await conn.execute(
-        text(
-            f"SELECT {_STOCK_COLUMNS} FROM inventory.ticket_types t JOIN inventory.events e ON e.id = t.event_id "
-            "WHERE t.id = ANY(:ids) ORDER BY t.id FOR UPDATE OF t"
-        ),
-        {"ids": sorted(set(ticket_type_ids))},
-    )
-    return {r.id: StockLevel(*r) for r in rows}
+    rows = await fetch(conn, _LOCK_STOCK, sorted(set(ticket_type_ids)))
+    return {r["id"]: StockLevel(*tuple(r.values())) for r in rows}
 
 
 async def load_holdings(conn: AsyncConnection, pairs: Iterable[tuple[str, UUID]]) -> dict[tuple[str, UUID], int]:
     pairs = sorted(set(pairs))
     if not pairs:
         return {}
-    rows = await conn.execute(
-        text(
-            "SELECT h.user_id, h.ticket_type_id, h.quantity FROM inventory.user_holdings h "
-            "JOIN unnest(CAST(:users AS text[]), CAST(:tts AS uuid[])) AS p(user_id, tt) "
-            "ON h.user_id = p.user_id AND h.ticket_type_id = p.tt"
-        ),
-        {"users": [p[0] for p in pairs], "tts": [p[1] for p in pairs]},
-    )
-    return {(r.user_id, r.ticket_type_id): r.quantity for r in rows}
+    rows = await fetch(conn, _LOAD_HOLDINGS, [p[0] for p in pairs], [p[1] for p in pairs])
+    return {(r["user_id"], r["ticket_type_id"]): r["quantity"] for r in rows}
 
 
 async def existing_orders(conn: AsyncConnection, order_ids: Iterable[UUID]) -> dict[UUID, tuple[OrderView, str]]:
@@ -70,87 +108,86 @@ async def existing_orders(conn: AsyncConnection, order_ids: Iterable[UUID]) -> d
     return {r.id: (order_view(r), r.request_hash) for r in rows}
 
 
+async def existing_orders_and_now(
+    conn: AsyncConnection, order_ids: Iterable[UUID], clock: Clock
+) -> dict[UUID, tuple[OrderView, str]]:
+    """``existing_orders``, reading the transaction's clock into ``clock`` in the same round trip; the views
+    (the read_api view aggregates the items) are read only for ids that exist."""
+    rows = await fetch(conn, _EXISTING_IDS, list(set(order_ids)))
+    clock.value = rows[0]["now"]
+    found = [r["id"] for r in rows if r["id"] is not None]
+    if not found:
+        return {}
+    views = await conn.exec_driver_sql(_EXISTING_VIEWS, (found,))
+    return {r.id: (order_view(r), r.request_hash) for r in views}
+
+
 async def get_order(conn: AsyncConnection, order_id: UUID) -> OrderView | None:
     found = await existing_orders(conn, [order_id])
     return found[order_id][0] if order_id in found else None
 
 
 async def insert_orders(conn: AsyncConnection, orders: Sequence[Order], request_hashes: Sequence[str]) -> None:
-    """Insert a batch's newly decided orders (PENDING or REJECTED) and the held ones' items, in bulk."""
-    params = []
-    items: list[dict[str, Any]] = []
-    for o, request_hash in zip(orders, request_hashes, strict=True):
-        params.append(
-            {
-                "id": o.id,
-                "user_id": o.user_id,
-                "user_email": o.user_email,
-                "locale": o.locale,
-                "event_id": o.event_id,
-                "status": o.status.value,
-                "total": o.total,
-                "reason": o.reason.value if o.reason else None,
-                "detail": o.detail,
-                "request_hash": request_hash,
-                "expires_at": o.expires_at,
-                "now": o.created_at,
-            }
-        )
-        items.extend(
-            {"order_id": o.id, "tt": line.ticket_type_id, "q": line.quantity, "p": line.unit_price} for line in o.lines
-        )
-        o.loaded_status = o.status
-    await conn.execute(
-        text(
-            "INSERT INTO inventory.orders (id, user_id, user_email, locale, event_id, status, total, reason, detail, "
-            "request_hash, expires_at, created_at, updated_at) VALUES (:id, :user_id, :user_email, :locale, "
-            ":event_id, :status, :total, :reason, :detail, :request_hash, :expires_at, :now, :now)"
-        ),
-        params,
-    )
-    if items:
-        await conn.execute(
-            text(
-                "INSERT INTO inventory.order_items (order_id, ticket_type_id, quantity, unit_price) "
-                "VALUES (:order_id, :tt, :q, :p)"
-            ),
-            items,
-        )
-
-
-async def add_holdings(conn: AsyncConnection, deltas: dict[tuple[str, UUID], int]) -> None:
-    if not deltas:
+    """Insert a batch's newly decided orders (PENDING or REJECTED) and the held ones' items: one statement."""
+    if not orders:
         return
-    keys = sorted(deltas)
-    await conn.execute(
-        text(
-            "INSERT INTO inventory.user_holdings (user_id, ticket_type_id, quantity) "
-            "SELECT * FROM unnest(CAST(:users AS text[]), CAST(:tts AS uuid[]), CAST(:qs AS int[])) "
-            "ON CONFLICT (user_id, ticket_type_id) "
-            "DO UPDATE SET quantity = inventory.user_holdings.quantity + EXCLUDED.quantity"
+    items = [(o.id, line) for o in orders for line in o.lines]
+    await fetch(
+        conn,
+        _INSERT_ORDERS,
+        *(
+            [o.id for o in orders],
+            [o.user_id for o in orders],
+            [o.user_email for o in orders],
+            [o.locale for o in orders],
+            [o.event_id for o in orders],
+            [o.status.value for o in orders],
+            [o.total for o in orders],
+            [o.reason.value if o.reason else None for o in orders],
+            [o.detail for o in orders],
+            list(request_hashes),
+            [o.expires_at for o in orders],
+            [o.created_at for o in orders],
+            [order_id for order_id, _ in items],
+            [line.ticket_type_id for _, line in items],
+            [line.quantity for _, line in items],
+            [line.unit_price for _, line in items],
         ),
-        {"users": [k[0] for k in keys], "tts": [k[1] for k in keys], "qs": [deltas[k] for k in keys]},
     )
+    for o in orders:
+        o.loaded_status = o.status
 
 
-async def apply_stock_deltas(
-    conn: AsyncConnection, held: dict[UUID, int], sold: dict[UUID, int] | None = None
+async def apply_stock(
+    conn: AsyncConnection,
+    held: dict[UUID, int],
+    sold: dict[UUID, int],
+    holdings: dict[tuple[str, UUID], int],
 ) -> list[StockChanged]:
-    """Move held/sold counters of already-locked rows; the table's CHECK refuses any oversell."""
-    sold = sold or {}
+    """Move held/sold counters of already-locked rows and the buyers' holdings (positive deltas added, negative
+    ones released) in one statement; returns the new levels, in ticket-type id order."""
     ids = sorted(set(held) | set(sold))
-    if not ids:
-        return []
-    rows = await conn.execute(
-        text(
-            "UPDATE inventory.ticket_types t SET held = t.held + d.dh, sold = t.sold + d.ds "
-            "FROM unnest(CAST(:ids AS uuid[]), CAST(:dh AS int[]), CAST(:ds AS int[])) AS d(id, dh, ds) "
-            "WHERE t.id = d.id RETURNING t.id, t.event_id, t.capacity, t.held, t.sold"
+    added = sorted(k for k, q in holdings.items() if q > 0)
+    released = sorted(k for k, q in holdings.items() if q < 0)
+    rows = await fetch(
+        conn,
+        _APPLY_STOCK,
+        *(
+            ids,
+            [held.get(i, 0) for i in ids],
+            [sold.get(i, 0) for i in ids],
+            [k[0] for k in added],
+            [k[1] for k in added],
+            [holdings[k] for k in added],
+            [k[0] for k in released],
+            [k[1] for k in released],
+            [-holdings[k] for k in released],
         ),
-        {"ids": ids, "dh": [held.get(i, 0) for i in ids], "ds": [sold.get(i, 0) for i in ids]},
     )
     return [
-        StockChanged(ticket_type_id=r.id, event_id=r.event_id, capacity=r.capacity, held=r.held, sold=r.sold)
+        StockChanged(
+            ticket_type_id=r["id"], event_id=r["event_id"], capacity=r["capacity"], held=r["held"], sold=r["sold"]
+        )
         for r in rows
     ]
 
@@ -166,20 +203,6 @@ async def still_pending(conn: AsyncConnection, order_ids: Sequence[UUID]) -> lis
         {"ids": list(order_ids)},
     )
     return [r.id for r in rows]
-
-
-async def release_holdings(conn: AsyncConnection, amounts: dict[tuple[str, UUID], int]) -> None:
-    if not amounts:
-        return
-    keys = sorted(amounts)
-    await conn.execute(
-        text(
-            "UPDATE inventory.user_holdings h SET quantity = h.quantity - d.q "
-            "FROM unnest(CAST(:users AS text[]), CAST(:tts AS uuid[]), CAST(:qs AS int[])) AS d(u, tt, q) "
-            "WHERE h.user_id = d.u AND h.ticket_type_id = d.tt"
-        ),
-        {"users": [k[0] for k in keys], "tts": [k[1] for k in keys], "qs": [amounts[k] for k in keys]},
-    )
 
 
 # --- catalog ---------------------------------------------------------------------------------------
@@ -265,14 +288,17 @@ _ORDER_FIELDS = "o.id, o.user_id, o.user_email, o.locale, o.status, o.total, o.e
 class Orders:
     """Orders as aggregates: loaded locked, saved with each status change guarded by the status loaded."""
 
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: AsyncConnection, clock: Clock | None = None) -> None:
         self.conn = conn
+        self.clock = clock if clock is not None else Clock()
 
     async def add(self, orders: Sequence[Order], request_hashes: Sequence[str]) -> None:
         await insert_orders(self.conn, orders, request_hashes)
 
     async def existing(self, order_ids: Iterable[UUID]) -> dict[UUID, tuple[OrderView, str]]:
-        return await existing_orders(self.conn, order_ids)
+        """Orders that already exist, with the hash of the request that created them; reads the transaction's
+        clock (``uow.now()``) in the same round trip."""
+        return await existing_orders_and_now(self.conn, order_ids, self.clock)
 
     async def view(self, order_id: UUID) -> OrderView | None:
         return await get_order(self.conn, order_id)
@@ -391,10 +417,7 @@ class Stock:
             return []
         if not locked:
             await lock_stock(self.conn, effect.ticket_type_ids)
-        changes = await apply_stock_deltas(self.conn, effect.held, effect.sold)
-        await add_holdings(self.conn, {k: q for k, q in effect.holdings.items() if q > 0})
-        await release_holdings(self.conn, {k: -q for k, q in effect.holdings.items() if q < 0})
-        return changes
+        return await apply_stock(self.conn, effect.held, effect.sold, effect.holdings)
 
 
 class Events:

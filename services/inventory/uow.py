@@ -19,7 +19,7 @@ class InventoryUnitOfWork(UnitOfWork):
     events: Events
 
     def bind(self, conn: AsyncConnection) -> None:
-        self.orders, self.stock = Orders(conn), Stock(conn)
+        self.orders, self.stock = Orders(conn, self.clock), Stock(conn)
         self.catalog, self.sales = Catalog(conn), Sales(conn)
         self.door = Door(conn)
         self.events = Events(conn)
