@@ -15,7 +15,8 @@ Shapes (``--shapes``, comma-separated):
 
 Each round runs every chosen shape; figures are printed per round and as min / median / max over the rounds.
 Beside each figure: the load generator's own ceiling, measured in the same round at the same concurrency
-against the gateway's ``/healthz`` (aiohttp, same connection pool), and CPU milliseconds per decision for each
+against a null HTTP server in a process of its own (``ticketing/loadgen.py``: the client's own ceiling), and
+CPU milliseconds per decision for each
 process (see ``bench/cpu.py``).
 
     .venv/bin/python -m bench.flash_sale [--shapes rush,holds,mix,release] [--rounds 3] [--json out.json]
@@ -54,7 +55,8 @@ from shared.db import create_database_if_missing, drop_database
 from shared.migrate import upgrade
 from shared.settings import Settings, get_settings
 from tests.harness import Stack, run_environment
-from ticketing.loadgen import client_ceiling
+from ticketing import loadgen
+from ticketing.loadgen import HttpError, HttpPool, client_ceiling
 from ticketing.supervisor import Supervisor, parse_scale
 
 console = Console(width=200)
@@ -101,25 +103,27 @@ class Load:
 
 
 async def closed_loop(
-    session: aiohttp.ClientSession,
+    pool: HttpPool,
     concurrency: int,
     attempts: int,
     request: Callable[[int], tuple[str, dict[str, Any], dict[str, str]]],
 ) -> Load:
-    """``concurrency`` workers, each sending its next request as soon as the previous one is answered."""
+    """``concurrency`` workers, each sending its next request as soon as the previous one is answered. The
+    requests are encoded before the clock starts: the window measures the server, not the encoding."""
     latencies: list[float] = []
     codes: dict[int, int] = {}
-    next_attempt = iter(range(attempts))
+    encoded = [
+        pool.encode("POST", path, json_body=body, headers=headers)
+        for path, body, headers in map(request, range(attempts))
+    ]
+    next_attempt = iter(encoded)
 
     async def worker() -> None:
-        for i in next_attempt:
-            path, body, headers = request(i)
+        for raw in next_attempt:
             started = time.perf_counter()
             try:
-                async with session.post(path, json=body, headers=headers) as r:
-                    await r.read()
-                    status = r.status
-            except aiohttp.ClientError:
+                status = (await pool.send(raw)).status
+            except HttpError:
                 status = -1
             latencies.append(time.perf_counter() - started)
             codes[status] = codes.get(status, 0) + 1
@@ -325,13 +329,9 @@ class Bench:
             "hold_batch_mean": total / count if count else None,
         }
 
-    def session(self, concurrency: int) -> aiohttp.ClientSession:
+    def session(self, concurrency: int) -> HttpPool:
         assert self.stack is not None
-        return aiohttp.ClientSession(
-            self.stack.base_url,
-            connector=aiohttp.TCPConnector(limit=concurrency),
-            timeout=aiohttp.ClientTimeout(total=120),
-        )
+        return HttpPool(self.stack.base_url, concurrency)
 
     async def ticket_type(self, capacity: int, title: str, hold_seconds: int = LONG_HOLD_SECONDS) -> str:
         assert self.stack is not None
@@ -346,11 +346,10 @@ class Bench:
         return [{"Authorization": f"Bearer {self.stack.token(f'bench-{tag}-{i}')}"} for i in range(n)]
 
     async def measured(
-        self, session: aiohttp.ClientSession, concurrency: int, run: Callable[[], Awaitable[Load]]
+        self, session: HttpPool, concurrency: int, run: Callable[[], Awaitable[Load]]
     ) -> tuple[Load, CpuWindow, float]:
         assert self.meter is not None
-        ceiling = await client_ceiling(session, concurrency)
-        await asyncio.sleep(0.5)  # let the gateway's /healthz burst settle out of the CPU window
+        ceiling = await client_ceiling(concurrency)
         before = await self.scrape()
         await self._window_started()
         start = await self.meter.snapshot()
@@ -508,8 +507,8 @@ class Bench:
         await ticket_type_for(1)
         inventory_metrics = f"http://127.0.0.1:{self.stack.settings.inventory_port}/metrics"
         async with self.session(c) as s:
-            ceiling = await client_ceiling(s, c)
-            async with s.get(inventory_metrics) as r:
+            ceiling = await client_ceiling(c)
+            async with aiohttp.ClientSession() as plain, plain.get(inventory_metrics) as r:
                 metrics_before = await r.text()
             placed_codes: dict[int, int] = {}
             next_hold = iter(range(n))
@@ -518,11 +517,10 @@ class Bench:
             async def place() -> None:
                 for i in next_hold:
                     tt = await ticket_type_for(int(time.monotonic() - started))
-                    async with s.post(
+                    r = await s.post(
                         "/checkout", json={"items": [{"ticket_type_id": tt, "quantity": 1}]}, headers=tokens[i]
-                    ) as r:
-                        await r.read()
-                        placed_codes[r.status] = placed_codes.get(r.status, 0) + 1
+                    )
+                    placed_codes[r.status] = placed_codes.get(r.status, 0) + 1
 
             await asyncio.gather(*(place() for _ in range(c)))
             placement = time.monotonic() - started
@@ -558,7 +556,7 @@ class Bench:
                 await asyncio.sleep(0.05)
             window = await self.meter.finish(start_cpu)
             await self._window_ended()
-            async with s.get(inventory_metrics) as r:
+            async with aiohttp.ClientSession() as plain, plain.get(inventory_metrics) as r:
                 metrics_after = await r.text()
         rows = await self.stack.db.fetch(
             "SELECT EXTRACT(EPOCH FROM o.updated_at - o.expires_at) AS late FROM inventory.orders o "
@@ -947,7 +945,7 @@ def main(argv: list[str] | None = None) -> None:
         loop.add_signal_handler(signal.SIGTERM, task.cancel)  # clean up (services, queues, database) on TERM too
         return await run(args)
 
-    results = asyncio.run(guarded())
+    results = loadgen.run(guarded())  # uvloop: the load client's own CPU per request
     print_report(results, args.rounds)
     if args.json:
         with open(args.json, "w") as f:
