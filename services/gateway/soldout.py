@@ -6,6 +6,17 @@ message with something available opens the gate at once (each gateway process li
 and every mark also expires after ``TICKETING_SOLD_OUT_GATE_SECONDS`` in case that message is missed or
 overtaken. The gate can only ever reject, never admit: every hold is still decided by inventory under the
 row lock, so it cannot oversell. Its cost is a released ticket seen at most that many seconds late.
+
+Two details keep a closed gate from letting a crowd through at once (each would be a stampede of checkouts
+into inventory, only to be refused there, and the tail of a rush's latency):
+
+- When a mark expires, the next checkout of that type goes to inventory as the **probe** and the others are
+  still refused (for another mark's length at most) until its answer closes the gate again or opens it: the
+  half-open state of a circuit breaker.
+- A ``stock.changed`` with stock available that arrives within ``STALE_SECONDS`` of the close is taken as
+  older than the answer that closed it: inventory publishes it through its outbox after the commit, while the
+  checkout's answer comes straight back, so the message of the batch *before* the sold-out one routinely
+  arrives after it. Stock that really came back in that instant is found by the next probe.
 """
 
 from __future__ import annotations
@@ -27,12 +38,14 @@ from shared.messages import StockChanged
 from shared.messaging import Bus, raw_message
 
 GATED = Counter("ticketing_checkout_gated_total", "Checkouts refused by the gateway's sold-out gate")
+STALE_SECONDS = 0.5  # a stock.changed this soon after a close is older than the answer that closed the gate
 
 
 class SoldOutGate:
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
-        self._until: dict[UUID, float] = {}
+        self._until: dict[UUID, float] = {}  # closed until then (monotonic clock)
+        self._closed_at: dict[UUID, float] = {}  # when inventory last said it was empty
 
     def listen(self, bus: Bus) -> None:
         """Subscribe this process to stock changes (an exclusive queue of its own; before the bus starts)."""
@@ -54,24 +67,46 @@ class SoldOutGate:
     def close(self, ticket_type_ids: Iterable[UUID]) -> None:
         if self.seconds <= 0:
             return
-        until = time.monotonic() + self.seconds
+        now = time.monotonic()
         for tt in ticket_type_ids:
-            self._until[tt] = until
+            self._until[tt] = now + self.seconds
+            self._closed_at[tt] = now
+
+    def answered(self, requested: Iterable[UUID], sold_out: Iterable[UUID]) -> None:
+        """Inventory's answer to a checkout of ``requested``: the types its batch left empty close the gate,
+        the others (it had stock of them) open it."""
+        empty = set(sold_out)
+        self.close(empty)
+        for tt in requested:
+            if tt not in empty:
+                self._open(tt)
 
     def on_stock_changed(self, change: StockChanged) -> None:
-        if change.capacity - change.held - change.sold > 0:
-            self._until.pop(change.ticket_type_id, None)
+        if change.capacity - change.held - change.sold <= 0:
+            return
+        closed_at = self._closed_at.get(change.ticket_type_id)
+        if closed_at is not None and time.monotonic() - closed_at < STALE_SECONDS:
+            return  # published before the answer that closed the gate (module docstring)
+        self._open(change.ticket_type_id)
+
+    def _open(self, tt: UUID) -> None:
+        self._until.pop(tt, None)
+        self._closed_at.pop(tt, None)
 
     def closed_for(self, ticket_type_ids: Iterable[UUID]) -> UUID | None:
-        """A ticket type of these that is sold out as far as the gate knows, or None."""
+        """A ticket type of these that is sold out as far as the gate knows, or None. A type whose mark is
+        over lets this one checkout through as its probe and stays closed for the others meanwhile."""
         if not self._until:
             return None
         now = time.monotonic()
+        expired: list[UUID] = []
         for tt in ticket_type_ids:
             until = self._until.get(tt)
             if until is not None:
                 if until > now:
                     GATED.inc()
                     return tt
-                del self._until[tt]
+                expired.append(tt)
+        for tt in expired:  # the probe: its answer closes the gate again or opens it (answered)
+            self._until[tt] = now + self.seconds
         return None
