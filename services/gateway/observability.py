@@ -15,8 +15,8 @@ log = logs.get_logger("services.gateway.access")
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
-class CorrelationMiddleware:
-    """Take X-Correlation-Id from the request (or make one), log with it, pass it on, echo it back."""
+class HttpMiddleware:
+    """An ASGI middleware for HTTP requests: anything else (lifespan, websockets) passes straight through."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -25,6 +25,16 @@ class CorrelationMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        await self.handle(scope, receive, send)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class CorrelationMiddleware(HttpMiddleware):
+    """Take X-Correlation-Id from the request (or make one), log with it, pass it on, echo it back."""
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         given = dict(scope["headers"]).get(b"x-correlation-id", b"").decode("latin-1")[:64]
         cid = given if given.replace("-", "").isalnum() else logs.new_correlation_id()
         logs.set_correlation_id(cid)
@@ -37,20 +47,14 @@ class CorrelationMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
-class AccessLogMiddleware:
+class AccessLogMiddleware(HttpMiddleware):
     """One line per request: method, path, status, duration (and, from the context, the correlation id).
 
     It must sit inside ``CorrelationMiddleware`` so the id is bound before the line is written. The query
     string is left out: it can carry signed payment parameters and search terms nobody needs in a log.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         status = 500  # what the client gets if the app raises before it starts a response
 
