@@ -1,4 +1,5 @@
-"""In-memory fakes of inventory's unit of work, for handler tests (the cosmicpython book's FakeUnitOfWork).
+"""In-memory fakes of the services' units of work (inventory's repositories here), for handler tests (the
+cosmicpython book's FakeUnitOfWork).
 
 The fakes keep the same promises as the real repositories where the handlers rely on them: a saved order's
 status only moves from the status it was loaded in, stock counters never go below zero, and nothing emitted is
@@ -254,19 +255,14 @@ class FakeEvents:
                 level.event_status = event.status
 
 
-class FakeInventoryUnitOfWork:
-    """Shares its repositories between units of work (the 'database'); records what each commit published."""
+class FakeUnitOfWork:
+    """What every service's fake unit of work does: nothing emitted is published unless it commits; the
+    repositories (set by the subclass) outlive each unit of work, as a database does."""
 
     def __init__(self) -> None:
-        self.orders, self.stock = FakeOrders(), FakeStock()
-        self.catalog, self.sales = FakeCatalog(), FakeSales()
-        self.events = FakeEvents(self.stock)
         self.published: list[Message] = []
         self.commits = 0
         self._pending: list[Message] = []
-
-    def __call__(self) -> FakeInventoryUnitOfWork:
-        return self  # the factory the handlers' wiring takes
 
     async def __aenter__(self) -> Self:
         self._pending = []
@@ -290,3 +286,16 @@ class FakeInventoryUnitOfWork:
         self.published.extend(self._pending)
         self._pending = []
         self.commits += 1
+
+
+class FakeInventoryUnitOfWork(FakeUnitOfWork):
+    """Inventory's repositories, shared between units of work; records what each commit published."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.orders, self.stock = FakeOrders(), FakeStock()
+        self.catalog, self.sales = FakeCatalog(), FakeSales()
+        self.events = FakeEvents(self.stock)
+
+    def __call__(self) -> FakeInventoryUnitOfWork:
+        return self  # the factory the handlers' wiring takes

@@ -6,22 +6,21 @@ the same against the real servers)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
-from types import TracebackType
-from typing import Any, Self, cast
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any, cast
 from uuid import UUID
 
 from services.payment.domain import AttemptStatus
 from services.payment.handlers import Payments
 from services.payment.store import NewAttempt
-from shared.messages import Message, PaymentSucceeded
+from shared.messages import PaymentSucceeded
 from shared.payments import answers
 from shared.payments.answers import OrderFacts
 from shared.payments.providers.base import Notification, Outcome, PaymentProvider
 from shared.settings import Settings
+from tests.unit.fakes import NOW, FakeUnitOfWork
 
-NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 PROVIDER = "vnpay"
 
 
@@ -78,33 +77,13 @@ class FakeResults:
         return True
 
 
-class FakePaymentUnitOfWork:
+class FakePaymentUnitOfWork(FakeUnitOfWork):
     """Shares its repositories between units of work (the 'database'); records what each commit published."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.orders, self.attempts = FakeOrders(), FakeAttempts()
         self.results = FakeResults(self.attempts)
-        self.published: list[Message] = []
-        self._pending: list[Message] = []
-
-    async def __aenter__(self) -> Self:
-        self._pending = []
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._pending = []
-
-    def emit(self, events: Iterable[Message], correlation_id: str = "") -> None:
-        self._pending.extend(events)
-
-    async def now(self) -> datetime:
-        return NOW
-
-    async def commit(self) -> None:
-        self.published.extend(self._pending)
-        self._pending = []
 
 
 class ReferenceMaker:
