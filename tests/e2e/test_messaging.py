@@ -4,15 +4,18 @@ no lost message when a service dies between its commit and its publish (the outb
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
 import uuid
+from collections.abc import AsyncIterator
 
 import aio_pika
+from aio_pika.abc import AbstractQueue
 
 from shared import envelopes, topology
-from shared.messages import BatchedCheckout, CheckoutBatch, CheckoutRequested, HoldExpiryDue, OrderLine
+from shared.messages import BatchedCheckout, CheckoutBatch, CheckoutRequested, HoldExpiryDue, OrderHeld, OrderLine
 from tests.harness import Stack, eventually, metric
 
 
@@ -33,6 +36,20 @@ async def publish(stack: Stack, routing_key: str, body: bytes, message_id: str) 
         await channel.close()
 
 
+@contextlib.asynccontextmanager
+async def watching(stack: Stack, routing_key: str) -> AsyncIterator[AbstractQueue]:
+    """A queue of this test's own, bound to ``routing_key`` on the events exchange, for as long as the block."""
+    channel = await stack.amqp.channel()
+    try:
+        queue = await channel.declare_queue(
+            stack.names.queue(f"test.watch.{uuid.uuid4().hex[:8]}"), exclusive=True, auto_delete=True
+        )
+        await queue.bind(stack.names.events_exchange, routing_key)
+        yield queue
+    finally:
+        await channel.close()
+
+
 def checkout_command(ticket_type_id: str, user: str, quantity: int = 1) -> CheckoutRequested:
     return CheckoutRequested(
         order_id=uuid.uuid4(),
@@ -48,7 +65,7 @@ async def test_redelivered_checkout_holds_once(stack: Stack) -> None:
     cmd = checkout_command(tt, "redelivered", 3)
     body = cmd.model_dump_json().encode()
     for _ in range(3):
-        await publish(stack, topology.CHECKOUT_REQUESTED, body, f"checkout:{cmd.order_id}")
+        await publish(stack, topology.CHECKOUT_REQUESTED, body, envelopes.message_id(cmd))
 
     async def pending() -> bool:
         return await stack.order_status(str(cmd.order_id)) == "PENDING"
@@ -122,7 +139,7 @@ async def test_redelivered_expiry_releases_once(stack: Stack) -> None:
     # The same expiry message again (a redelivery, or the sweeper and the delay queue both firing).
     again = HoldExpiryDue(order_id=uuid.UUID(first["order_id"]), expires_at=first["expires_at"])
     for _ in range(3):
-        await publish(stack, topology.HOLD_EXPIRY_DUE, again.model_dump_json().encode(), f"expiry:{first['order_id']}")
+        await publish(stack, topology.HOLD_EXPIRY_DUE, again.model_dump_json().encode(), envelopes.message_id(again))
     await eventually(lambda: _empty(stack, topology.INVENTORY_HOLD_EXPIRY.name), what="expiry queue drained")
     assert await stack.stock(tt) == (4, 0, 0)
     held = await stack.db.fetchval(
@@ -170,49 +187,43 @@ async def test_malformed_messages_are_dead_lettered_with_reason_and_the_queue_ke
 async def test_service_killed_between_commit_and_publish_loses_no_message(stack: Stack) -> None:
     event = await stack.create_event(capacity=5)
     tt = event["ticket_types"][0]["ticket_type_id"]
-    channel = await stack.amqp.channel()
-    watch = await channel.declare_queue(
-        stack.names.queue(f"test.order-held.{uuid.uuid4().hex[:8]}"), exclusive=True, auto_delete=True
-    )
-    await watch.bind(stack.names.events_exchange, topology.ORDERS_HELD)
+    async with watching(stack, topology.ORDERS_HELD) as watch:
+        stack.supervisor.stop_service("inventory")
+        env = {**stack.env, "TICKETING_FAULT_EXIT_BEFORE_PUBLISH": "true", "TICKETING_INVENTORY_PORT": "0"}
+        faulty = subprocess.Popen([sys.executable, "-m", "services.inventory"], env=env)  # noqa: ASYNC220
+        try:
+            cmd = checkout_command(tt, "crash-victim", 2)
+            await publish(stack, topology.CHECKOUT_REQUESTED, cmd.model_dump_json().encode(), envelopes.message_id(cmd))
 
-    stack.supervisor.stop_service("inventory")
-    env = {**stack.env, "TICKETING_FAULT_EXIT_BEFORE_PUBLISH": "true", "TICKETING_INVENTORY_PORT": "0"}
-    faulty = subprocess.Popen([sys.executable, "-m", "services.inventory"], env=env)  # noqa: ASYNC220
-    try:
-        cmd = checkout_command(tt, "crash-victim", 2)
-        await publish(stack, topology.CHECKOUT_REQUESTED, cmd.model_dump_json().encode(), f"checkout:{cmd.order_id}")
+            async def died() -> int | None:
+                return faulty.poll()
 
-        async def died() -> int | None:
-            return faulty.poll()
+            assert await eventually(died, timeout=30, what="the faulty inventory to exit") == 70
+        finally:
+            if faulty.poll() is None:
+                faulty.kill()
+        # The hold is committed and its messages wait in the outbox; nothing was published.
+        assert await stack.order_status(str(cmd.order_id)) == "PENDING"
+        assert await stack.db.fetchval("SELECT count(*) FROM inventory.outbox") >= 2
+        assert await stack.queue_depth(watch.name) == 0
 
-        assert await eventually(died, timeout=30, what="the faulty inventory to exit") == 70
-    finally:
-        if faulty.poll() is None:
-            faulty.kill()
-    # The hold is committed and its messages wait in the outbox; nothing was published.
-    assert await stack.order_status(str(cmd.order_id)) == "PENDING"
-    assert await stack.db.fetchval("SELECT count(*) FROM inventory.outbox") >= 2
-    assert await stack.queue_depth(watch.name) == 0
+        stack.supervisor.start_service("inventory")
+        await stack.wait_ready()
+        received: list[dict[str, object]] = []
 
-    stack.supervisor.start_service("inventory")
-    await stack.wait_ready()
-    received: list[dict[str, object]] = []
+        async def held_event_arrived() -> bool:
+            msg = await watch.get(no_ack=True, fail=False)
+            if msg is not None:
+                received.extend(json.loads(msg.body)["orders"])  # one orders.held per hold batch
+            return any(m["order_id"] == str(cmd.order_id) for m in received)
 
-    async def held_event_arrived() -> bool:
-        msg = await watch.get(no_ack=True, fail=False)
-        if msg is not None:
-            received.extend(json.loads(msg.body)["orders"])  # one orders.held per hold batch
-        return any(m["order_id"] == str(cmd.order_id) for m in received)
+        await eventually(held_event_arrived, timeout=30, what="order.held after the restart")
 
-    await eventually(held_event_arrived, timeout=30, what="order.held after the restart")
+        async def outbox_empty() -> bool:
+            return await stack.db.fetchval("SELECT count(*) FROM inventory.outbox") == 0
 
-    async def outbox_empty() -> bool:
-        return await stack.db.fetchval("SELECT count(*) FROM inventory.outbox") == 0
-
-    await eventually(outbox_empty, what="the outbox to drain")
-    assert await stack.queue_depth(stack.names.hold_delay_queue(900)) >= 1, "the hold's release is scheduled"
-    await channel.close()
+        await eventually(outbox_empty, what="the outbox to drain")
+        assert await stack.queue_depth(stack.names.hold_delay_queue(900)) >= 1, "the hold's release is scheduled"
 
 
 async def test_a_hold_batch_is_one_message_and_every_order_gets_exactly_one_payment_attempt(stack: Stack) -> None:
@@ -220,54 +231,50 @@ async def test_a_hold_batch_is_one_message_and_every_order_gets_exactly_one_paym
     each, once, however often the message (or an older inventory's per-order order.held) is delivered."""
     event = await stack.create_event(capacity=40)
     tt = event["ticket_types"][0]["ticket_type_id"]
-    channel = await stack.amqp.channel()
-    watch = await channel.declare_queue(
-        stack.names.queue(f"test.orders-held.{uuid.uuid4().hex[:8]}"), exclusive=True, auto_delete=True
-    )
-    await watch.bind(stack.names.events_exchange, topology.ORDERS_HELD)
+    async with watching(stack, topology.ORDERS_HELD) as watch:
 
-    async def buy(i: int) -> str:
-        async with stack.client(f"batch-buyer-{i}") as c:
-            r = await c.post("/checkout", json={"items": [{"ticket_type_id": tt, "quantity": 1}]})
-        assert r.status_code == 201, r.text
-        return str(r.json()["order_id"])
+        async def buy(i: int) -> str:
+            async with stack.client(f"batch-buyer-{i}") as c:
+                r = await c.post("/checkout", json={"items": [{"ticket_type_id": tt, "quantity": 1}]})
+            assert r.status_code == 201, r.text
+            return str(r.json()["order_id"])
 
-    ordered = set(await asyncio.gather(*(buy(i) for i in range(20))))
-    published: list[tuple[str, bytes]] = []
-    seen: list[str] = []
+        ordered = set(await asyncio.gather(*(buy(i) for i in range(20))))
+        published: list[tuple[str, bytes]] = []
+        seen: list[str] = []
 
-    async def all_announced() -> bool:
-        while (msg := await watch.get(no_ack=True, fail=False)) is not None:
-            published.append((msg.message_id or "", msg.body))
-            seen.extend(o["order_id"] for o in json.loads(msg.body)["orders"])
-        return ordered <= set(seen)
+        async def all_announced() -> bool:
+            while (msg := await watch.get(no_ack=True, fail=False)) is not None:
+                published.append((msg.message_id or "", msg.body))
+                seen.extend(o["order_id"] for o in json.loads(msg.body)["orders"])
+            return ordered <= set(seen)
 
-    await eventually(all_announced, timeout=30, what="every order in an orders.held")
-    assert len(seen) == len(set(seen)) == 20 and len(published) <= 20, "each order in exactly one batch message"
+        await eventually(all_announced, timeout=30, what="every order in an orders.held")
+        assert len(seen) == len(set(seen)) == 20 and len(published) <= 20, "each order in exactly one batch message"
 
-    async def attempts() -> list[tuple[str, int]]:
-        rows = await stack.db.fetch(
-            "SELECT order_id::text AS o, attempt FROM payment.attempts WHERE order_id::text = ANY($1::text[])",
-            list(ordered),
-        )
-        return sorted((r["o"], r["attempt"]) for r in rows)
+        async def attempts() -> list[tuple[str, int]]:
+            rows = await stack.db.fetch(
+                "SELECT order_id::text AS o, attempt FROM payment.attempts WHERE order_id::text = ANY($1::text[])",
+                list(ordered),
+            )
+            return sorted((r["o"], r["attempt"]) for r in rows)
 
-    async def one_each() -> bool:
-        return await attempts() == sorted((o, 1) for o in ordered)
+        async def one_each() -> bool:
+            return await attempts() == sorted((o, 1) for o in ordered)
 
-    await eventually(one_each, timeout=30, what="one payment attempt per held order")
-    # Redelivery: every batch message twice more, and one order as an older inventory would have sent it.
-    payment_metrics = f"http://127.0.0.1:{stack.settings.payment_port}/metrics"
-    handled = f'ticketing_handler_seconds_count{{queue="{topology.PAYMENT_ORDERS.name}"}}'
-    before = await metric(payment_metrics, handled)
-    for message_id, body in published * 2:
-        await publish(stack, topology.ORDERS_HELD, body, message_id)
-    legacy = json.loads(published[0][1])["orders"][0]
-    await publish(stack, topology.ORDER_HELD, json.dumps(legacy).encode(), f"held:{legacy['order_id']}")
+        await eventually(one_each, timeout=30, what="one payment attempt per held order")
+        # Redelivery: every batch message twice more, and one order as an older inventory would have sent it.
+        payment_metrics = f"http://127.0.0.1:{stack.settings.payment_port}/metrics"
+        handled = f'ticketing_handler_seconds_count{{queue="{topology.PAYMENT_ORDERS.name}"}}'
+        before = await metric(payment_metrics, handled)
+        for message_id, body in published * 2:
+            await publish(stack, topology.ORDERS_HELD, body, message_id)
+        legacy = json.loads(published[0][1])["orders"][0]
+        older = OrderHeld.model_validate(legacy)
+        await publish(stack, topology.ORDER_HELD, older.model_dump_json().encode(), envelopes.message_id(older))
 
-    async def all_handled() -> bool:  # each redelivered message went through the payment service's handler
-        return await metric(payment_metrics, handled) >= before + 2 * len(published) + 1
+        async def all_handled() -> bool:  # each redelivered message went through the payment service's handler
+            return await metric(payment_metrics, handled) >= before + 2 * len(published) + 1
 
-    await eventually(all_handled, timeout=30, what="every redelivered message handled")
-    assert await one_each(), "a redelivered batch registers nothing twice"
-    await channel.close()
+        await eventually(all_handled, timeout=30, what="every redelivered message handled")
+        assert await one_each(), "a redelivered batch registers nothing twice"
