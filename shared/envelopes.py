@@ -157,3 +157,9 @@ def message_id(msg: Message) -> str:
         case StartJob():
             return f"start-job:{msg.job_id}"
     raise TypeError(f"{type(msg).__name__} has no message id rule: add it to shared.envelopes")
+
+
+def reply_id(request_message_id: str | None) -> str:
+    """The id of the answer to a request: derived from the request's, so a redelivered request's answer is
+    recognisably the same answer."""
+    return f"reply:{request_message_id}"

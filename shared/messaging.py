@@ -32,7 +32,7 @@ from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
 from prometheus_client import REGISTRY
 from pydantic import BaseModel, ValidationError
 
-from shared import logs, metrics, topology
+from shared import envelopes, logs, metrics, topology
 from shared.direct import DirectConsumer, DirectConsumers
 from shared.settings import Settings
 from shared.topology import Names, WorkQueue
@@ -295,7 +295,7 @@ class Bus:
                 encode(model),
                 delivery.reply_to,
                 exchange="",
-                message_id=f"reply:{delivery.message_id}",
+                message_id=envelopes.reply_id(delivery.message_id),
                 correlation_id=delivery.request_id,
                 persist=False,
                 headers={"x-type": type(model).__name__},  # the requester tells a batch's answer by its type
