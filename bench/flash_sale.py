@@ -183,6 +183,26 @@ def bucket_quantile(before: dict[float, float], after: dict[float, float], q: fl
     return math.inf
 
 
+def gc_pauses(before: dict[str, str], after: dict[str, str]) -> dict[str, dict[str, float]]:
+    """Per service, the garbage collector's pauses between two scrapes: how many, their total, and the upper
+    bound of the bucket of the longest (``ticketing_gc_pause_seconds``, shared/heap.py)."""
+    out: dict[str, dict[str, float]] = {}
+    for svc, text_after in after.items():
+        if not text_after:
+            continue
+        text_before = before.get(svc, "")
+        a = histogram_counts(text_after, "ticketing_gc_pause_seconds")
+        b = histogram_counts(text_before, "ticketing_gc_pause_seconds") if text_before else {}
+        total = sum(sample_values(text_after, "ticketing_gc_pause_seconds_sum", "").values()) - sum(
+            sample_values(text_before, "ticketing_gc_pause_seconds_sum", "").values()
+        )
+        count = a.get(math.inf, 0.0) - b.get(math.inf, 0.0)
+        if count > 0:
+            longest = bucket_quantile(b, a, 1.0)
+            out[svc] = {"count": count, "total_ms": total * 1000, "longest_le_ms": (longest or 0.0) * 1000}
+    return out
+
+
 class Bench:
     """One stack for the whole run; shapes create their own ticket types."""
 
@@ -323,6 +343,7 @@ class Bench:
             sample_values(inv_b, "ticketing_hold_batch_size_sum", "").values()
         )
         return {
+            "gc_pauses": gc_pauses(before, after),
             "consumed_per_decision": consumed,
             "outbox_per_decision": outbox,
             "hold_batches": count,
@@ -787,6 +808,27 @@ def print_report(results: list[ShapeResult], rounds: int) -> None:
         means = [r.extra["hold_batch_mean"] for r in rs if r.extra.get("hold_batch_mean")]
         msgs.add_row(label, consumed, outbox, f"{statistics.median(means):.1f}" if means else "-")
     console.print(msgs)
+
+    pauses = Table(
+        title="Garbage-collector pauses in the shape's window (ticketing_gc_pause_seconds): collections, total ms, "
+        "longest (upper bound of its bucket), min / median / max over rounds"
+    )
+    for col in ("shape", "service", "collections", "total ms", "longest ms <="):
+        pauses.add_column(col)
+    for label, rs in by_label(results).items():
+        for svc in SERVICE_ORDER:
+            seen = [r.extra.get("gc_pauses", {}).get(svc) for r in rs]
+            if not any(seen):
+                continue
+            got = [p or {"count": 0.0, "total_ms": 0.0, "longest_le_ms": 0.0} for p in seen]
+            pauses.add_row(
+                label,
+                svc,
+                mmm([p["count"] for p in got]),
+                mmm([p["total_ms"] for p in got]),
+                mmm([p["longest_le_ms"] for p in got]),
+            )
+    console.print(pauses)
 
 
 def markdown(results: list[ShapeResult]) -> str:

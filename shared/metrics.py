@@ -80,3 +80,11 @@ OUTBOX_OLDEST_AGE = Gauge(
 
 # Which process answered (several replicas of a service may run; `ticketing up --scale`): pid and replica name.
 PROCESS = Info("ticketing_process", "This process: service, replica name, pid")
+
+# --- The process's own pauses -------------------------------------------------------------------
+GC_PAUSE = Histogram(
+    "ticketing_gc_pause_seconds",
+    "Pauses of the cyclic garbage collector, by generation collected",
+    ["generation"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
+)

@@ -31,7 +31,7 @@ from services.gateway.edge import BodyLimit
 from services.gateway.fastpath import CheckoutFastPath
 from services.gateway.ratelimit import RateLimit
 from services.gateway.soldout import SoldOutGate
-from shared import contracts, health, logs, runtime
+from shared import contracts, health, heap, logs, runtime
 from shared.db import make_engine
 from shared.messaging import Bus
 from shared.requests import Requester
@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Connect in the background: the catalog, search, order status and the return URL need no broker, and
         # /readyz says why the gateway is not ready; a checkout meanwhile gets 503 with Retry-After.
         connecting = asyncio.create_task(bus.start(), name="broker-connect")
+        heap.settle()  # start-up is over: its objects leave the collector's walks
         yield
         connecting.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -12,7 +12,7 @@ from services.inventory import handlers, organiser, sales
 from services.inventory.holds import HoldBatcher
 from services.inventory.releases import Releases
 from services.inventory.uow import InventoryUnitOfWork
-from shared import health, logs, runtime, topology
+from shared import health, heap, logs, runtime, topology
 from shared.db import make_engine
 from shared.handling import answering, handling
 from shared.messages import (
@@ -133,6 +133,7 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
         await runtime.stop_unstarted(server, inventory.engine)
         return
     inventory.start()
+    heap.settle()  # start-up is over: its objects leave the collector's walks
     # A cancellation that was under way when this process (or another) died goes on from its durable progress.
     try:
         await organiser.resume(inventory.new_uow())

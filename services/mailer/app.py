@@ -10,7 +10,7 @@ from services.mailer.handlers import Mailer
 from services.mailer.sender import SmtpConfig, SmtpSender
 from services.mailer.sink import start_sink
 from services.mailer.store import EmailStore
-from shared import health, logs, runtime, topology
+from shared import health, heap, logs, runtime, topology
 from shared.db import make_engine
 from shared.messages import OrderCancelled, OrderExpired, OrderPaid, OrderRefunded, ResendEmail
 from shared.messaging import Bus, Declare, Route
@@ -77,6 +77,7 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
             sink.stop()
         await runtime.stop_unstarted(server, engine)
         return
+    heap.settle()  # start-up is over: its objects leave the collector's walks
     log.info(
         "mailer_started",
         prefix=settings.prefix,

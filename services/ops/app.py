@@ -11,7 +11,7 @@ from sqlalchemy import text
 from services.ops import handlers
 from services.ops.jobs import JobRunner
 from services.ops.keeper import Keeper
-from shared import health, logs, runtime, topology
+from shared import health, heap, logs, runtime, topology
 from shared.db import make_engine
 from shared.messages import DlqAction, StartJob
 from shared.messaging import Bus, Delivery, Route
@@ -86,6 +86,7 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     if not await keeper.start(stop) or not await bus.start(declare_services=("ops",), stop=stop):
         await runtime.stop_unstarted(server, engine)
         return
+    heap.settle()  # start-up is over: its objects leave the collector's walks
     reporter = asyncio.create_task(keeper.report_depths(15.0), name="dlq-depths")
     job_runner = asyncio.create_task(runner.run(stop), name="jobs")
     watcher = asyncio.create_task(

@@ -6,7 +6,7 @@ import asyncio
 
 from services.payment.handlers import Payments
 from services.payment.ops import PaymentOps
-from shared import health, logs, runtime, topology
+from shared import health, heap, logs, runtime, topology
 from shared.db import make_engine
 from shared.messages import OrderHeld, OrderRefundPending, OrdersHeld, PaymentNotified, PaymentOp
 from shared.messaging import Bus, Route
@@ -62,6 +62,7 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     if not await payments.bus.start(declare_services=("payment",), stop=stop):
         await runtime.stop_unstarted(server, payments.engine)
         return
+    heap.settle()  # start-up is over: its objects leave the collector's walks
     payments.attempts.start()
     tasks = [
         asyncio.create_task(payments.relay.run(), name="outbox-relay"),

@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 
 from services.search import rebuild
 from services.search.handlers import SearchHandlers
-from shared import health, logs, runtime, topology
+from shared import health, heap, logs, runtime, topology
 from shared.db import make_engine
 from shared.messages import EventCancelled, EventCreated, StockChanged, TicketTypeAdded
 from shared.messaging import Bus, Route
@@ -96,6 +96,7 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
         await handlers.redis.aclose()
         await runtime.stop_unstarted(server, handlers.engine)
         return
+    heap.settle()  # start-up is over: its objects leave the collector's walks
     task = asyncio.create_task(monitor(handlers, settings.search_check_interval_seconds), name="index-monitor")
     log.info("search_started", prefix=settings.prefix)
     await stop.wait()
