@@ -208,6 +208,12 @@ class CheckoutDecided(Message):
     # Ticket types of the deciding batch with nothing left: the gateway may answer 409 at once for them until
     # stock comes back (docs/ARCHITECTURE.md, "Sold-out gate"). A hint that can only ever reject.
     sold_out: list[UUID] = Field(default_factory=list)
+    # The stock version each of them ran out at: a stock.changed of that version or older says nothing newer.
+    sold_out_versions: dict[UUID, int] = Field(default_factory=dict)
+
+    def sold_out_at(self) -> dict[UUID, int]:
+        """Each sold-out ticket type and the stock version it ran out at (0: not known, an older inventory)."""
+        return {tt: self.sold_out_versions.get(tt, 0) for tt in self.sold_out}
 
 
 class CheckoutItemDecided(Message):
@@ -419,6 +425,9 @@ class StockChanged(Message):
     capacity: int
     held: int
     sold: int
+    # inventory.ticket_types.stock_version after the change: orders the messages of one ticket type, which the
+    # outbox may deliver after a newer checkout answer (0: not known, an older inventory).
+    stock_version: int = 0
 
 
 class TicketTypeInfo(Message):

@@ -171,7 +171,7 @@ async def place_checkout(request: Request, body: CheckoutIn, user: User, idempot
     )
     decided = await _command(request, cmd, CheckoutDecided)
     if decided is not None and decided.created:  # an order decided before says nothing of the stock now
-        state.sold_out.answered((i.ticket_type_id for i in body.items), decided.sold_out)
+        state.sold_out.answered((i.ticket_type_id for i in body.items), decided.sold_out_at())
     if decided is None:
         await _remember_requested(request, order_id, user)
         return JSONResponse(

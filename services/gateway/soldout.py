@@ -13,10 +13,13 @@ into inventory, only to be refused there, and the tail of a rush's latency):
 - When a mark expires, the next checkout of that type goes to inventory as the **probe** and the others are
   still refused (for another mark's length at most) until its answer closes the gate again or opens it: the
   half-open state of a circuit breaker.
-- A ``stock.changed`` with stock available that arrives within ``STALE_SECONDS`` of the close is taken as
-  older than the answer that closed it: inventory publishes it through its outbox after the commit, while the
-  checkout's answer comes straight back, so the message of the batch *before* the sold-out one routinely
-  arrives after it. Stock that really came back in that instant is found by the next probe.
+- A ``stock.changed`` opens the gate only if it is newer than the answer that closed it. Inventory publishes it
+  through its outbox after the commit, while the checkout's answer comes straight back, so the message of the
+  batch *before* the sold-out one routinely arrives after it. Both carry the ticket type's stock version
+  (``inventory.ticket_types.stock_version``, moved by every change of its counters under the row lock): a
+  message whose version is not above the one the gate closed at is older than the close, and is ignored.
+  Where either version is not known (0: a message of an older inventory), the message opens the gate, which
+  is always safe: the gate only saves inventory work.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 from uuid import UUID
 
@@ -38,14 +41,13 @@ from shared.messages import StockChanged
 from shared.messaging import Bus, raw_message
 
 GATED = Counter("ticketing_checkout_gated_total", "Checkouts refused by the gateway's sold-out gate")
-STALE_SECONDS = 0.5  # a stock.changed this soon after a close is older than the answer that closed the gate
 
 
 class SoldOutGate:
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self._until: dict[UUID, float] = {}  # closed until then (monotonic clock)
-        self._closed_at: dict[UUID, float] = {}  # when inventory last said it was empty
+        self._closed_at: dict[UUID, int] = {}  # the stock version inventory last said it ran out at (0: unknown)
 
     def listen(self, bus: Bus) -> None:
         """Subscribe this process to stock changes (an exclusive queue of its own; before the bus starts)."""
@@ -64,28 +66,28 @@ class SoldOutGate:
             with contextlib.suppress(ValidationError):
                 self.on_stock_changed(StockChanged.model_validate_json(raw.body))
 
-    def close(self, ticket_type_ids: Iterable[UUID]) -> None:
+    def close(self, sold_out: Mapping[UUID, int]) -> None:
+        """Close the gate for these ticket types; each maps to the stock version it ran out at (0: unknown)."""
         if self.seconds <= 0:
             return
-        now = time.monotonic()
-        for tt in ticket_type_ids:
-            self._until[tt] = now + self.seconds
-            self._closed_at[tt] = now
+        until = time.monotonic() + self.seconds
+        for tt, version in sold_out.items():
+            self._until[tt] = until
+            self._closed_at[tt] = version
 
-    def answered(self, requested: Iterable[UUID], sold_out: Iterable[UUID]) -> None:
-        """Inventory's answer to a checkout of ``requested``: the types its batch left empty close the gate,
-        the others (it had stock of them) open it."""
-        empty = set(sold_out)
-        self.close(empty)
+    def answered(self, requested: Iterable[UUID], sold_out: Mapping[UUID, int]) -> None:
+        """Inventory's answer to a checkout of ``requested``: the types its batch left empty close the gate (at
+        their stock versions), the others (it had stock of them) open it."""
+        self.close(sold_out)
         for tt in requested:
-            if tt not in empty:
+            if tt not in sold_out:
                 self._open(tt)
 
     def on_stock_changed(self, change: StockChanged) -> None:
         if change.capacity - change.held - change.sold <= 0:
             return
         closed_at = self._closed_at.get(change.ticket_type_id)
-        if closed_at is not None and time.monotonic() - closed_at < STALE_SECONDS:
+        if closed_at and change.stock_version and change.stock_version <= closed_at:
             return  # published before the answer that closed the gate (module docstring)
         self._open(change.ticket_type_id)
 

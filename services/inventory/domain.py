@@ -264,6 +264,7 @@ class StockLevel:
     hold_seconds: int
     starts_at: datetime
     event_status: EventStatus = EventStatus.ON_SALE
+    stock_version: int = 0  # moves with every change of held or sold (shared.messages.StockChanged)
 
     def __post_init__(self) -> None:
         self.event_status = EventStatus(self.event_status)

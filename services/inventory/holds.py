@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from services.inventory import domain
 from services.inventory.domain import CheckoutRequest, Held, Order, StockEffect
@@ -41,7 +41,8 @@ class Outcome:
     order: OrderView
     created: bool  # False: the order existed already (a redelivery or a repeated Idempotency-Key)
     request_hash: str  # of the request that created the order
-    sold_out: tuple[uuid.UUID, ...] = ()  # ticket types the deciding batch left with nothing available
+    # Ticket types the deciding batch left with nothing available, and the stock version it left them at.
+    sold_out: Mapping[uuid.UUID, int] = field(default_factory=dict)
 
 
 class HoldBatcher:
@@ -127,9 +128,9 @@ class HoldBatcher:
 
     async def _decide_fresh(
         self, uow: InventoryUnitOfWork, fresh: list[CheckoutRequested]
-    ) -> tuple[list[Order], tuple[uuid.UUID, ...]]:
+    ) -> tuple[list[Order], dict[uuid.UUID, int]]:
         """One lock of the batch's ticket types; every request held in full or rejected, in arrival order.
-        Also returns the ticket types the batch left with nothing available."""
+        Also returns the ticket types the batch left with nothing available, with their stock versions."""
         now = await uow.now()
         stock = await uow.stock.lock({line.ticket_type_id for c in fresh for line in c.items})
         holdings = await uow.stock.holdings((c.user_id, line.ticket_type_id) for c in fresh for line in c.items)
@@ -158,8 +159,11 @@ class HoldBatcher:
             orders.append(order)
         await uow.orders.add(orders, [c.request_hash for c in fresh])
         # The batch's stock was locked above: the counters move once per ticket type for the whole batch.
-        uow.emit(await uow.stock.apply(effect, locked=True))
-        return orders, tuple(sorted(tt for tt, level in stock.items() if level.available <= 0))
+        changes = await uow.stock.apply(effect, locked=True)
+        uow.emit(changes)
+        versions = {tt: level.stock_version for tt, level in stock.items()}
+        versions.update((c.ticket_type_id, c.stock_version) for c in changes)
+        return orders, {tt: versions[tt] for tt, level in sorted(stock.items()) if level.available <= 0}
 
 
 def checkout_decided(cmd: CheckoutRequested, outcome: Outcome) -> CheckoutDecided:
@@ -170,7 +174,13 @@ def checkout_decided(cmd: CheckoutRequested, outcome: Outcome) -> CheckoutDecide
         kind = CheckoutOutcome.REJECTED
     else:
         kind = CheckoutOutcome.HELD
-    return CheckoutDecided(outcome=kind, order=view, created=outcome.created, sold_out=list(outcome.sold_out))
+    return CheckoutDecided(
+        outcome=kind,
+        order=view,
+        created=outcome.created,
+        sold_out=list(outcome.sold_out),
+        sold_out_versions=dict(outcome.sold_out),
+    )
 
 
 def _count(orders: list[Order]) -> None:

@@ -30,7 +30,8 @@ from shared.uow import Clock
 # straight on the asyncpg connection inside the transaction: no ``text()`` construct, no compilation cache key,
 # no SQLAlchemy execution per call.
 _STOCK_COLUMNS = """
-    t.id, t.event_id, t.price, t.capacity, t.held, t.sold, t.per_user_limit, e.hold_seconds, e.starts_at, e.status
+    t.id, t.event_id, t.price, t.capacity, t.held, t.sold, t.per_user_limit, e.hold_seconds, e.starts_at, e.status,
+    t.stock_version
 """
 _LOCK_STOCK = (
     f"SELECT {_STOCK_COLUMNS} FROM inventory.ticket_types t JOIN inventory.events e ON e.id = t.event_id "
@@ -66,9 +67,10 @@ _INSERT_ORDERS = (
 # The counters of (already locked) ticket types and the buyers' holdings, moved in one statement; the keys of
 # the added and the released holdings are disjoint. The tables' CHECKs refuse any oversell or negative holding.
 _APPLY_STOCK = (
-    "WITH s AS (UPDATE inventory.ticket_types t SET held = t.held + d.dh, sold = t.sold + d.ds "
+    "WITH s AS (UPDATE inventory.ticket_types t "
+    "SET held = t.held + d.dh, sold = t.sold + d.ds, stock_version = t.stock_version + 1 "
     "FROM unnest(CAST($1 AS uuid[]), CAST($2 AS int[]), CAST($3 AS int[])) AS d(id, dh, ds) "
-    "WHERE t.id = d.id RETURNING t.id, t.event_id, t.capacity, t.held, t.sold), "
+    "WHERE t.id = d.id RETURNING t.id, t.event_id, t.capacity, t.held, t.sold, t.stock_version), "
     "a AS (INSERT INTO inventory.user_holdings (user_id, ticket_type_id, quantity) "
     "SELECT * FROM unnest(CAST($4 AS text[]), CAST($5 AS uuid[]), CAST($6 AS int[])) "
     "ON CONFLICT (user_id, ticket_type_id) "
@@ -76,7 +78,7 @@ _APPLY_STOCK = (
     "r AS (UPDATE inventory.user_holdings h SET quantity = h.quantity - d.q "
     "FROM unnest(CAST($7 AS text[]), CAST($8 AS uuid[]), CAST($9 AS int[])) AS d(u, tt, q) "
     "WHERE h.user_id = d.u AND h.ticket_type_id = d.tt) "
-    "SELECT id, event_id, capacity, held, sold FROM s ORDER BY id"
+    "SELECT id, event_id, capacity, held, sold, stock_version FROM s ORDER BY id"
 )
 
 
@@ -186,7 +188,12 @@ async def apply_stock(
     )
     return [
         StockChanged(
-            ticket_type_id=r["id"], event_id=r["event_id"], capacity=r["capacity"], held=r["held"], sold=r["sold"]
+            ticket_type_id=r["id"],
+            event_id=r["event_id"],
+            capacity=r["capacity"],
+            held=r["held"],
+            sold=r["sold"],
+            stock_version=r["stock_version"],
         )
         for r in rows
     ]

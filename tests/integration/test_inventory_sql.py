@@ -223,3 +223,20 @@ async def test_raw_statements_run_inside_the_transaction(stack: Stack, engine: A
         assert (await fetch(conn, "SELECT txid_current() AS tx"))[0]["tx"] == first[0]["tx"]
         await conn.rollback()
     assert await stack.stock(str(tt)) == (4, 0, 0)
+
+
+async def test_every_change_of_the_counters_moves_the_stock_version(stack: Stack, engine: AsyncEngine) -> None:
+    """The sold-out gate orders stock.changed messages by this version: it must rise with each change, be read
+    under the row lock, and be what the change's message carries."""
+    _, tt = await _ticket_type(stack, capacity=3)
+    versions: list[int] = []
+    for held, sold in ((2, 0), (-1, 1), (1, 0)):
+        async with engine.begin() as conn:
+            before = (await store.lock_stock(conn, [tt]))[tt].stock_version
+            (changed,) = await store.apply_stock(conn, {tt: held}, {tt: sold}, {})
+            assert changed.stock_version == before + 1
+            versions.append(changed.stock_version)
+    assert versions == sorted(versions) and len(set(versions)) == 3
+    async with engine.begin() as conn:
+        level = (await store.lock_stock(conn, [tt]))[tt]
+    assert (level.held, level.sold, level.stock_version) == (2, 1, versions[-1])

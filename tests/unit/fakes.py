@@ -110,6 +110,7 @@ class FakeStock:
             level = self.levels[tt]
             level.held += effect.held.get(tt, 0)
             level.sold += effect.sold.get(tt, 0)
+            level.stock_version += 1
             assert level.held >= 0 and level.sold >= 0 and level.held + level.sold <= level.capacity, level
         for key, delta in effect.holdings.items():
             self.held_by[key] = self.held_by.get(key, 0) + delta
@@ -121,6 +122,7 @@ class FakeStock:
                 capacity=self.levels[tt].capacity,
                 held=self.levels[tt].held,
                 sold=self.levels[tt].sold,
+                stock_version=self.levels[tt].stock_version,
             )
             for tt in effect.ticket_type_ids
         ]

@@ -5,21 +5,25 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 
 from services.inventory import handlers, releases, sales
 from services.inventory.domain import IllegalTransition, Order, StockLevel
+from services.inventory.holds import HoldBatcher
 from shared.messages import (
     AddTicketType,
     CancelOrder,
     CancelOutcome,
     CatalogOutcome,
+    CheckoutRequested,
     CreateEvent,
     EventCreated,
     NewTicketType,
     OrderCancelled,
     OrderExpired,
+    OrderLine,
     OrderPaid,
     OrderRefunded,
     OrderRefundPending,
@@ -233,3 +237,35 @@ def test_a_batch_schedules_one_delay_message_per_hold_duration() -> None:
     assert set(due) == {60, 900}
     assert due[60].all_order_ids == [short.id, short2.id] and due[60].expires_at == NOW + timedelta(seconds=60)
     assert due[900].all_order_ids == [long_.id]
+
+
+# --- the hold batch's answer ---------------------------------------------------------------------------
+
+
+class DelayQueues:
+    async def ensure_hold_delay_queue(self, hold_seconds: int) -> str:
+        return f"delay-{hold_seconds}"
+
+
+async def test_the_batch_that_sells_out_names_the_stock_version_its_message_carries() -> None:
+    """The gateway's gate closes at this version and ignores any stock.changed not newer (soldout.py)."""
+    uow = FakeInventoryUnitOfWork()
+    level = stock_of(uow, capacity=2)
+    level.stock_version = 41
+    cmds = [
+        CheckoutRequested(
+            order_id=uuid.uuid4(),
+            user_id=f"buyer-{i}",
+            user_email=f"b{i}@example.com",
+            locale="vi",
+            items=[OrderLine(ticket_type_id=level.ticket_type_id, quantity=1)],
+            request_hash=f"h{i}",
+        )
+        for i in range(3)
+    ]
+    batcher = HoldBatcher(uow, DelayQueues(), SimpleNamespace(hold_batch_max=64))  # type: ignore[arg-type]
+    outcomes = await batcher.decide(cmds, ["c0", "c1", "c2"])
+    (change,) = [m for m in uow.published if isinstance(m, StockChanged)]
+    assert change.stock_version == 42 and change.held == 2
+    assert [outcomes[c.order_id].order.status for c in cmds] == [OrderStatus.PENDING] * 2 + [OrderStatus.REJECTED]
+    assert all(o.sold_out == {level.ticket_type_id: 42} for o in outcomes.values())

@@ -11,8 +11,10 @@ from services.gateway.soldout import SoldOutGate
 from shared.messages import StockChanged
 
 
-def change(tt: uuid.UUID, held: int, sold: int, capacity: int = 2) -> StockChanged:
-    return StockChanged(ticket_type_id=tt, event_id=uuid.uuid4(), capacity=capacity, held=held, sold=sold)
+def change(tt: uuid.UUID, held: int, sold: int, capacity: int = 2, version: int = 0) -> StockChanged:
+    return StockChanged(
+        ticket_type_id=tt, event_id=uuid.uuid4(), capacity=capacity, held=held, sold=sold, stock_version=version
+    )
 
 
 @pytest.fixture
@@ -25,7 +27,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 def test_closed_types_are_refused_until_stock_comes_back(clock: list[float]) -> None:
     gate, gone, other = SoldOutGate(60), uuid.uuid4(), uuid.uuid4()
     assert gate.closed_for([gone]) is None
-    gate.close([gone])
+    gate.close({gone: 0})
     assert gate.closed_for([other, gone]) == gone and gate.closed_for([other]) is None
     clock[0] += 1
     gate.on_stock_changed(change(gone, held=1, sold=1))  # still nothing left: stays closed
@@ -36,35 +38,45 @@ def test_closed_types_are_refused_until_stock_comes_back(clock: list[float]) -> 
 
 def test_a_stock_message_older_than_the_close_does_not_open_it(clock: list[float]) -> None:
     """The batch before the sold-out one publishes its stock.changed (with stock left) through the outbox, so
-    it routinely arrives after the sold-out answer: it must not let the crowd through."""
+    it routinely arrives after the sold-out answer: it must not let the crowd through, however late it is."""
     gate, tt = SoldOutGate(60), uuid.uuid4()
-    gate.answered([tt], [tt])
-    clock[0] += soldout.STALE_SECONDS / 2
-    gate.on_stock_changed(change(tt, held=1, sold=0))
+    gate.answered([tt], {tt: 7})  # the batch that took the last ticket left the type at stock version 7
+    clock[0] += 30
+    gate.on_stock_changed(change(tt, held=1, sold=0, version=6))  # the batch before it
     assert gate.closed_for([tt]) == tt
-    clock[0] += soldout.STALE_SECONDS
-    gate.on_stock_changed(change(tt, held=1, sold=0))  # later than that: stock really came back
+    gate.on_stock_changed(change(tt, held=2, sold=0, version=7))  # not newer than the close either
+    assert gate.closed_for([tt]) == tt
+    gate.on_stock_changed(change(tt, held=1, sold=0, version=8))  # a hold released after the close
     assert gate.closed_for([tt]) is None
+
+
+def test_a_stock_message_without_a_version_opens_the_gate(clock: list[float]) -> None:
+    """An older inventory's messages carry no version: opening is the safe side (the gate only saves work)."""
+    gate, tt, other = SoldOutGate(60), uuid.uuid4(), uuid.uuid4()
+    gate.answered([tt, other], {tt: 7, other: 0})
+    gate.on_stock_changed(change(tt, held=1, sold=0))
+    gate.on_stock_changed(change(other, held=1, sold=0, version=3))
+    assert gate.closed_for([tt]) is None and gate.closed_for([other]) is None
 
 
 def test_an_expired_mark_lets_one_probe_through_and_its_answer_decides(clock: list[float]) -> None:
     gate, tt, other = SoldOutGate(1), uuid.uuid4(), uuid.uuid4()
-    gate.answered([tt, other], [tt])
+    gate.answered([tt, other], {tt: 1})
     clock[0] += 1.1
     assert gate.closed_for([tt]) is None  # the probe goes to inventory
     assert [gate.closed_for([tt]) for _ in range(3)] == [tt, tt, tt]  # the crowd waits for its answer
-    gate.answered([tt], [tt])  # still empty: closed again, for a whole mark
+    gate.answered([tt], {tt: 1})  # still empty: closed again, for a whole mark
     clock[0] += 0.9
     assert gate.closed_for([tt]) == tt
     clock[0] += 0.2
     assert gate.closed_for([tt]) is None  # the next probe
-    gate.answered([tt], [])  # inventory had stock of it: open for everyone
+    gate.answered([tt], {})  # inventory had stock of it: open for everyone
     assert gate.closed_for([tt]) is None and gate.closed_for([tt]) is None
 
 
 def test_a_probe_that_gets_no_answer_is_followed_by_another_a_mark_later(clock: list[float]) -> None:
     gate, tt = SoldOutGate(1), uuid.uuid4()
-    gate.close([tt])
+    gate.close({tt: 0})
     clock[0] += 1.1
     assert gate.closed_for([tt]) is None  # its answer never comes (202 after the checkout wait)
     clock[0] += 0.5
@@ -75,8 +87,8 @@ def test_a_probe_that_gets_no_answer_is_followed_by_another_a_mark_later(clock: 
 
 def test_a_mark_expires_and_a_zero_duration_gate_never_closes(clock: list[float]) -> None:
     gate, off, tt = SoldOutGate(5), SoldOutGate(0), uuid.uuid4()
-    gate.close([tt])
-    off.close([tt])
+    gate.close({tt: 0})
+    off.close({tt: 0})
     assert off.closed_for([tt]) is None
     clock[0] += 4.9
     assert gate.closed_for([tt]) == tt
