@@ -12,39 +12,26 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from services.inventory.domain import TicketAtDoor
 from shared.messages import OrderStatus
+from shared.repository import Repository
 
 
-class Door:
-    def __init__(self, conn: AsyncConnection) -> None:
-        self.conn = conn
-
+class Door(Repository):
     async def presented(self, code: str) -> TicketAtDoor | None:
         """The ticket with this code and its order's status, the order's row locked FOR SHARE first."""
-        order = (
-            await self.conn.execute(
-                text(
-                    "SELECT o.status FROM inventory.orders o "
-                    "WHERE o.id = (SELECT order_id FROM inventory.tickets WHERE code = :code) FOR SHARE OF o"
-                ),
-                {"code": code},
-            )
-        ).first()
+        order = await self.first(
+            "SELECT o.status FROM inventory.orders o "
+            "WHERE o.id = (SELECT order_id FROM inventory.tickets WHERE code = :code) FOR SHARE OF o",
+            {"code": code},
+        )
         if order is None:
             return None
-        row = (
-            await self.conn.execute(
-                text(
-                    "SELECT t.id, t.ticket_type_id, tt.event_id, t.admitted_at FROM inventory.tickets t "
-                    "JOIN inventory.ticket_types tt ON tt.id = t.ticket_type_id WHERE t.code = :code"
-                ),
-                {"code": code},
-            )
-        ).one()
+        row = await self.one(
+            "SELECT t.id, t.ticket_type_id, tt.event_id, t.admitted_at FROM inventory.tickets t "
+            "JOIN inventory.ticket_types tt ON tt.id = t.ticket_type_id WHERE t.code = :code",
+            {"code": code},
+        )
         return TicketAtDoor(
             ticket_id=row.id,
             ticket_type_id=row.ticket_type_id,
@@ -55,20 +42,12 @@ class Door:
 
     async def admit(self, code: str, actor: str) -> datetime | None:
         """Admit the ticket if nobody has: its admission time, or None when another scan admitted it first."""
-        return (  # type: ignore[no-any-return]
-            await self.conn.execute(
-                text(
-                    "UPDATE inventory.tickets SET admitted_at = now(), admitted_by = :actor "
-                    "WHERE code = :code AND admitted_at IS NULL RETURNING admitted_at"
-                ),
-                {"code": code, "actor": actor},
-            )
-        ).scalar_one_or_none()
+        return await self.scalar(
+            "UPDATE inventory.tickets SET admitted_at = now(), admitted_by = :actor "
+            "WHERE code = :code AND admitted_at IS NULL RETURNING admitted_at",
+            {"code": code, "actor": actor},
+        )
 
     async def admitted_at(self, code: str) -> datetime | None:
         """The ticket's (first) admission, as committed now."""
-        return (  # type: ignore[no-any-return]
-            await self.conn.execute(
-                text("SELECT admitted_at FROM inventory.tickets WHERE code = :code"), {"code": code}
-            )
-        ).scalar_one_or_none()
+        return await self.scalar("SELECT admitted_at FROM inventory.tickets WHERE code = :code", {"code": code})

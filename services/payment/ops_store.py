@@ -13,10 +13,8 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from services.payment.domain import AttemptStatus, sources_of
+from shared.repository import Repository
 
 # A REQUESTED review refund this old lost its worker (crash between the claim and the provider's answer):
 # list it as failed and let an operator retry it.
@@ -41,167 +39,121 @@ class Decided:
         )
 
 
-class Audit:
+class Audit(Repository):
     """``payment.audit_log``: who did what to which payment and what came of it (refusals and no-ops too)."""
 
-    def __init__(self, conn: AsyncConnection) -> None:
-        self.conn = conn
-
     async def record(self, actor: str, action: str, target: str, result: str, detail: str = "") -> None:
-        await self.conn.execute(
-            text(
-                "INSERT INTO payment.audit_log (actor, action, target, result, detail) "
-                "VALUES (:actor, :action, :target, :result, :detail)"
-            ),
+        await self.execute(
+            "INSERT INTO payment.audit_log (actor, action, target, result, detail) "
+            "VALUES (:actor, :action, :target, :result, :detail)",
             {"actor": actor, "action": action, "target": target, "result": result, "detail": detail[:2000]},
         )
 
 
-class Reviews:
+class Reviews(Repository):
     """Attempts held for review (VNPAY 07), an operator's decision on them, and the refunds of rejected ones
     (``payment.review_refunds``)."""
 
-    def __init__(self, conn: AsyncConnection) -> None:
-        self.conn = conn
-
     async def listed(self, limit: int) -> list[dict[str, Any]]:
-        rows = await self.conn.execute(
-            text(
-                "SELECT a.txn_ref, a.provider, a.order_id, a.attempt, a.amount, a.updated_at AS held_since, "
-                "t.response_code, t.transaction_status, t.provider_txn_no, t.paid_at, t.source, "
-                "o.status AS order_status, o.expires_at "
-                "FROM payment.attempts a "
-                "JOIN payment.transactions t ON t.provider = a.provider AND t.txn_ref = a.txn_ref "
-                "LEFT JOIN read_api.orders o ON o.id = a.order_id "
-                "WHERE a.status = 'REVIEW' ORDER BY a.updated_at LIMIT :n"
-            ),
+        rows = await self.all(
+            "SELECT a.txn_ref, a.provider, a.order_id, a.attempt, a.amount, a.updated_at AS held_since, "
+            "t.response_code, t.transaction_status, t.provider_txn_no, t.paid_at, t.source, "
+            "o.status AS order_status, o.expires_at "
+            "FROM payment.attempts a "
+            "JOIN payment.transactions t ON t.provider = a.provider AND t.txn_ref = a.txn_ref "
+            "LEFT JOIN read_api.orders o ON o.id = a.order_id "
+            "WHERE a.status = 'REVIEW' ORDER BY a.updated_at LIMIT :n",
             {"n": limit},
         )
         return [dict(r._mapping) for r in rows]
 
     async def attempt_status(self, txn_ref: str) -> str | None:
-        return (  # type: ignore[no-any-return]
-            await self.conn.execute(text("SELECT status FROM payment.attempts WHERE txn_ref = :r"), {"r": txn_ref})
-        ).scalar_one_or_none()
+        return await self.scalar("SELECT status FROM payment.attempts WHERE txn_ref = :r", {"r": txn_ref})
 
     async def decide(self, txn_ref: str, status: AttemptStatus) -> Decided | None:
         """REVIEW -> ``status`` (ACCEPTED | REJECTED); None when the attempt is not (or no longer) in review."""
-        row = (
-            await self.conn.execute(
-                text(
-                    "UPDATE payment.attempts a SET status = :s, updated_at = now() FROM payment.transactions t "
-                    "WHERE a.txn_ref = :r AND a.status = ANY(:from) "
-                    "AND t.provider = a.provider AND t.txn_ref = a.txn_ref "
-                    "RETURNING a.txn_ref, a.provider, a.order_id, t.amount, t.provider_txn_no, t.paid_at, a.created_at"
-                ),
-                {"r": txn_ref, "s": status.value, "from": sources_of(status)},
-            )
-        ).first()
+        row = await self.first(
+            "UPDATE payment.attempts a SET status = :s, updated_at = now() FROM payment.transactions t "
+            "WHERE a.txn_ref = :r AND a.status = ANY(:from) "
+            "AND t.provider = a.provider AND t.txn_ref = a.txn_ref "
+            "RETURNING a.txn_ref, a.provider, a.order_id, t.amount, t.provider_txn_no, t.paid_at, a.created_at",
+            {"r": txn_ref, "s": status.value, "from": sources_of(status)},
+        )
         return Decided.of(row) if row else None
 
     async def request_refund(self, d: Decided) -> None:
-        await self.conn.execute(
-            text(
-                "INSERT INTO payment.review_refunds (txn_ref, provider, order_id, amount, status) "
-                "VALUES (:r, :p, :o, :a, 'REQUESTED') ON CONFLICT (txn_ref) DO NOTHING"
-            ),
+        await self.execute(
+            "INSERT INTO payment.review_refunds (txn_ref, provider, order_id, amount, status) "
+            "VALUES (:r, :p, :o, :a, 'REQUESTED') ON CONFLICT (txn_ref) DO NOTHING",
             {"r": d.txn_ref, "p": d.provider, "o": d.order_id, "a": d.amount},
         )
 
     async def claim_refund_retry(self, txn_ref: str) -> bool:
         """FAILED (or stale REQUESTED) -> REQUESTED: exactly one retry at a time asks the provider."""
-        row = (
-            await self.conn.execute(
-                text(
-                    "UPDATE payment.review_refunds SET status = 'REQUESTED', tries = tries + 1, updated_at = now() "
-                    "WHERE txn_ref = :r AND (status = 'FAILED' OR (status = 'REQUESTED' "
-                    "AND updated_at < now() - make_interval(secs => CAST(:stale AS double precision)))) "
-                    "RETURNING txn_ref"
-                ),
-                {"r": txn_ref, "stale": STALE_REQUEST_SECONDS},
-            )
-        ).first()
+        row = await self.first(
+            "UPDATE payment.review_refunds SET status = 'REQUESTED', tries = tries + 1, updated_at = now() "
+            "WHERE txn_ref = :r AND (status = 'FAILED' OR (status = 'REQUESTED' "
+            "AND updated_at < now() - make_interval(secs => CAST(:stale AS double precision)))) "
+            "RETURNING txn_ref",
+            {"r": txn_ref, "stale": STALE_REQUEST_SECONDS},
+        )
         return row is not None
 
     async def refund_request(self, txn_ref: str) -> Decided | None:
-        row = (
-            await self.conn.execute(
-                text(
-                    "SELECT r.txn_ref, r.provider, r.order_id, r.amount, t.provider_txn_no, t.paid_at, a.created_at "
-                    "FROM payment.review_refunds r JOIN payment.attempts a ON a.txn_ref = r.txn_ref "
-                    "JOIN payment.transactions t ON t.provider = r.provider AND t.txn_ref = r.txn_ref "
-                    "WHERE r.txn_ref = :r"
-                ),
-                {"r": txn_ref},
-            )
-        ).first()
+        row = await self.first(
+            "SELECT r.txn_ref, r.provider, r.order_id, r.amount, t.provider_txn_no, t.paid_at, a.created_at "
+            "FROM payment.review_refunds r JOIN payment.attempts a ON a.txn_ref = r.txn_ref "
+            "JOIN payment.transactions t ON t.provider = r.provider AND t.txn_ref = r.txn_ref "
+            "WHERE r.txn_ref = :r",
+            {"r": txn_ref},
+        )
         return Decided.of(row) if row else None
 
     async def finish_refund(self, txn_ref: str, status: str, detail: str, response: dict[str, Any] | None) -> bool:
-        row = (
-            await self.conn.execute(
-                text(
-                    "UPDATE payment.review_refunds SET status = :s, detail = :d, response = CAST(:resp AS jsonb), "
-                    "updated_at = now() WHERE txn_ref = :r AND status = 'REQUESTED' RETURNING txn_ref"
-                ),
-                {"r": txn_ref, "s": status, "d": detail, "resp": json.dumps(response or {})},
-            )
-        ).first()
+        row = await self.first(
+            "UPDATE payment.review_refunds SET status = :s, detail = :d, response = CAST(:resp AS jsonb), "
+            "updated_at = now() WHERE txn_ref = :r AND status = 'REQUESTED' RETURNING txn_ref",
+            {"r": txn_ref, "s": status, "d": detail, "resp": json.dumps(response or {})},
+        )
         return row is not None
 
     async def refund_status(self, txn_ref: str) -> tuple[str, str] | None:
-        row = (
-            await self.conn.execute(
-                text("SELECT status, detail FROM payment.review_refunds WHERE txn_ref = :r"), {"r": txn_ref}
-            )
-        ).first()
+        row = await self.first("SELECT status, detail FROM payment.review_refunds WHERE txn_ref = :r", {"r": txn_ref})
         return (row.status, row.detail) if row else None
 
 
-class FailedRefunds:
+class FailedRefunds(Repository):
     """Refunds that need an operator, in either table: listed, looked at, reopened for a retry."""
-
-    def __init__(self, conn: AsyncConnection) -> None:
-        self.conn = conn
 
     async def reopen(self, txn_ref: str) -> UUID | None:
         """FAILED -> REQUESTED, due now: the normal refund path then asks the provider again."""
-        return (  # type: ignore[no-any-return]
-            await self.conn.execute(
-                text(
-                    "UPDATE payment.refunds SET status = 'REQUESTED', next_try_at = now(), last_error = NULL "
-                    "WHERE txn_ref = :r AND status = 'FAILED' RETURNING order_id"
-                ),
-                {"r": txn_ref},
-            )
-        ).scalar_one_or_none()
+        return await self.scalar(
+            "UPDATE payment.refunds SET status = 'REQUESTED', next_try_at = now(), last_error = NULL "
+            "WHERE txn_ref = :r AND status = 'FAILED' RETURNING order_id",
+            {"r": txn_ref},
+        )
 
     async def status(self, txn_ref: str) -> tuple[str, str] | None:
-        row = (
-            await self.conn.execute(
-                text("SELECT status, coalesce(last_error, '') AS detail FROM payment.refunds WHERE txn_ref = :r"),
-                {"r": txn_ref},
-            )
-        ).first()
+        row = await self.first(
+            "SELECT status, coalesce(last_error, '') AS detail FROM payment.refunds WHERE txn_ref = :r", {"r": txn_ref}
+        )
         return (row.status, row.detail) if row else None
 
     async def listed(self, limit: int) -> list[dict[str, Any]]:
         """Both kinds, one list: order refunds the provider refused (kind ``late_payment`` for every order refund:
         a late payment's, the organiser's, a cancelled event's; ``reason`` says which), and review refunds that
         failed."""
-        rows = await self.conn.execute(
-            text(
-                "SELECT * FROM ("
-                " SELECT 'late_payment' AS kind, txn_ref, provider, order_id, amount, status, tries, "
-                "  coalesce(last_error, '') AS detail, requested_at, reason "
-                "  FROM payment.refunds WHERE status = 'FAILED'"
-                " UNION ALL"
-                " SELECT 'rejected_review', txn_ref, provider, order_id, amount, status, tries, detail, requested_at, "
-                "  'rejected after review' "
-                "  FROM payment.review_refunds WHERE status = 'FAILED' OR (status = 'REQUESTED' "
-                "  AND updated_at < now() - make_interval(secs => CAST(:stale AS double precision)))"
-                ") f ORDER BY requested_at LIMIT :n"
-            ),
+        rows = await self.all(
+            "SELECT * FROM ("
+            " SELECT 'late_payment' AS kind, txn_ref, provider, order_id, amount, status, tries, "
+            "  coalesce(last_error, '') AS detail, requested_at, reason "
+            "  FROM payment.refunds WHERE status = 'FAILED'"
+            " UNION ALL"
+            " SELECT 'rejected_review', txn_ref, provider, order_id, amount, status, tries, detail, requested_at, "
+            "  'rejected after review' "
+            "  FROM payment.review_refunds WHERE status = 'FAILED' OR (status = 'REQUESTED' "
+            "  AND updated_at < now() - make_interval(secs => CAST(:stale AS double precision)))"
+            ") f ORDER BY requested_at LIMIT :n",
             {"n": limit, "stale": STALE_REQUEST_SECONDS},
         )
         return [dict(r._mapping) for r in rows]

@@ -10,12 +10,10 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from services.payment.domain import AttemptStatus, sources_of
 from shared.payments.answers import OrderFacts
 from shared.payments.providers.base import Notification, Outcome
+from shared.repository import Repository
 
 
 @dataclass(frozen=True)
@@ -79,34 +77,25 @@ class DueRefund:
     transaction_date: datetime
 
 
-class Orders:
+class Orders(Repository):
     """Inventory's orders as the payment service may see them: through the read-only view ``read_api.orders``."""
 
-    def __init__(self, conn: AsyncConnection) -> None:
-        self.conn = conn
-
     async def facts(self, order_id: UUID) -> OrderFacts | None:
-        row = (
-            await self.conn.execute(
-                text("SELECT total, status, created_at, expires_at FROM read_api.orders WHERE id = :id"),
-                {"id": order_id},
-            )
-        ).first()
+        row = await self.first(
+            "SELECT total, status, created_at, expires_at FROM read_api.orders WHERE id = :id", {"id": order_id}
+        )
         return OrderFacts(row.total, row.status, row.created_at, row.expires_at) if row else None
 
     async def created_at(self, order_ids: Sequence[UUID]) -> dict[UUID, datetime]:
         """When each of these orders was created (those not visible are missing): one read for a batch."""
-        rows = await self.conn.execute(
-            text("SELECT id, created_at FROM read_api.orders WHERE id = ANY(:ids)"), {"ids": list(order_ids)}
+        rows = await self.all(
+            "SELECT id, created_at FROM read_api.orders WHERE id = ANY(:ids)", {"ids": list(order_ids)}
         )
         return {r.id: r.created_at for r in rows}
 
 
-class Attempts:
+class Attempts(Repository):
     """``payment.attempts``: one row per provider reference; every status change guarded by ``sources_of``."""
-
-    def __init__(self, conn: AsyncConnection) -> None:
-        self.conn = conn
 
     async def register_one(
         self,
@@ -124,17 +113,15 @@ class Attempts:
         """Register attempts in one statement (an attempt registered before stays as it is)."""
         if not attempts:
             return
-        await self.conn.execute(
-            text(
-                "INSERT INTO payment.attempts "
-                "(txn_ref, provider, order_id, attempt, amount, status, created_at, expires_at) "
-                "SELECT d.txn_ref, :provider, d.order_id, d.attempt, d.amount, 'STARTED', d.created_at, d.expires_at "
-                "FROM unnest(CAST(:refs AS text[]), CAST(:ids AS uuid[]), CAST(:nos AS int[]), "
-                "CAST(:amounts AS bigint[]), "
-                "CAST(:created AS timestamptz[]), CAST(:expires AS timestamptz[])) "
-                "AS d(txn_ref, order_id, attempt, amount, created_at, expires_at) "
-                "ORDER BY d.txn_ref ON CONFLICT DO NOTHING"
-            ),
+        await self.execute(
+            "INSERT INTO payment.attempts "
+            "(txn_ref, provider, order_id, attempt, amount, status, created_at, expires_at) "
+            "SELECT d.txn_ref, :provider, d.order_id, d.attempt, d.amount, 'STARTED', d.created_at, d.expires_at "
+            "FROM unnest(CAST(:refs AS text[]), CAST(:ids AS uuid[]), CAST(:nos AS int[]), "
+            "CAST(:amounts AS bigint[]), "
+            "CAST(:created AS timestamptz[]), CAST(:expires AS timestamptz[])) "
+            "AS d(txn_ref, order_id, attempt, amount, created_at, expires_at) "
+            "ORDER BY d.txn_ref ON CONFLICT DO NOTHING",
             {
                 "provider": provider,
                 "refs": [a.txn_ref for a in attempts],
@@ -147,11 +134,9 @@ class Attempts:
         )
 
     async def settle(self, txn_ref: str, status: AttemptStatus) -> None:
-        await self.conn.execute(
-            text(
-                "UPDATE payment.attempts SET status = :s, updated_at = now() "
-                "WHERE txn_ref = :r AND status = 'STARTED' AND status = ANY(:from)"
-            ),
+        await self.execute(
+            "UPDATE payment.attempts SET status = :s, updated_at = now() "
+            "WHERE txn_ref = :r AND status = 'STARTED' AND status = ANY(:from)",
             {"r": txn_ref, "s": status, "from": sources_of(status)},
         )
 
@@ -164,19 +149,17 @@ class Attempts:
         Claiming marks them queried (and the transaction commits before the provider is asked), so several payment
         service instances never ask about the same attempt at once.
         """
-        rows = await self.conn.execute(
-            text(
-                "UPDATE payment.attempts SET queried_at = now(), query_count = query_count + 1 WHERE txn_ref IN ("
-                " SELECT txn_ref FROM payment.attempts WHERE (status = 'STARTED' OR (status = 'FAILED'"
-                "   AND NOT outcome_confirmed"
-                "   AND expires_at > now() - make_interval(secs => CAST(:window AS double precision))))"
-                " AND expires_at <= now() + make_interval(secs => CAST(:lead AS double precision))"
-                # Back off per attempt (every, 2x, 4x ... 16x): abandoned checkouts must not flood the provider.
-                " AND (queried_at IS NULL OR queried_at <= now()"
-                "      - make_interval(secs => CAST(:every AS double precision) * power(2, LEAST(query_count, 4))))"
-                " ORDER BY expires_at LIMIT :n FOR UPDATE SKIP LOCKED) "
-                "RETURNING txn_ref, provider, order_id, created_at, expires_at, status"
-            ),
+        rows = await self.all(
+            "UPDATE payment.attempts SET queried_at = now(), query_count = query_count + 1 WHERE txn_ref IN ("
+            " SELECT txn_ref FROM payment.attempts WHERE (status = 'STARTED' OR (status = 'FAILED'"
+            "   AND NOT outcome_confirmed"
+            "   AND expires_at > now() - make_interval(secs => CAST(:window AS double precision))))"
+            " AND expires_at <= now() + make_interval(secs => CAST(:lead AS double precision))"
+            # Back off per attempt (every, 2x, 4x ... 16x): abandoned checkouts must not flood the provider.
+            " AND (queried_at IS NULL OR queried_at <= now()"
+            "      - make_interval(secs => CAST(:every AS double precision) * power(2, LEAST(query_count, 4))))"
+            " ORDER BY expires_at LIMIT :n FOR UPDATE SKIP LOCKED) "
+            "RETURNING txn_ref, provider, order_id, created_at, expires_at, status",
             {"lead": lead_seconds, "every": every_seconds, "window": window_seconds, "n": limit},
         )
         return [DueAttempt(r.txn_ref, r.provider, r.order_id, r.created_at, r.expires_at, r.status) for r in rows]
@@ -186,105 +169,77 @@ class Attempts:
 
     async def confirm_outcome(self, txn_ref: str) -> None:
         """The provider agrees with what is recorded: reconciliation stops asking."""
-        await self.conn.execute(
-            text("UPDATE payment.attempts SET outcome_confirmed = true WHERE txn_ref = :r"), {"r": txn_ref}
-        )
+        await self.execute("UPDATE payment.attempts SET outcome_confirmed = true WHERE txn_ref = :r", {"r": txn_ref})
 
 
-class Results:
+class Results(Repository):
     """``payment.transactions``: the provider's results, recorded at most once per (provider, reference)."""
-
-    def __init__(self, conn: AsyncConnection) -> None:
-        self.conn = conn
 
     async def record(self, n: Notification, source: str) -> bool:
         """Record a provider result once: False when this (provider, reference) was recorded before."""
-        row = (
-            await self.conn.execute(
-                text(
-                    "INSERT INTO payment.transactions (provider, txn_ref, order_id, amount, outcome, response_code, "
-                    "transaction_status, provider_txn_no, paid_at, source, params) VALUES (:provider, :txn_ref, "
-                    ":order_id, :amount, :outcome, :rc, :ts, :no, :paid_at, :source, CAST(:params AS jsonb)) "
-                    "ON CONFLICT (provider, txn_ref) DO NOTHING RETURNING txn_ref"
-                ),
-                _result_values(n, source),
-            )
-        ).first()
+        row = await self.first(
+            "INSERT INTO payment.transactions (provider, txn_ref, order_id, amount, outcome, response_code, "
+            "transaction_status, provider_txn_no, paid_at, source, params) VALUES (:provider, :txn_ref, "
+            ":order_id, :amount, :outcome, :rc, :ts, :no, :paid_at, :source, CAST(:params AS jsonb)) "
+            "ON CONFLICT (provider, txn_ref) DO NOTHING RETURNING txn_ref",
+            _result_values(n, source),
+        )
         return row is not None
 
     async def recorded(self, provider: str, txn_ref: str) -> Outcome | None:
         """The recorded result of a reference, locked until the transaction ends (None when none is recorded)."""
-        outcome = (
-            await self.conn.execute(
-                text("SELECT outcome FROM payment.transactions WHERE provider = :p AND txn_ref = :r FOR UPDATE"),
-                {"p": provider, "r": txn_ref},
-            )
-        ).scalar_one_or_none()
+        outcome = await self.scalar(
+            "SELECT outcome FROM payment.transactions WHERE provider = :p AND txn_ref = :r FOR UPDATE",
+            {"p": provider, "r": txn_ref},
+        )
         return None if outcome is None else Outcome(outcome)
 
     async def supersede(self, n: Notification, source: str) -> bool:
         """Replace a recorded failure with the provider's contradicting result, keeping the replaced record."""
-        row = (
-            await self.conn.execute(
-                text(
-                    "UPDATE payment.transactions SET superseded = jsonb_build_object('outcome', outcome, "
-                    "'response_code', response_code, 'transaction_status', transaction_status, 'source', source, "
-                    "'params', params, 'recorded_at', recorded_at), outcome = :outcome, response_code = :rc, "
-                    "transaction_status = :ts, provider_txn_no = :no, paid_at = :paid_at, source = :source, "
-                    "params = CAST(:params AS jsonb), recorded_at = now() "
-                    "WHERE provider = :provider AND txn_ref = :txn_ref AND outcome = 'FAILED' RETURNING txn_ref"
-                ),
-                _result_values(n, source),
-            )
-        ).first()
+        row = await self.first(
+            "UPDATE payment.transactions SET superseded = jsonb_build_object('outcome', outcome, "
+            "'response_code', response_code, 'transaction_status', transaction_status, 'source', source, "
+            "'params', params, 'recorded_at', recorded_at), outcome = :outcome, response_code = :rc, "
+            "transaction_status = :ts, provider_txn_no = :no, paid_at = :paid_at, source = :source, "
+            "params = CAST(:params AS jsonb), recorded_at = now() "
+            "WHERE provider = :provider AND txn_ref = :txn_ref AND outcome = 'FAILED' RETURNING txn_ref",
+            _result_values(n, source),
+        )
         if row is None:
             return False
-        await self.conn.execute(
-            text(
-                "UPDATE payment.attempts SET status = :s, outcome_confirmed = true, updated_at = now() "
-                "WHERE txn_ref = :r AND status = ANY(:from)"
-            ),
+        await self.execute(
+            "UPDATE payment.attempts SET status = :s, outcome_confirmed = true, updated_at = now() "
+            "WHERE txn_ref = :r AND status = ANY(:from)",
             {"r": n.txn_ref, "s": n.outcome.value, "from": sources_of(AttemptStatus(n.outcome.value))},
         )
         # The attempt registered after the failure will never be paid: the money came through this one.
-        await self.conn.execute(
-            text(
-                "UPDATE payment.attempts SET status = 'ABANDONED', updated_at = now() "
-                "WHERE order_id = :o AND attempt > :a AND status = ANY(:from)"
-            ),
+        await self.execute(
+            "UPDATE payment.attempts SET status = 'ABANDONED', updated_at = now() "
+            "WHERE order_id = :o AND attempt > :a AND status = ANY(:from)",
             {"o": n.order_id, "a": n.attempt, "from": sources_of(AttemptStatus.ABANDONED)},
         )
         return True
 
     async def paid(self, order_id: UUID) -> Paid | None:
-        row = (
-            await self.conn.execute(
-                text(
-                    "SELECT t.provider, t.txn_ref, t.amount, t.provider_txn_no, a.created_at "
-                    "FROM payment.transactions t "
-                    "JOIN payment.attempts a ON a.txn_ref = t.txn_ref "
-                    # A review an operator accepted is a success too (its refund, if the stock is gone, is owed).
-                    "WHERE t.order_id = :id AND (t.outcome = 'SUCCEEDED' OR a.status = 'ACCEPTED') "
-                    "ORDER BY t.recorded_at LIMIT 1"
-                ),
-                {"id": order_id},
-            )
-        ).first()
+        row = await self.first(
+            "SELECT t.provider, t.txn_ref, t.amount, t.provider_txn_no, a.created_at "
+            "FROM payment.transactions t "
+            "JOIN payment.attempts a ON a.txn_ref = t.txn_ref "
+            # A review an operator accepted is a success too (its refund, if the stock is gone, is owed).
+            "WHERE t.order_id = :id AND (t.outcome = 'SUCCEEDED' OR a.status = 'ACCEPTED') "
+            "ORDER BY t.recorded_at LIMIT 1",
+            {"id": order_id},
+        )
         return Paid(row.provider, row.txn_ref, row.amount, row.provider_txn_no, row.created_at) if row else None
 
 
-class Refunds:
+class Refunds(Repository):
     """``payment.refunds``: an order's refund (late payment, organiser, cancelled event), retried until confirmed."""
 
-    def __init__(self, conn: AsyncConnection) -> None:
-        self.conn = conn
-
     async def request(self, order_id: UUID, paid: Paid, reason: str) -> None:
-        await self.conn.execute(
-            text(
-                "INSERT INTO payment.refunds (order_id, provider, txn_ref, amount, reason, status) "
-                "VALUES (:id, :provider, :txn_ref, :amount, :reason, 'REQUESTED') ON CONFLICT (order_id) DO NOTHING"
-            ),
+        await self.execute(
+            "INSERT INTO payment.refunds (order_id, provider, txn_ref, amount, reason, status) "
+            "VALUES (:id, :provider, :txn_ref, :amount, :reason, 'REQUESTED') ON CONFLICT (order_id) DO NOTHING",
             {
                 "id": order_id,
                 "provider": paid.provider,
@@ -297,17 +252,15 @@ class Refunds:
     async def claim_due(self, retry_seconds: float, order_id: UUID | None = None, limit: int = 50) -> list[DueRefund]:
         """Refunds to ask the provider about now; claiming pushes their next try out, so one worker asks at a time."""
         only = "AND q.order_id = :id" if order_id else ""
-        rows = await self.conn.execute(
-            text(
-                "UPDATE payment.refunds r SET tries = r.tries + 1, "
-                "next_try_at = now() + make_interval(secs => CAST(:retry AS double precision)) "
-                "FROM payment.transactions t JOIN payment.attempts a ON a.txn_ref = t.txn_ref "
-                "WHERE t.provider = r.provider AND t.txn_ref = r.txn_ref AND r.order_id IN ("
-                " SELECT q.order_id FROM payment.refunds q "
-                f" WHERE q.status = 'REQUESTED' AND q.next_try_at <= now() {only}"
-                " ORDER BY q.next_try_at LIMIT :n FOR UPDATE SKIP LOCKED) "
-                "RETURNING r.order_id, r.provider, r.txn_ref, r.amount, r.reason, t.provider_txn_no, a.created_at"
-            ),
+        rows = await self.all(
+            "UPDATE payment.refunds r SET tries = r.tries + 1, "
+            "next_try_at = now() + make_interval(secs => CAST(:retry AS double precision)) "
+            "FROM payment.transactions t JOIN payment.attempts a ON a.txn_ref = t.txn_ref "
+            "WHERE t.provider = r.provider AND t.txn_ref = r.txn_ref AND r.order_id IN ("
+            " SELECT q.order_id FROM payment.refunds q "
+            f" WHERE q.status = 'REQUESTED' AND q.next_try_at <= now() {only}"
+            " ORDER BY q.next_try_at LIMIT :n FOR UPDATE SKIP LOCKED) "
+            "RETURNING r.order_id, r.provider, r.txn_ref, r.amount, r.reason, t.provider_txn_no, a.created_at",
             {"retry": retry_seconds, "n": limit, **({"id": order_id} if order_id else {})},
         )
         return [
@@ -316,19 +269,15 @@ class Refunds:
         ]
 
     async def finish(self, order_id: UUID, status: str, detail: str, response: dict[str, Any] | None) -> bool:
-        row = (
-            await self.conn.execute(
-                text(
-                    "UPDATE payment.refunds SET status = :s, last_error = :d, response = CAST(:resp AS jsonb), "
-                    "confirmed_at = CASE WHEN :s = 'CONFIRMED' THEN now() END "
-                    "WHERE order_id = :id AND status = 'REQUESTED' RETURNING order_id"
-                ),
-                {"id": order_id, "s": status, "d": detail, "resp": json.dumps(response or {})},
-            )
-        ).first()
+        row = await self.first(
+            "UPDATE payment.refunds SET status = :s, last_error = :d, response = CAST(:resp AS jsonb), "
+            "confirmed_at = CASE WHEN :s = 'CONFIRMED' THEN now() END "
+            "WHERE order_id = :id AND status = 'REQUESTED' RETURNING order_id",
+            {"id": order_id, "s": status, "d": detail, "resp": json.dumps(response or {})},
+        )
         return row is not None
 
     async def note_error(self, order_id: UUID, detail: str) -> None:
-        await self.conn.execute(
-            text("UPDATE payment.refunds SET last_error = :d WHERE order_id = :id"), {"id": order_id, "d": detail}
+        await self.execute(
+            "UPDATE payment.refunds SET last_error = :d WHERE order_id = :id", {"id": order_id, "d": detail}
         )
