@@ -10,22 +10,16 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.inventory.domain import Order
 from shared.messages import IssuedTicket, OrderStatus, RefundCause
+from shared.repository import Repository
 
 
-class Sales:
-    def __init__(self, conn: AsyncConnection) -> None:
-        self.conn = conn
-
+class Sales(Repository):
     async def settled_by(self, order_id: UUID) -> str | None:
         """The provider reference the order was settled with, if any."""
-        row = await self.conn.execute(
-            text("SELECT txn_ref FROM inventory.order_payments WHERE order_id = :id"), {"id": order_id}
-        )
-        return row.scalar_one_or_none()  # type: ignore[no-any-return]
+        return await self.scalar("SELECT txn_ref FROM inventory.order_payments WHERE order_id = :id", {"id": order_id})
 
     async def record(
         self,
@@ -38,11 +32,9 @@ class Sales:
         paid_at: datetime,
     ) -> None:
         """One settlement per order (its primary key): paid, or sent to refund."""
-        await self.conn.execute(
-            text(
-                "INSERT INTO inventory.order_payments (order_id, provider, txn_ref, amount, late, outcome, paid_at) "
-                "VALUES (:id, :provider, :txn_ref, :amount, :late, :outcome, :paid_at)"
-            ),
+        await self.execute(
+            "INSERT INTO inventory.order_payments (order_id, provider, txn_ref, amount, late, outcome, paid_at) "
+            "VALUES (:id, :provider, :txn_ref, :amount, :late, :outcome, :paid_at)",
             {
                 "id": order_id,
                 "provider": provider,
@@ -55,11 +47,9 @@ class Sales:
         )
 
     async def mark(self, order_id: UUID, outcome: OrderStatus) -> None:
-        await self.conn.execute(
-            text(
-                "UPDATE inventory.order_payments SET outcome = :o, "
-                "refunded_at = CASE WHEN :o = 'REFUNDED' THEN now() ELSE refunded_at END WHERE order_id = :id"
-            ),
+        await self.execute(
+            "UPDATE inventory.order_payments SET outcome = :o, "
+            "refunded_at = CASE WHEN :o = 'REFUNDED' THEN now() ELSE refunded_at END WHERE order_id = :id",
             {"id": order_id, "o": outcome.value},
         )
 
@@ -67,31 +57,27 @@ class Sales:
         """Paid orders sent to refund by the organiser: their settlement says so, and their tickets are void."""
         if not order_ids:
             return
-        await self.conn.execute(
-            text(
-                "UPDATE inventory.order_payments SET outcome = 'REFUND_PENDING', refund_requested_at = now(), "
-                "refund_cause = :cause, refund_requested_by = :actor WHERE order_id = ANY(:ids)"
-            ),
+        await self.execute(
+            "UPDATE inventory.order_payments SET outcome = 'REFUND_PENDING', refund_requested_at = now(), "
+            "refund_cause = :cause, refund_requested_by = :actor WHERE order_id = ANY(:ids)",
             {"ids": list(order_ids), "cause": cause.value, "actor": actor},
         )
-        await self.conn.execute(
-            text("UPDATE inventory.tickets SET voided_at = now() WHERE order_id = ANY(:ids) AND voided_at IS NULL"),
+        await self.execute(
+            "UPDATE inventory.tickets SET voided_at = now() WHERE order_id = ANY(:ids) AND voided_at IS NULL",
             {"ids": list(order_ids)},
         )
 
     async def refund_cause(self, order_id: UUID) -> RefundCause:
         """Why the order is being refunded: the organiser's cause, else a late payment's refund."""
-        cause = (
-            await self.conn.execute(
-                text("SELECT refund_cause FROM inventory.order_payments WHERE order_id = :id"), {"id": order_id}
-            )
-        ).scalar_one_or_none()
+        cause = await self.scalar(
+            "SELECT refund_cause FROM inventory.order_payments WHERE order_id = :id", {"id": order_id}
+        )
         return RefundCause(cause) if cause else RefundCause.LATE_PAYMENT
 
     async def issue_tickets(self, order: Order) -> list[IssuedTicket]:
         """One ticket per admission; the code is 128 random bits (unguessable), unique per (order, type, seq)."""
-        result = await self.conn.execute(
-            text("SELECT id, name FROM inventory.ticket_types WHERE id = ANY(:ids)"),
+        result = await self.all(
+            "SELECT id, name FROM inventory.ticket_types WHERE id = ANY(:ids)",
             {"ids": [line.ticket_type_id for line in order.lines]},
         )
         names: dict[UUID, str] = {r.id: r.name for r in result}
@@ -100,7 +86,7 @@ class Sales:
             for line in order.lines
             for seq in range(1, line.quantity + 1)
         ]
-        await self.conn.execute(
+        await self.conn.execute(  # one statement for many rows (executemany): not a Repository helper's shape
             text(
                 "INSERT INTO inventory.tickets (code, order_id, ticket_type_id, seq) "
                 "VALUES (:code, :order_id, :tt, :seq)"
@@ -111,8 +97,6 @@ class Sales:
 
     async def event_facts(self, event_id: UUID) -> Any:
         """What the ticket email says of the event."""
-        return (
-            await self.conn.execute(
-                text("SELECT title, venue, city, starts_at FROM inventory.events WHERE id = :id"), {"id": event_id}
-            )
-        ).one()
+        return await self.one(
+            "SELECT title, venue, city, starts_at FROM inventory.events WHERE id = :id", {"id": event_id}
+        )
