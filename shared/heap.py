@@ -34,9 +34,10 @@ def watch() -> None:
         gc.callbacks.append(_on_collection)
 
 
-def settle() -> None:
-    """Collect what start-up left as garbage, freeze the survivors out of every later collection, and record
-    the pauses from now on."""
-    gc.collect()
-    gc.freeze()
+def settle(freeze: bool = True) -> None:
+    """Collect what start-up left as garbage, freeze the survivors out of every later collection (unless
+    ``freeze`` is false: ``TICKETING_GC_FREEZE``, to measure it), and record the pauses from now on."""
+    if freeze:
+        gc.collect()
+        gc.freeze()
     watch()

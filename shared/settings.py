@@ -55,6 +55,13 @@ class Settings(BaseSettings):
     mailer_port: int = 8103
     search_port: int = 8104
 
+    # The process
+    gc_freeze: bool = Field(
+        True,
+        description="Freeze the start-up heap out of the garbage collector's walks once a service is up "
+        "(shared/heap.py); false only to measure what it buys",
+    )
+
     # Checkout
     checkout_wait_seconds: float = Field(5.0, description="How long the gateway waits for a hold decision")
     sold_out_gate_seconds: float = Field(

@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Connect in the background: the catalog, search, order status and the return URL need no broker, and
         # /readyz says why the gateway is not ready; a checkout meanwhile gets 503 with Retry-After.
         connecting = asyncio.create_task(bus.start(), name="broker-connect")
-        heap.settle()  # start-up is over: its objects leave the collector's walks
+        heap.settle(settings.gc_freeze)  # start-up is over: its objects leave the collector's walks
         yield
         connecting.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -133,7 +133,7 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
         await runtime.stop_unstarted(server, inventory.engine)
         return
     inventory.start()
-    heap.settle()  # start-up is over: its objects leave the collector's walks
+    heap.settle(settings.gc_freeze)  # start-up is over: its objects leave the collector's walks
     # A cancellation that was under way when this process (or another) died goes on from its durable progress.
     try:
         await organiser.resume(inventory.new_uow())

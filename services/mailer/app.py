@@ -77,7 +77,7 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
             sink.stop()
         await runtime.stop_unstarted(server, engine)
         return
-    heap.settle()  # start-up is over: its objects leave the collector's walks
+    heap.settle(settings.gc_freeze)  # start-up is over: its objects leave the collector's walks
     log.info(
         "mailer_started",
         prefix=settings.prefix,

@@ -86,7 +86,7 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     if not await keeper.start(stop) or not await bus.start(declare_services=("ops",), stop=stop):
         await runtime.stop_unstarted(server, engine)
         return
-    heap.settle()  # start-up is over: its objects leave the collector's walks
+    heap.settle(settings.gc_freeze)  # start-up is over: its objects leave the collector's walks
     reporter = asyncio.create_task(keeper.report_depths(15.0), name="dlq-depths")
     job_runner = asyncio.create_task(runner.run(stop), name="jobs")
     watcher = asyncio.create_task(

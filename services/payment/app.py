@@ -62,7 +62,7 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     if not await payments.bus.start(declare_services=("payment",), stop=stop):
         await runtime.stop_unstarted(server, payments.engine)
         return
-    heap.settle()  # start-up is over: its objects leave the collector's walks
+    heap.settle(settings.gc_freeze)  # start-up is over: its objects leave the collector's walks
     payments.attempts.start()
     tasks = [
         asyncio.create_task(payments.relay.run(), name="outbox-relay"),

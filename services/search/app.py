@@ -96,7 +96,7 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
         await handlers.redis.aclose()
         await runtime.stop_unstarted(server, handlers.engine)
         return
-    heap.settle()  # start-up is over: its objects leave the collector's walks
+    heap.settle(settings.gc_freeze)  # start-up is over: its objects leave the collector's walks
     task = asyncio.create_task(monitor(handlers, settings.search_check_interval_seconds), name="index-monitor")
     log.info("search_started", prefix=settings.prefix)
     await stop.wait()
