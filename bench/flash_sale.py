@@ -826,7 +826,7 @@ def print_report(results: list[ShapeResult], rounds: int) -> None:
                 svc,
                 mmm([p["count"] for p in got]),
                 mmm([p["total_ms"] for p in got]),
-                mmm([p["longest_le_ms"] for p in got]),
+                mmm([p["longest_le_ms"] for p in got], "{:g}"),
             )
     console.print(pauses)
 
