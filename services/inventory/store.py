@@ -78,7 +78,7 @@ _APPLY_STOCK = (
     "r AS (UPDATE inventory.user_holdings h SET quantity = h.quantity - d.q "
     "FROM unnest(CAST($7 AS text[]), CAST($8 AS uuid[]), CAST($9 AS int[])) AS d(u, tt, q) "
     "WHERE h.user_id = d.u AND h.ticket_type_id = d.tt) "
-    "SELECT id, event_id, capacity, held, sold, stock_version FROM s ORDER BY id"
+    "SELECT id AS ticket_type_id, event_id, capacity, held, sold, stock_version FROM s ORDER BY id"
 )
 
 
@@ -186,17 +186,7 @@ async def apply_stock(
             [-holdings[k] for k in released],
         ),
     )
-    return [
-        StockChanged(
-            ticket_type_id=r["id"],
-            event_id=r["event_id"],
-            capacity=r["capacity"],
-            held=r["held"],
-            sold=r["sold"],
-            stock_version=r["stock_version"],
-        )
-        for r in rows
-    ]
+    return [StockChanged(**r) for r in rows]  # the statement names its columns as the message's fields
 
 
 async def seconds_until(conn: AsyncConnection, moment: datetime) -> float:
