@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Self
+from typing import Protocol, Self
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -32,6 +32,25 @@ class Clock:
     ``Orders.existing``) and spare the unit of work the round trip of ``SELECT now()``."""
 
     value: datetime | None = None
+
+
+class AbstractUnitOfWork(Protocol):
+    """What a handler may do with any unit of work (``UnitOfWork`` below, or a test's fake): open it, emit and
+    send messages, read the transaction's clock, commit. A service's protocol adds its repositories."""
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+    def emit(self, events: Iterable[Message], correlation_id: str = "") -> None: ...
+
+    def send(self, queue: str, message: Message, correlation_id: str = "") -> None: ...
+
+    async def now(self) -> datetime: ...
+
+    async def commit(self) -> None: ...
 
 
 class UnitOfWork:

@@ -8,7 +8,7 @@ into a sale or a refund in ``sales.py``.
 from __future__ import annotations
 
 from services.inventory import domain, releases
-from services.inventory.uow import InventoryUnitOfWork
+from services.inventory.uow import AbstractInventoryUnitOfWork
 from shared.messages import (
     AddTicketType,
     CancelAnswered,
@@ -26,7 +26,7 @@ from shared.messages import (
 )
 
 
-async def cancel_order(cmd: CancelOrder, uow: InventoryUnitOfWork) -> CancelAnswered:
+async def cancel_order(cmd: CancelOrder, uow: AbstractInventoryUnitOfWork) -> CancelAnswered:
     async with uow:
         order = await uow.orders.lock(cmd.order_id)
         if order is None or (order.user_id != cmd.user_id and not cmd.is_admin):
@@ -38,7 +38,7 @@ async def cancel_order(cmd: CancelOrder, uow: InventoryUnitOfWork) -> CancelAnsw
     return CancelAnswered(outcome=CancelOutcome.CANCELLED, order=order.view())
 
 
-async def create_event(cmd: CreateEvent, uow: InventoryUnitOfWork) -> CatalogChanged:
+async def create_event(cmd: CreateEvent, uow: AbstractInventoryUnitOfWork) -> CatalogChanged:
     async with uow:
         if not await uow.catalog.add_event(cmd):  # the same event id again: a repeated command
             return CatalogChanged(outcome=CatalogOutcome.ALREADY_EXISTED, event_id=cmd.event_id)
@@ -49,7 +49,7 @@ async def create_event(cmd: CreateEvent, uow: InventoryUnitOfWork) -> CatalogCha
     return CatalogChanged(outcome=CatalogOutcome.CREATED, event_id=cmd.event_id)
 
 
-async def add_ticket_type(cmd: AddTicketType, uow: InventoryUnitOfWork) -> CatalogChanged:
+async def add_ticket_type(cmd: AddTicketType, uow: AbstractInventoryUnitOfWork) -> CatalogChanged:
     async with uow:
         if not await uow.catalog.add_ticket_types(cmd.event_id, [cmd.ticket_type]):
             return CatalogChanged(outcome=CatalogOutcome.EVENT_NOT_FOUND, event_id=cmd.event_id)
@@ -60,7 +60,7 @@ async def add_ticket_type(cmd: AddTicketType, uow: InventoryUnitOfWork) -> Catal
     return CatalogChanged(outcome=CatalogOutcome.CREATED, event_id=cmd.event_id)
 
 
-async def check_in(cmd: CheckIn, uow: InventoryUnitOfWork) -> CheckInAnswered:
+async def check_in(cmd: CheckIn, uow: AbstractInventoryUnitOfWork) -> CheckInAnswered:
     """Admit a ticket at its event's door, once (docs/ARCHITECTURE.md, "Door: check-in")."""
     async with uow:
         ticket = await uow.door.presented(cmd.code)  # its order's row locked FOR SHARE

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from services.inventory import domain
 from services.inventory.domain import CheckoutRequest, Held, Order, StockEffect
-from services.inventory.uow import InventoryUnitOfWork
+from services.inventory.uow import AbstractInventoryUnitOfWork
 from shared import logs, metrics
 from shared.batching import GroupCommit
 from shared.messages import (
@@ -46,7 +46,7 @@ class Outcome:
 
 
 class HoldBatcher:
-    def __init__(self, new_uow: Callable[[], InventoryUnitOfWork], bus: Bus, settings: Settings) -> None:
+    def __init__(self, new_uow: Callable[[], AbstractInventoryUnitOfWork], bus: Bus, settings: Settings) -> None:
         self.new_uow = new_uow
         self.bus = bus
         self.settings = settings
@@ -127,7 +127,7 @@ class HoldBatcher:
         return results
 
     async def _decide_fresh(
-        self, uow: InventoryUnitOfWork, fresh: list[CheckoutRequested]
+        self, uow: AbstractInventoryUnitOfWork, fresh: list[CheckoutRequested]
     ) -> tuple[list[Order], dict[uuid.UUID, int]]:
         """One lock of the batch's ticket types; every request held in full or rejected, in arrival order.
         Also returns the ticket types the batch left with nothing available, with their stock versions."""

@@ -20,7 +20,7 @@ import asyncio
 from uuid import UUID
 
 from services.inventory.domain import ORGANISER_REFUND_REASON, Event, cancellation_progress
-from services.inventory.uow import InventoryUnitOfWork
+from services.inventory.uow import AbstractInventoryUnitOfWork
 from shared import logs
 from shared.messages import (
     CancelEvent,
@@ -43,7 +43,7 @@ BATCH_SIZE = 200  # orders per unit of work (TICKETING_EVENT_CANCEL_BATCH_SIZE)
 TO_CANCEL = (OrderStatus.PENDING, OrderStatus.PAID)
 
 
-async def refund_order(cmd: RefundOrder, uow: InventoryUnitOfWork) -> RefundAnswered:
+async def refund_order(cmd: RefundOrder, uow: AbstractInventoryUnitOfWork) -> RefundAnswered:
     async with uow:
         order = await uow.orders.lock(cmd.order_id)
         if order is None:
@@ -62,7 +62,7 @@ async def refund_order(cmd: RefundOrder, uow: InventoryUnitOfWork) -> RefundAnsw
     return RefundAnswered(outcome=RefundOutcome.ACCEPTED, order=order.view())
 
 
-async def cancel_event(cmd: CancelEvent, uow: InventoryUnitOfWork) -> EventCancelAnswered:
+async def cancel_event(cmd: CancelEvent, uow: AbstractInventoryUnitOfWork) -> EventCancelAnswered:
     async with uow:
         event = await uow.events.lock(cmd.event_id)
         if event is None:
@@ -83,7 +83,7 @@ async def cancel_event(cmd: CancelEvent, uow: InventoryUnitOfWork) -> EventCance
 
 
 async def continue_event_cancellation(
-    msg: ContinueEventCancellation, uow: InventoryUnitOfWork, batch_size: int = BATCH_SIZE, pause: float = 0.0
+    msg: ContinueEventCancellation, uow: AbstractInventoryUnitOfWork, batch_size: int = BATCH_SIZE, pause: float = 0.0
 ) -> None:
     if pause > 0:  # pacing: a big cancellation leaves the database to the other events' sales in between
         await asyncio.sleep(pause)
@@ -114,7 +114,7 @@ async def continue_event_cancellation(
     )
 
 
-async def _left(uow: InventoryUnitOfWork, event_id: UUID) -> int:
+async def _left(uow: AbstractInventoryUnitOfWork, event_id: UUID) -> int:
     """Orders still to cancel or refund, counted under the event's ticket-type locks: a hold that raced the
     start of the cancellation has committed by now, so it is counted (and done by a further batch)."""
     await uow.stock.lock(await uow.events.ticket_type_ids(event_id))
@@ -122,7 +122,7 @@ async def _left(uow: InventoryUnitOfWork, event_id: UUID) -> int:
     return sum(counts.get(s, 0) for s in TO_CANCEL)
 
 
-async def resume(uow: InventoryUnitOfWork, idle_seconds: float = 0.0) -> list[UUID]:
+async def resume(uow: AbstractInventoryUnitOfWork, idle_seconds: float = 0.0) -> list[UUID]:
     """Send the next batch's message for every cancellation idle for ``idle_seconds`` (0: every one, at
     start-up). If the chain's own message is still on its way, one of the two is stale and changes nothing."""
     async with uow:
@@ -138,7 +138,7 @@ async def resume(uow: InventoryUnitOfWork, idle_seconds: float = 0.0) -> list[UU
     return resumed
 
 
-async def _progress(uow: InventoryUnitOfWork, event: Event) -> CancellationProgress:
+async def _progress(uow: AbstractInventoryUnitOfWork, event: Event) -> CancellationProgress:
     counts = await uow.orders.count_for_event(event.id)
     return cancellation_progress(
         event,

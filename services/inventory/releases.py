@@ -13,7 +13,7 @@ from typing import Literal
 
 from services.inventory import store
 from services.inventory.domain import Order, StockEffect
-from services.inventory.uow import InventoryUnitOfWork
+from services.inventory.uow import AbstractInventoryUnitOfWork, InventoryUnitOfWork
 from shared import logs, metrics
 from shared.batching import GroupCommit
 from shared.messages import HoldExpiryDue, OrderStatus
@@ -27,7 +27,7 @@ MAX_EARLY_WAIT_SECONDS = 5.0
 Why = Literal["expire", "cancel"]
 
 
-async def release(uow: InventoryUnitOfWork, orders: Sequence[Order], why: Why) -> list[Order]:
+async def release(uow: AbstractInventoryUnitOfWork, orders: Sequence[Order], why: Why) -> list[Order]:
     """Release locked PENDING orders inside an open unit of work; emits what changed. Commit is the caller's."""
     effect = StockEffect()
     for order in orders:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from prometheus_client import Counter
 
 from services.inventory.domain import IllegalTransition, Order
-from services.inventory.uow import InventoryUnitOfWork
+from services.inventory.uow import AbstractInventoryUnitOfWork
 from shared import logs
 from shared.messages import OrderPaid, OrderStatus, PaymentRefunded, PaymentSucceeded, RefundCause
 from shared.messaging import PermanentError
@@ -30,7 +30,7 @@ SALES = Counter("ticketing_payments_applied_total", "Payments applied to orders,
 LATE_REFUND_REASON = "paid after the hold expired and the tickets were sold"
 
 
-async def payment_succeeded(msg: PaymentSucceeded, uow: InventoryUnitOfWork) -> None:
+async def payment_succeeded(msg: PaymentSucceeded, uow: AbstractInventoryUnitOfWork) -> None:
     async with uow:
         path = await _settle(uow, msg)
         if path is not None:
@@ -40,7 +40,7 @@ async def payment_succeeded(msg: PaymentSucceeded, uow: InventoryUnitOfWork) -> 
         log.info("payment_applied", order_id=str(msg.order_id), outcome=path)
 
 
-async def _settle(uow: InventoryUnitOfWork, msg: PaymentSucceeded) -> str | None:
+async def _settle(uow: AbstractInventoryUnitOfWork, msg: PaymentSucceeded) -> str | None:
     """Apply a payment to its order; the path taken, or None for a redelivery of one already applied."""
     order = await uow.orders.lock(msg.order_id)
     if order is None:
@@ -76,7 +76,7 @@ async def _settle(uow: InventoryUnitOfWork, msg: PaymentSucceeded) -> str | None
     return "refund_pending"
 
 
-async def _order_paid(uow: InventoryUnitOfWork, order: Order, msg: PaymentSucceeded) -> OrderPaid:
+async def _order_paid(uow: AbstractInventoryUnitOfWork, order: Order, msg: PaymentSucceeded) -> OrderPaid:
     tickets = await uow.sales.issue_tickets(order)
     assert order.event_id is not None
     ev = await uow.sales.event_facts(order.event_id)
@@ -97,7 +97,7 @@ async def _order_paid(uow: InventoryUnitOfWork, order: Order, msg: PaymentSuccee
     )
 
 
-async def payment_refunded(msg: PaymentRefunded, uow: InventoryUnitOfWork) -> None:
+async def payment_refunded(msg: PaymentRefunded, uow: AbstractInventoryUnitOfWork) -> None:
     async with uow:
         order = await uow.orders.lock(msg.order_id)
         if order is None or order.status is not OrderStatus.REFUND_PENDING:

@@ -1,5 +1,6 @@
 """In-memory fakes of the services' units of work (inventory's repositories here), for handler tests (the
-cosmicpython book's FakeUnitOfWork).
+cosmicpython book's FakeUnitOfWork). ``FakeInventoryUnitOfWork`` fits ``AbstractInventoryUnitOfWork``, the
+protocol inventory's handlers take (``services/inventory/uow.py``): mypy checks it wherever a test passes it.
 
 The fakes keep the same promises as the real repositories where the handlers rely on them: a saved order's
 status only moves from the status it was loaded in, stock counters never go below zero, and nothing emitted is
@@ -11,12 +12,13 @@ from __future__ import annotations
 import copy
 import itertools
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 from uuid import UUID
 
-from services.inventory.domain import Event, Order, StockEffect, StockLevel
+from services.inventory.domain import Event, Order, StockEffect, StockLevel, TicketAtDoor
 from shared.messages import (
     CreateEvent,
     EventInfo,
@@ -29,6 +31,7 @@ from shared.messages import (
     StockChanged,
     TicketTypeInfo,
 )
+from shared.uow import AbstractUnitOfWork
 
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -257,7 +260,30 @@ class FakeEvents:
                 level.event_status = event.status
 
 
-class FakeUnitOfWork:
+class FakeDoor:
+    """Tickets by code; ``admit`` is the guarded UPDATE (``lose_race``: another scan committed first)."""
+
+    def __init__(self) -> None:
+        self.tickets: dict[str, TicketAtDoor] = {}
+        self.lose_race = False
+
+    async def presented(self, code: str) -> TicketAtDoor | None:
+        return self.tickets.get(code)
+
+    async def admit(self, code: str, actor: str) -> datetime | None:
+        if self.lose_race:
+            self.tickets[code] = replace(self.tickets[code], admitted_at=NOW)
+            return None
+        if self.tickets[code].admitted_at is not None:
+            return None
+        self.tickets[code] = replace(self.tickets[code], admitted_at=NOW)
+        return NOW
+
+    async def admitted_at(self, code: str) -> datetime | None:
+        return self.tickets[code].admitted_at
+
+
+class FakeUnitOfWork(AbstractUnitOfWork):
     """What every service's fake unit of work does: nothing emitted is published unless it commits; the
     repositories (set by the subclass) outlive each unit of work, as a database does."""
 
@@ -298,6 +324,7 @@ class FakeInventoryUnitOfWork(FakeUnitOfWork):
         self.orders, self.stock = FakeOrders(), FakeStock()
         self.catalog, self.sales = FakeCatalog(), FakeSales()
         self.events = FakeEvents(self.stock)
+        self.door = FakeDoor()
 
     def __call__(self) -> FakeInventoryUnitOfWork:
         return self  # the factory the handlers' wiring takes

@@ -4,44 +4,17 @@ admission, commits only an admission, and says nothing of a ticket of another ev
 from __future__ import annotations
 
 import uuid
-from dataclasses import replace
-from datetime import datetime
-from typing import Any
 
 from services.inventory import handlers
 from services.inventory.domain import TicketAtDoor
 from shared.messages import CheckIn, CheckInOutcome, OrderStatus
-from tests.unit.fakes import NOW, FakeInventoryUnitOfWork
+from tests.unit.fakes import NOW, FakeDoor, FakeInventoryUnitOfWork
 
 EVENT = uuid.uuid4()
 
 
-class FakeDoor:
-    """Tickets by code; ``admit`` is the guarded UPDATE (``lose_race``: another scan committed first)."""
-
-    def __init__(self) -> None:
-        self.tickets: dict[str, TicketAtDoor] = {}
-        self.lose_race = False
-
-    async def presented(self, code: str) -> TicketAtDoor | None:
-        return self.tickets.get(code)
-
-    async def admit(self, code: str, actor: str) -> datetime | None:
-        if self.lose_race:
-            self.tickets[code] = replace(self.tickets[code], admitted_at=NOW)
-            return None
-        if self.tickets[code].admitted_at is not None:
-            return None
-        self.tickets[code] = replace(self.tickets[code], admitted_at=NOW)
-        return NOW
-
-    async def admitted_at(self, code: str) -> datetime | None:
-        return self.tickets[code].admitted_at
-
-
-def door_uow(status: OrderStatus = OrderStatus.PAID) -> tuple[Any, FakeDoor]:
-    uow: Any = FakeInventoryUnitOfWork()
-    uow.door = FakeDoor()
+def door_uow(status: OrderStatus = OrderStatus.PAID) -> tuple[FakeInventoryUnitOfWork, FakeDoor]:
+    uow = FakeInventoryUnitOfWork()
     uow.door.tickets["CODE"] = TicketAtDoor(uuid.uuid4(), uuid.uuid4(), EVENT, status, None)
     return uow, uow.door
 

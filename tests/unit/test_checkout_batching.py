@@ -29,6 +29,7 @@ from shared.messages import (
 from shared.messaging import Delivery
 from shared.requests import Coalescer, Requester
 from shared.topology import Names
+from tests.unit.fakes import FakeInventoryUnitOfWork
 
 
 def checkout(user: str = "u") -> CheckoutRequested:
@@ -270,7 +271,7 @@ def delivery() -> Delivery:
 
 async def test_inventory_submits_every_item_at_once_and_answers_them_in_one_reply() -> None:
     bus = ReplyBus()
-    batcher = HoldBatcher(lambda: None, bus, SimpleNamespace(hold_batch_max=256))  # type: ignore[arg-type]
+    batcher = HoldBatcher(FakeInventoryUnitOfWork(), bus, SimpleNamespace(hold_batch_max=256))  # type: ignore[arg-type]
     in_flight = 0
     most = 0
 
@@ -294,7 +295,7 @@ async def test_inventory_submits_every_item_at_once_and_answers_them_in_one_repl
 
 async def test_a_failed_item_answers_the_others_then_raises_for_the_retry_ladder() -> None:
     bus = ReplyBus()
-    batcher = HoldBatcher(lambda: None, bus, SimpleNamespace(hold_batch_max=256))  # type: ignore[arg-type]
+    batcher = HoldBatcher(FakeInventoryUnitOfWork(), bus, SimpleNamespace(hold_batch_max=256))  # type: ignore[arg-type]
     bad = checkout("bad")
 
     async def submit(cmd: CheckoutRequested) -> Outcome:
