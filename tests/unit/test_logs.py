@@ -65,7 +65,8 @@ def test_a_stdlib_library_record_comes_out_as_json_with_the_correlation_id(captu
     logs.set_correlation_id("c0ffee42")
     logging.getLogger("aio_pika.robust_connection").warning("connection to %s lost", "rabbitmq:5672")
     try:
-        {}["missing"]  # a real KeyError, with a real traceback
+        empty: dict[str, int] = {}
+        empty["missing"]  # a real KeyError, with a real traceback
     except KeyError:
         logging.getLogger("sqlalchemy.pool").exception("pool error")
 
