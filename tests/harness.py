@@ -161,9 +161,11 @@ def run_environment(base: Settings) -> dict[str, str]:
 
 
 async def eventually(
-    probe: Callable[[], Awaitable[T]], *, timeout: float = 15.0, interval: float = 0.05, what: str = "condition"
+    probe: Callable[[], Awaitable[T | None]], *, timeout: float = 15.0, interval: float = 0.05, what: str = "condition"
 ) -> T:
-    """Poll ``probe`` until it returns a truthy value (returned) or the deadline passes (fails)."""
+    """Poll ``probe`` until it returns a truthy value (returned) or the deadline passes (fails). A probe answers
+    ``None`` (or anything falsy) for "not yet", so what this returns is never ``None``: its type drops the
+    ``| None`` of the probe's."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:

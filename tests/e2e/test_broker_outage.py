@@ -11,6 +11,8 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import httpx
 import pytest
@@ -77,7 +79,7 @@ async def test_services_wait_for_the_broker_serving_what_needs_none_and_recover_
 ) -> None:
     admin = issue_token(outage.settings, "operator", "operator@example.com", ["admin"])
 
-    async def alive_not_ready(service: str) -> dict[str, object] | None:
+    async def alive_not_ready(service: str) -> dict[str, Any] | None:
         # The gateway tells the reason to admins only (anonymous callers get a bare status).
         headers = {"Authorization": f"Bearer {admin}"}
         async with httpx.AsyncClient(base_url=outage.url(service), timeout=2, headers=headers) as c:
@@ -88,9 +90,9 @@ async def test_services_wait_for_the_broker_serving_what_needs_none_and_recover_
         return ready.json() if alive.status_code == 200 and ready.status_code == 503 else None
 
     for service in ("gateway", "inventory"):
-        body = await eventually(lambda s=service: alive_not_ready(s), timeout=30, what=f"{service} alive, not ready")
-        assert "waiting for RabbitMQ" in body["failures"]["rabbitmq"]  # type: ignore[index]
-        assert "database" not in body["failures"]  # type: ignore[operator]
+        body = await eventually(partial(alive_not_ready, service), timeout=30, what=f"{service} alive, not ready")
+        assert "waiting for RabbitMQ" in body["failures"]["rabbitmq"]
+        assert "database" not in body["failures"]
 
     async with outage.client("buyer") as c:
         assert (await c.get("/events")).status_code == 200
@@ -114,7 +116,7 @@ async def test_services_wait_for_the_broker_serving_what_needs_none_and_recover_
             return (await c.get("/readyz")).status_code == 200
 
     for service in ("gateway", "inventory"):
-        await eventually(lambda s=service: ready(s), timeout=30, what=f"{service} ready once the broker is back")
+        await eventually(partial(ready, service), timeout=30, what=f"{service} ready once the broker is back")
 
     body = {
         "title": "Back online",

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import uuid
 from email.message import EmailMessage
+from functools import partial
 from importlib.metadata import version
 from pathlib import Path
 
@@ -134,7 +135,7 @@ async def test_dlq_replay_shows_progress_and_search_reindex_too(stack: Stack) ->
         await publish(stack, topology.CHECKOUT_REQUESTED, b'{"order_id": 42}', mid)
     ids = []
     for mid in mids:
-        ids.append((await eventually(lambda mid=mid: dead_letters(stack, mid), what="inventory dead letter"))[0]["id"])
+        ids.append((await eventually(partial(dead_letters, stack, mid), what="inventory dead letter"))[0]["id"])
 
     args = ["dlq", "replay", "inventory", "--rate", "100"] + [a for i in ids for a in ("--id", str(i))]
     result = await asyncio.to_thread(ticketing, *args, env=stack.env)

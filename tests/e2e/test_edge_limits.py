@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 
 import httpx
 import pytest
@@ -99,7 +100,7 @@ async def test_every_public_route_answers_429_with_retry_after(stack: Stack, lim
         # The homepage and event details share one budget per client address; so do the IPN and the return
         # URL (VNPAY's servers call both).
         for first, then in (("/events", detail), ("/payments/vnpay/ipn", "/payments/vnpay/return")):
-            await until_limited(lambda p=first: c.get(p, params={"vnp_TxnRef": "x"}), LIMIT)
+            await until_limited(partial(c.get, first, params={"vnp_TxnRef": "x"}), LIMIT)
             r = await c.get(then, params={"vnp_TxnRef": "x"})
             assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
 

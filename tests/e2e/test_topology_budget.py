@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import httpx
 
@@ -33,11 +34,11 @@ async def test_one_deployment_declares_quorum_queues_only_for_work_queues_and_dl
 async def test_the_ops_services_readiness_warns_about_the_brokers_budget_without_going_unready(stack: Stack) -> None:
     # Every broker this suite runs on has fewer than RabbitMQ's recommended 65,536 open files (or is not on this
     # machine, which is a warning of its own): the warning must show, and the service must stay ready.
-    async def warned() -> dict[str, object] | None:
+    async def warned() -> dict[str, Any] | None:
         async with httpx.AsyncClient(timeout=5) as c:
             r = await c.get(f"http://127.0.0.1:{stack.settings.ops_port}/readyz")
         body = r.json()
         return body if r.status_code == 200 and body.get("warnings") else None
 
     body = await eventually(warned, timeout=30, interval=0.5, what="the ops service's broker warning")
-    assert any("open-file limit" in w for w in body["warnings"]), body  # type: ignore[union-attr]
+    assert any("open-file limit" in w for w in body["warnings"]), body
