@@ -35,7 +35,7 @@ chromium:
 	fi
 
 lint: install
-	$(BIN)/ruff check . && $(BIN)/mypy shared services ticketing
+	$(BIN)/ruff check . && $(BIN)/mypy shared services ticketing bench tests
 
 bench: install
 	$(BIN)/python -m bench.flash_sale
