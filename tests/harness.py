@@ -8,7 +8,6 @@ import concurrent.futures
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from shared.migrate import upgrade
 from shared.settings import Settings
 from shared.topology import Names, all_queue_names, mailer_notifications
 from ticketing import broker_node
+from ticketing.ports import free_port
 
 T = TypeVar("T")
 
@@ -38,12 +38,6 @@ START_HINTS = {
     "Redis": 'redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no',
     "RabbitMQ": "rabbitmq-server -detached",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def docker_engine_available() -> bool:

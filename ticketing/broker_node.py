@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 import aio_pika
 
 from shared import logs
+from ticketing.ports import free_port
 
 RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 # The inner script: the packaged wrapper switches to the rabbitmq user and its home, hence its cookie.
@@ -65,12 +66,6 @@ async def amqp_handshake(url: str, timeout: float = 5.0) -> str | None:
 def handshake_ok(url: str, timeout: float = 5.0) -> str | None:
     """``amqp_handshake`` for synchronous callers (a fresh event loop)."""
     return asyncio.run(amqp_handshake(url, timeout))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def fd_limits(pid: int) -> tuple[int, int] | None:

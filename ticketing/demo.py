@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import socket
 import statistics
 import time
 import uuid
@@ -24,24 +23,19 @@ from shared.db import make_engine
 from shared.settings import Settings, get_settings
 from ticketing import loadgen
 from ticketing.loadgen import HttpPool, client_ceiling
+from ticketing.ports import free_port
 
 console = Console()
 DEMO_PREFIX = "demo."
 _DEMO_STARTED = time.time()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _demo_env() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("TICKETING_PREFIX", DEMO_PREFIX)
-    env["TICKETING_GATEWAY_PORT"] = str(_free_port())
+    env["TICKETING_GATEWAY_PORT"] = str(free_port())
     for service in ("inventory", "payment", "mailer", "search", "paysim"):
-        env[f"TICKETING_{service.upper()}_PORT"] = str(_free_port())
+        env[f"TICKETING_{service.upper()}_PORT"] = str(free_port())
     env.setdefault("TICKETING_SWEEPER_INTERVAL_SECONDS", "5")
     env.setdefault("TICKETING_CHECKOUT_RATE_LIMIT", "0")
     env.setdefault("TICKETING_LOG_LEVEL", "WARNING")

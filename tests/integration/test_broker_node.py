@@ -11,6 +11,7 @@ import pytest
 
 from ticketing import broker_node
 from ticketing.broker_node import BrokerNode, LocalNode
+from ticketing.ports import free_port
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,7 @@ async def test_a_wedged_broker_is_reported_within_the_deadline_not_waited_on() -
 
 
 async def test_a_closed_port_is_reported_at_once() -> None:
-    why = await broker_node.amqp_handshake(f"amqp://guest:guest@127.0.0.1:{broker_node.free_port()}/", timeout=5)
+    why = await broker_node.amqp_handshake(f"amqp://guest:guest@127.0.0.1:{free_port()}/", timeout=5)
     assert why is not None and "Connect" in why
 
 
