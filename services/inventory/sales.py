@@ -67,7 +67,7 @@ async def _settle(uow: AbstractInventoryUnitOfWork, msg: PaymentSucceeded) -> st
     await uow.orders.save([order])
     uow.emit(await uow.stock.apply(effect, locked=late))  # a late payment locked the stock to check it
     uow.emit(order.events)
-    await uow.sales.record(order.id, msg.provider, msg.txn_ref, msg.amount, late, order.status, msg.paid_at)
+    await uow.sales.record(msg, order, late)
     if order.refund_cause is RefundCause.EVENT_CANCELLED:  # paid late for an event cancelled meanwhile
         await uow.sales.refund_requested([order.id], order.refund_cause)
     if order.status is OrderStatus.PAID:

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from sqlalchemy import text
 
 from services.inventory.domain import Order
-from shared.messages import IssuedTicket, OrderStatus, RefundCause
+from shared.messages import IssuedTicket, OrderStatus, PaymentSucceeded, RefundCause
 from shared.repository import Repository
 
 
@@ -21,28 +20,19 @@ class Sales(Repository):
         """The provider reference the order was settled with, if any."""
         return await self.scalar("SELECT txn_ref FROM inventory.order_payments WHERE order_id = :id", {"id": order_id})
 
-    async def record(
-        self,
-        order_id: UUID,
-        provider: str,
-        txn_ref: str,
-        amount: int,
-        late: bool,
-        outcome: OrderStatus,
-        paid_at: datetime,
-    ) -> None:
-        """One settlement per order (its primary key): paid, or sent to refund."""
+    async def record(self, payment: PaymentSucceeded, order: Order, late: bool) -> None:
+        """The order's one settlement (its primary key) by this payment: paid, or sent to refund (its status)."""
         await self.execute(
             "INSERT INTO inventory.order_payments (order_id, provider, txn_ref, amount, late, outcome, paid_at) "
             "VALUES (:id, :provider, :txn_ref, :amount, :late, :outcome, :paid_at)",
             {
-                "id": order_id,
-                "provider": provider,
-                "txn_ref": txn_ref,
-                "amount": amount,
+                "id": order.id,
+                "provider": payment.provider,
+                "txn_ref": payment.txn_ref,
+                "amount": payment.amount,
                 "late": late,
-                "outcome": outcome.value,
-                "paid_at": paid_at,
+                "outcome": order.status.value,
+                "paid_at": payment.paid_at,
             },
         )
 

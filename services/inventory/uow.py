@@ -27,6 +27,7 @@ from shared.messages import (
     NewTicketType,
     OrderStatus,
     OrderView,
+    PaymentSucceeded,
     RefundCause,
     StockChanged,
 )
@@ -59,16 +60,7 @@ class CatalogRepository(Protocol):
 
 class SalesRepository(Protocol):
     async def settled_by(self, order_id: UUID) -> str | None: ...
-    async def record(
-        self,
-        order_id: UUID,
-        provider: str,
-        txn_ref: str,
-        amount: int,
-        late: bool,
-        outcome: OrderStatus,
-        paid_at: datetime,
-    ) -> None: ...
+    async def record(self, payment: PaymentSucceeded, order: Order, late: bool) -> None: ...
     async def mark(self, order_id: UUID, outcome: OrderStatus) -> None: ...
     async def refund_requested(
         self, order_ids: Sequence[UUID], cause: RefundCause, actor: str | None = None

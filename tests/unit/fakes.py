@@ -27,6 +27,7 @@ from shared.messages import (
     NewTicketType,
     OrderStatus,
     OrderView,
+    PaymentSucceeded,
     RefundCause,
     StockChanged,
     TicketTypeInfo,
@@ -185,18 +186,9 @@ class FakeSales:
         found = self.settlements.get(order_id)
         return None if found is None else str(found["txn_ref"])
 
-    async def record(
-        self,
-        order_id: UUID,
-        provider: str,
-        txn_ref: str,
-        amount: int,
-        late: bool,
-        outcome: OrderStatus,
-        paid_at: datetime,
-    ) -> None:
-        assert order_id not in self.settlements  # one settlement per order (a primary key in SQL)
-        self.settlements[order_id] = {"txn_ref": txn_ref, "late": late, "outcome": outcome}
+    async def record(self, payment: PaymentSucceeded, order: Order, late: bool) -> None:
+        assert order.id not in self.settlements  # one settlement per order (a primary key in SQL)
+        self.settlements[order.id] = {"txn_ref": payment.txn_ref, "late": late, "outcome": order.status}
 
     async def mark(self, order_id: UUID, outcome: OrderStatus) -> None:
         self.settlements[order_id]["outcome"] = outcome
