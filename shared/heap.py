@@ -16,16 +16,14 @@ from typing import Any
 
 from shared import metrics
 
-_started: list[float] = []
+_started = [0.0]  # when the collection under way began (collections never overlap)
 
 
 def _on_collection(phase: str, info: dict[str, Any]) -> None:
     if phase == "start":
-        _started.append(time.perf_counter())
-    elif _started:
-        metrics.GC_PAUSE.labels(generation=str(info.get("generation", ""))).observe(
-            time.perf_counter() - _started.pop()
-        )
+        _started[0] = time.perf_counter()
+    else:
+        metrics.GC_PAUSE.labels(generation=str(info["generation"])).observe(time.perf_counter() - _started[0])
 
 
 def watch() -> None:

@@ -205,15 +205,16 @@ class CheckoutDecided(Message):
     outcome: CheckoutOutcome
     order: OrderView
     created: bool  # decided by this command just now (False: a redelivery or a repeated Idempotency-Key)
-    # Ticket types of the deciding batch with nothing left: the gateway may answer 409 at once for them until
-    # stock comes back (docs/ARCHITECTURE.md, "Sold-out gate"). A hint that can only ever reject.
-    sold_out: list[UUID] = Field(default_factory=list)
-    # The stock version each of them ran out at: a stock.changed of that version or older says nothing newer.
+    # Ticket types of the deciding batch with nothing left, each with the stock version it ran out at: the
+    # gateway may answer 409 at once for them until a newer stock.changed says stock is back
+    # (docs/ARCHITECTURE.md, "Sold-out gate"). A hint that can only ever reject.
     sold_out_versions: dict[UUID, int] = Field(default_factory=dict)
+    # The same without versions, as inventories before migration 0012 answer (read, no longer written).
+    sold_out: list[UUID] = Field(default_factory=list)
 
     def sold_out_at(self) -> dict[UUID, int]:
         """Each sold-out ticket type and the stock version it ran out at (0: not known, an older inventory)."""
-        return {tt: self.sold_out_versions.get(tt, 0) for tt in self.sold_out}
+        return self.sold_out_versions or dict.fromkeys(self.sold_out, 0)
 
 
 class CheckoutItemDecided(Message):

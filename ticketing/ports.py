@@ -25,8 +25,8 @@ _lock = threading.Lock()
 
 
 def ephemeral_start() -> int:
-    """The first port of the kernel's ephemeral range (Linux; elsewhere the IANA range's start is below that
-    of every common default, so 32768 is a safe bound)."""
+    """The first port of the kernel's ephemeral range: read on Linux; elsewhere 32768, at or below every common
+    default (Linux 32768, the IANA range and the BSDs' 49152)."""
     try:
         return int(_EPHEMERAL_RANGE.read_text().split()[0])
     except (OSError, ValueError, IndexError):

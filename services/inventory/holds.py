@@ -178,7 +178,6 @@ def checkout_decided(cmd: CheckoutRequested, outcome: Outcome) -> CheckoutDecide
         outcome=kind,
         order=view,
         created=outcome.created,
-        sold_out=list(outcome.sold_out),
         sold_out_versions=dict(outcome.sold_out),
     )
 

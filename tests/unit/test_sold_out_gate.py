@@ -8,7 +8,7 @@ import pytest
 
 from services.gateway import soldout
 from services.gateway.soldout import SoldOutGate
-from shared.messages import StockChanged
+from shared.messages import CheckoutDecided, StockChanged
 
 
 def change(tt: uuid.UUID, held: int, sold: int, capacity: int = 2, version: int = 0) -> StockChanged:
@@ -94,3 +94,20 @@ def test_a_mark_expires_and_a_zero_duration_gate_never_closes(clock: list[float]
     assert gate.closed_for([tt]) == tt
     clock[0] += 0.2  # past the mark's end: a missed stock.changed cannot keep a type closed for ever
     assert gate.closed_for([tt]) is None
+
+
+def test_an_older_inventorys_answer_without_versions_still_closes_the_gate(clock: list[float]) -> None:
+    """Before migration 0012 inventory answered a plain list: it closes at version 0 (not known)."""
+    tt = uuid.uuid4()
+    old = CheckoutDecided.model_validate(
+        {
+            "outcome": "rejected",
+            "created": True,
+            "sold_out": [str(tt)],
+            "order": {"order_id": str(uuid.uuid4()), "user_id": "u", "status": "REJECTED", "total": 0, "items": []},
+        }
+    )
+    assert old.sold_out_at() == {tt: 0}
+    gate = SoldOutGate(60)
+    gate.answered([tt], old.sold_out_at())
+    assert gate.closed_for([tt]) == tt
