@@ -58,6 +58,18 @@ redis.call('DEL', KEYS[2], KEYS[3])
 return 1
 """
 
+# What a reader finds, in one step: the entry; or, if it is missing, whether it now holds the rebuild lock
+# (ARGV[3] = '1' asks for it), someone else does, or nobody does. One step, so a reader can never miss the entry,
+# then see the lock free just after another reader wrote the entry and let go, and load it a second time.
+LOOK = """
+local detail = redis.call('GET', KEYS[1])
+local avail = redis.call('HGETALL', KEYS[3])
+if detail then return {detail, avail, 'hit'} end
+if ARGV[3] == '1' and redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {false, avail, 'mine'} end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {false, avail, 'busy'} end
+return {false, avail, 'free'}
+"""
+
 RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -79,6 +91,7 @@ class EventCache:
     def __post_init__(self) -> None:
         self._set = self.redis.register_script(SET_IF_UNCHANGED)
         self._stock = self.redis.register_script(STOCK)
+        self._look = self.redis.register_script(LOOK)
         self._release = self.redis.register_script(RELEASE)
         self._invalidate = self.redis.register_script(INVALIDATE)
 
@@ -105,17 +118,13 @@ class EventCache:
     ) -> dict[str, Any] | None:
         """The event detail: cached body, availability overlaid from the brief cache (or PostgreSQL)."""
         detail_key, _, lock_key, avail_key = self._keys(event_id)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.get(detail_key)
-        pipe.hgetall(avail_key)
-        raw, avail = await pipe.execute()
+        token = uuid.uuid4().hex
+        raw, avail, lock = await self._look_up(detail_key, lock_key, avail_key, token, claim=True)
         if raw is not None:
             metrics.CACHE_REQUESTS.labels(cache="event_detail", result="hit").inc()
-            event: dict[str, Any] = orjson.loads(raw)
-            return await self._with_availability(event, avail, avail_key, load_availability)
+            return await self._with_availability(orjson.loads(raw), avail, avail_key, load_availability)
         metrics.CACHE_REQUESTS.labels(cache="event_detail", result="miss").inc()
-        token = uuid.uuid4().hex
-        if await self.redis.set(lock_key, token, nx=True, px=int(self.lock_seconds * 1000)):
+        if lock == "mine":
             try:
                 return await self._load(event_id, load)
             finally:
@@ -126,17 +135,21 @@ class EventCache:
         while time.monotonic() < deadline:
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, 0.05)  # many waiters must not flood Redis (or this process's event loop)
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.get(detail_key)
-            pipe.hgetall(avail_key)
-            pipe.exists(lock_key)
-            raw, avail, locked = await pipe.execute()
+            raw, avail, lock = await self._look_up(detail_key, lock_key, avail_key, token, claim=False)
             if raw is not None:
-                event = orjson.loads(raw)
-                return await self._with_availability(event, avail, avail_key, load_availability)
-            if not locked:  # the rebuild gave up (or the event does not exist): load ourselves
+                return await self._with_availability(orjson.loads(raw), avail, avail_key, load_availability)
+            if lock == "free":  # the rebuild gave up (or the event does not exist): load ourselves
                 break
         return await self._load(event_id, load)
+
+    async def _look_up(
+        self, detail_key: str, lock_key: str, avail_key: str, token: str, *, claim: bool
+    ) -> tuple[bytes | None, dict[bytes, bytes], str]:
+        """The cached detail and availability, else who holds the rebuild lock: mine, busy or free."""
+        raw, flat, lock = await self._look(
+            keys=[detail_key, lock_key, avail_key], args=[token, int(self.lock_seconds * 1000), int(claim)]
+        )
+        return raw, dict(zip(flat[::2], flat[1::2], strict=True)), text(lock)
 
     async def _load(self, event_id: str, load: Loader) -> dict[str, Any] | None:
         detail_key, ver_key, _, avail_key = self._keys(event_id)

@@ -1,0 +1,94 @@
+"""The event detail cache against real Redis: a stampede of readers on a missing entry loads it from
+PostgreSQL once, an invalidation during a load keeps the stale result out, and a missing event answers every
+reader at once. This test's own key prefix, cleaned up after."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from shared.search_index.cache import EventCache
+from shared.settings import Settings
+from shared.topology import Names
+
+
+@pytest.fixture
+async def cache() -> AsyncIterator[EventCache]:
+    settings = Settings()  # type: ignore[call-arg]
+    r = aioredis.from_url(settings.redis_url)
+    prefix = f"test-cache-{uuid.uuid4().hex[:8]}."
+    try:
+        yield EventCache(r, Names(prefix))
+    finally:
+        async for key in r.scan_iter(match=f"{prefix}*", count=1000):
+            await r.unlink(key)
+        await r.aclose()
+
+
+class Source:
+    """PostgreSQL's side of the cache: counts the loads, and answers what the event is now."""
+
+    def __init__(self, event_id: str, title: str = "Đêm nhạc Trịnh") -> None:
+        self.event_id = event_id
+        self.title = title
+        self.loads = 0
+
+    async def load(self) -> dict[str, Any] | None:
+        self.loads += 1
+        await asyncio.sleep(0)  # let the other readers in while this one loads
+        types = [{"ticket_type_id": "t1", "available": 5}]
+        return {"event_id": self.event_id, "title": self.title, "ticket_types": types}
+
+    async def availability(self) -> dict[str, int]:
+        return {"t1": 5}
+
+
+async def test_a_stampede_on_a_missing_entry_loads_it_once(cache: EventCache) -> None:
+    for _ in range(30):  # the lost race, if there is one, is a matter of interleaving: many rounds
+        source = Source(str(uuid.uuid4()))
+        readers = []
+        for _ in range(60):  # arriving one after another while the first reader loads, as requests do
+            readers.append(asyncio.create_task(cache.get_event(source.event_id, source.load, source.availability)))
+            await cache.redis.ping()
+        results = await asyncio.gather(*readers)
+        assert source.loads == 1
+        assert all(r is not None and r["title"] == "Đêm nhạc Trịnh" for r in results)
+
+
+async def test_a_change_during_a_load_keeps_the_older_result_out_of_the_cache(cache: EventCache) -> None:
+    event_id = str(uuid.uuid4())
+    source = Source(event_id, "before")
+
+    async def load_then_change() -> dict[str, Any] | None:
+        event = await source.load()
+        source.title = "after"
+        await cache.invalidate(event_id, version=2)  # the admin route, while this load was reading
+        return event
+
+    first = await cache.get_event(event_id, load_then_change, source.availability)
+    assert first is not None and first["title"] == "before"
+    again = await cache.get_event(event_id, source.load, source.availability)
+    assert again is not None and again["title"] == "after"
+    assert source.loads == 2
+
+
+async def test_readers_of_a_missing_event_are_answered_without_waiting_out_the_lock(cache: EventCache) -> None:
+    async def absent() -> dict[str, Any] | None:
+        await asyncio.sleep(0)
+        return None
+
+    async def none() -> dict[str, int]:
+        return {}
+
+    started = time.monotonic()
+    results = await asyncio.gather(*(cache.get_event(str(uuid.uuid4()), absent, none) for _ in range(5)))
+    shared_id = str(uuid.uuid4())
+    results += await asyncio.gather(*(cache.get_event(shared_id, absent, none) for _ in range(40)))
+    assert results == [None] * 45
+    assert time.monotonic() - started < cache.wait_seconds  # nobody waited for a rebuild that gave up
