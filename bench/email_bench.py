@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aio_pika
+import httpx
 from rich.console import Console
 from rich.table import Table
 
@@ -87,7 +88,7 @@ async def in_process(n: int, concurrency: int, sink: ScriptedSmtpServer, port: i
 async def through_service(n: int, retry_samples: int) -> list[tuple[str, str]]:
     base = Settings()
     env = run_environment(base)
-    env.update({"TICKETING_INVENTORY_PORT": "0", "TICKETING_MAILER_PORT": "0", "TICKETING_LOG_LEVEL": "ERROR"})
+    env.update({"TICKETING_INVENTORY_PORT": "0", "TICKETING_LOG_LEVEL": "ERROR"})
     settings = Settings.model_validate(
         {
             **{
@@ -108,15 +109,16 @@ async def through_service(n: int, retry_samples: int) -> list[tuple[str, str]]:
     try:
         channel = await conn.channel(publisher_confirms=True)
 
-        async def queue_ready() -> bool:
-            probe = await conn.channel()
-            try:
-                await probe.declare_queue(names.queue("mailer.notifications"), passive=True)
-                return True
-            except Exception:
-                return False
+        # Ready means bound and consuming: the queue alone exists a moment before its bindings, and an
+        # order.paid published then is dropped as unroutable (a run once waited for ever on it).
+        async def mailer_ready() -> bool:
+            async with httpx.AsyncClient(timeout=2) as client:
+                try:
+                    return (await client.get(f"http://127.0.0.1:{settings.mailer_port}/readyz")).status_code == 200
+                except httpx.HTTPError:
+                    return False
 
-        await eventually(queue_ready, timeout=60, what="the mailer's queue")
+        await eventually(mailer_ready, timeout=60, what="the mailer ready (/readyz)")
         exchange = await channel.get_exchange(names.events_exchange)
 
         async def send_batch(count: int, tag: str, first_answer: str | None) -> list[float]:
