@@ -7,28 +7,18 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
 from shared.search_index.cache import EventCache
-from shared.settings import Settings
 from shared.topology import Names
 
 
 @pytest.fixture
-async def cache() -> AsyncIterator[EventCache]:
-    settings = Settings()  # type: ignore[call-arg]
-    r = aioredis.from_url(settings.redis_url)
-    prefix = f"test-cache-{uuid.uuid4().hex[:8]}."
-    try:
-        yield EventCache(r, Names(prefix))
-    finally:
-        async for key in r.scan_iter(match=f"{prefix}*", count=1000):
-            await r.unlink(key)
-        await r.aclose()
+async def cache(scratch_redis: tuple[aioredis.Redis, Names]) -> EventCache:
+    return EventCache(*scratch_redis)
 
 
 class Source:

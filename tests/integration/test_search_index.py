@@ -14,7 +14,6 @@ import redis.asyncio as aioredis
 from shared.search_index import domain
 from shared.search_index.domain import Doc, Filters
 from shared.search_index.index import Index, new_generation
-from shared.settings import Settings
 from shared.topology import Names
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
@@ -94,16 +93,8 @@ def catalog(n: int, seed: int) -> list[Doc]:
 
 
 @pytest.fixture
-async def index() -> AsyncIterator[Index]:
-    settings = Settings()  # type: ignore[call-arg]
-    r = aioredis.from_url(settings.redis_url)
-    prefix = f"test-idx-{uuid.uuid4().hex[:8]}."
-    try:
-        yield Index(r, Names(prefix))
-    finally:
-        async for key in r.scan_iter(match=f"{prefix}*", count=1000):
-            await r.unlink(key)
-        await r.aclose()
+async def index(scratch_redis: tuple[aioredis.Redis, Names]) -> Index:
+    return Index(*scratch_redis)
 
 
 async def batches(docs: list[Doc]) -> AsyncIterator[list[Doc]]:
