@@ -27,6 +27,30 @@ def order_view(row: Any) -> OrderView:
     )
 
 
+def event_fields(row: Any) -> dict[str, Any]:
+    """What an event's row (``fetch_event``) gives every shape of the event: the API's and the catalog message's."""
+    return {
+        "event_id": row.id,
+        "title": row.title,
+        "venue": row.venue,
+        "city": row.city,
+        "starts_at": row.starts_at,
+        "description": row.description,
+        "hold_seconds": row.hold_seconds,
+    }
+
+
+def ticket_type_fields(row: Any) -> dict[str, Any]:
+    """What a ticket type's row (``fetch_event``) gives every shape of it."""
+    return {
+        "ticket_type_id": row.id,
+        "name": row.name,
+        "price": row.price,
+        "capacity": row.capacity,
+        "per_user_limit": row.per_user_limit,
+    }
+
+
 async def fetch_event(conn: AsyncConnection, event_id: UUID) -> tuple[Any, list[Any]] | None:
     """An event's row and its ticket types' rows (cheapest first, with ``available``), from the views."""
     event = (

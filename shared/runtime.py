@@ -1,4 +1,5 @@
-"""Running a service process: signal handling and a common readiness check set."""
+"""Running a service process: signal handling, the consumer services' common start-up and readiness checks,
+and a graceful stop."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import uvicorn
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared import logs
-from shared.messaging import Bus
+from shared import health, heap, logs
+from shared.messaging import Bus, Declare
 from shared.outbox import OutboxRelay
+from shared.settings import Settings
 
 log = logs.get_logger(__name__)
 
@@ -71,6 +73,38 @@ async def stop_outbox_service(
     if server is not None:
         server.should_exit = True
     await engine.dispose()
+
+
+async def start_consumer_service(
+    service: str,
+    settings: Settings,
+    *,
+    port: int,
+    engine: AsyncEngine,
+    bus: Bus,
+    stop: asyncio.Event,
+    checks: dict[str, health.ReadinessCheck] | None = None,
+    warnings: Callable[[], list[str]] | None = None,
+    declare_services: tuple[str, ...] = (),
+    declare: Declare | None = None,
+    before_bus: Callable[[], Awaitable[bool]] | None = None,
+) -> tuple[bool, uvicorn.Server | None]:
+    """Health first (/healthz answers, /readyz says why while the broker is away: database and RabbitMQ
+    checks, then ``checks``), then the broker until it is up or ``stop`` is set, then the start-up heap frozen.
+    Returns whether the service started, and its health server (stopped already if it did not start)."""
+    server = await health.serve_service_health(
+        service,
+        settings.service_host,
+        port,
+        {"database": database_check(engine), "rabbitmq": broker_check(bus), **(checks or {})},
+        warnings=warnings,
+    )
+    started = before_bus is None or await before_bus()
+    if not started or not await bus.start(declare_services=declare_services, stop=stop, declare=declare):
+        await stop_unstarted(server, engine)
+        return False, server
+    heap.settle(settings.gc_freeze)  # start-up is over: its objects leave the collector's walks
+    return True, server
 
 
 async def stop_unstarted(server: uvicorn.Server | None, engine: AsyncEngine) -> None:

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.gateway.schemas import EventOut, EventSummary, TicketTypeOut, TicketTypeSummary
 from shared.messages import OrderView
-from shared.read_api import ORDER_COLUMNS, fetch_event, order_view
+from shared.read_api import ORDER_COLUMNS, event_fields, fetch_event, order_view, ticket_type_fields
 
 
 async def get_order(engine: AsyncEngine, order_id: UUID) -> tuple[OrderView, str] | None:
@@ -30,25 +30,9 @@ async def get_event(engine: AsyncEngine, event_id: UUID) -> EventOut | None:
         return None
     ev, types = found
     return EventOut(
-        event_id=ev.id,
-        title=ev.title,
-        venue=ev.venue,
-        city=ev.city,
-        starts_at=ev.starts_at,
-        description=ev.description,
-        hold_seconds=ev.hold_seconds,
+        **event_fields(ev),
         status=ev.status,
-        ticket_types=[
-            TicketTypeOut(
-                ticket_type_id=t.id,
-                name=t.name,
-                price=t.price,
-                capacity=t.capacity,
-                per_user_limit=t.per_user_limit,
-                available=max(t.available, 0),
-            )
-            for t in types
-        ],
+        ticket_types=[TicketTypeOut(**ticket_type_fields(t), available=max(t.available, 0)) for t in types],
     )
 
 

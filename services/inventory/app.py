@@ -12,7 +12,7 @@ from services.inventory import handlers, organiser, sales
 from services.inventory.holds import HoldBatcher
 from services.inventory.releases import Releases
 from services.inventory.uow import InventoryUnitOfWork
-from shared import health, heap, logs, runtime, topology
+from shared import logs, runtime, topology
 from shared.db import make_engine
 from shared.handling import answering, handling
 from shared.messages import (
@@ -119,21 +119,18 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     settings = settings or get_settings()
     logs.configure("inventory", settings.log_level, settings.log_json)
     inventory = build(settings)
-    # Health first: /healthz answers and /readyz says why while the broker is away.
-    server = await health.serve_service_health(
+    started, server = await runtime.start_consumer_service(
         "inventory",
-        settings.service_host,
-        settings.inventory_port,
-        {
-            "database": runtime.database_check(inventory.engine),
-            "rabbitmq": runtime.broker_check(inventory.bus),
-        },
+        settings,
+        port=settings.inventory_port,
+        engine=inventory.engine,
+        bus=inventory.bus,
+        stop=stop,
+        declare_services=("inventory",),
     )
-    if not await inventory.bus.start(declare_services=("inventory",), stop=stop):
-        await runtime.stop_unstarted(server, inventory.engine)
+    if not started:
         return
     inventory.start()
-    heap.settle(settings.gc_freeze)  # start-up is over: its objects leave the collector's walks
     # A cancellation that was under way when this process (or another) died goes on from its durable progress.
     try:
         await organiser.resume(inventory.new_uow())

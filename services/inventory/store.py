@@ -23,7 +23,7 @@ from shared.messages import (
     StockChanged,
     TicketTypeInfo,
 )
-from shared.read_api import ORDER_COLUMNS, fetch_event, order_view
+from shared.read_api import ORDER_COLUMNS, event_fields, fetch_event, order_view, ticket_type_fields
 from shared.uow import Clock
 
 # The statements of the hold path are module constants in asyncpg's parameter style, run by ``shared.db.fetch``
@@ -260,21 +260,7 @@ async def load_event_info(conn: AsyncConnection, event_id: UUID) -> EventInfo | 
     if found is None:
         return None
     ev, types = found
-    return EventInfo(
-        event_id=ev.id,
-        title=ev.title,
-        venue=ev.venue,
-        city=ev.city,
-        starts_at=ev.starts_at,
-        description=ev.description,
-        hold_seconds=ev.hold_seconds,
-        ticket_types=[
-            TicketTypeInfo(
-                ticket_type_id=t.id, name=t.name, price=t.price, capacity=t.capacity, per_user_limit=t.per_user_limit
-            )
-            for t in types
-        ],
-    )
+    return EventInfo(**event_fields(ev), ticket_types=[TicketTypeInfo(**ticket_type_fields(t)) for t in types])
 
 
 # --- repositories ------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from services.mailer.handlers import Mailer
 from services.mailer.sender import SmtpConfig, SmtpSender
 from services.mailer.sink import start_sink
 from services.mailer.store import EmailStore
-from shared import health, heap, logs, runtime, topology
+from shared import logs, runtime, topology
 from shared.db import make_engine
 from shared.messages import OrderCancelled, OrderExpired, OrderPaid, OrderRefunded, ResendEmail
 from shared.messaging import Bus, Declare, Route
@@ -63,21 +63,13 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
             topology.ORDER_CANCELLED: Route(OrderCancelled, mailer.on_order_cancelled),
         },
     )
-    server = await health.serve_service_health(
-        "mailer",
-        settings.service_host,
-        settings.mailer_port,
-        {
-            "database": runtime.database_check(engine),
-            "rabbitmq": runtime.broker_check(bus),
-        },
+    started, server = await runtime.start_consumer_service(
+        "mailer", settings, port=settings.mailer_port, engine=engine, bus=bus, stop=stop, declare=declare(settings, wq)
     )
-    if not await bus.start(stop=stop, declare=declare(settings, wq)):
+    if not started:
         if sink is not None:
             sink.stop()
-        await runtime.stop_unstarted(server, engine)
         return
-    heap.settle(settings.gc_freeze)  # start-up is over: its objects leave the collector's walks
     log.info(
         "mailer_started",
         prefix=settings.prefix,

@@ -11,7 +11,7 @@ from sqlalchemy import text
 from services.ops import handlers
 from services.ops.jobs import JobRunner
 from services.ops.keeper import Keeper
-from shared import health, heap, logs, runtime, topology
+from shared import logs, runtime, topology
 from shared.db import make_engine
 from shared.messages import DlqAction, StartJob
 from shared.messaging import Bus, Delivery, Route
@@ -72,21 +72,20 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
             await conn.execute(text("SELECT 1 FROM ops.dead_letters LIMIT 1"))
 
     budget = BrokerBudget(settings)
-    server = await health.serve_service_health(
+    started, server = await runtime.start_consumer_service(
         "ops",
-        settings.service_host,
-        settings.ops_port,
-        {
-            "database": runtime.database_check(engine),
-            "rabbitmq": broker_check,
-            "ops_schema": table_check,
-        },
+        settings,
+        port=settings.ops_port,
+        engine=engine,
+        bus=bus,
+        stop=stop,
+        checks={"rabbitmq": broker_check, "ops_schema": table_check},
         warnings=budget.warnings,
+        declare_services=("ops",),
+        before_bus=lambda: keeper.start(stop),  # the dead-letter keeper's own connection first
     )
-    if not await keeper.start(stop) or not await bus.start(declare_services=("ops",), stop=stop):
-        await runtime.stop_unstarted(server, engine)
+    if not started:
         return
-    heap.settle(settings.gc_freeze)  # start-up is over: its objects leave the collector's walks
     reporter = asyncio.create_task(keeper.report_depths(15.0), name="dlq-depths")
     job_runner = asyncio.create_task(runner.run(stop), name="jobs")
     watcher = asyncio.create_task(

@@ -6,7 +6,7 @@ import asyncio
 
 from services.payment.handlers import Payments
 from services.payment.ops import PaymentOps
-from shared import health, heap, logs, runtime, topology
+from shared import logs, runtime, topology
 from shared.db import make_engine
 from shared.messages import OrderHeld, OrderRefundPending, OrdersHeld, PaymentNotified, PaymentOp
 from shared.messaging import Bus, Route
@@ -50,19 +50,17 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     settings = settings or get_settings()
     logs.configure("payment", settings.log_level, settings.log_json)
     payments = build(settings)
-    server = await health.serve_service_health(
+    started, server = await runtime.start_consumer_service(
         "payment",
-        settings.service_host,
-        settings.payment_port,
-        {
-            "database": runtime.database_check(payments.engine),
-            "rabbitmq": runtime.broker_check(payments.bus),
-        },
+        settings,
+        port=settings.payment_port,
+        engine=payments.engine,
+        bus=payments.bus,
+        stop=stop,
+        declare_services=("payment",),
     )
-    if not await payments.bus.start(declare_services=("payment",), stop=stop):
-        await runtime.stop_unstarted(server, payments.engine)
+    if not started:
         return
-    heap.settle(settings.gc_freeze)  # start-up is over: its objects leave the collector's walks
     payments.attempts.start()
     tasks = [
         asyncio.create_task(payments.relay.run(), name="outbox-relay"),

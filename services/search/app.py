@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 
 from services.search import rebuild
 from services.search.handlers import SearchHandlers
-from shared import health, heap, logs, runtime, topology
+from shared import logs, runtime, topology
 from shared.db import make_engine
 from shared.messages import EventCancelled, EventCreated, StockChanged, TicketTypeAdded
 from shared.messaging import Bus, Route
@@ -82,21 +82,19 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     async def redis_check() -> None:
         await handlers.redis.ping()
 
-    server = await health.serve_service_health(
+    started, server = await runtime.start_consumer_service(
         "search",
-        settings.service_host,
-        settings.search_port,
-        {
-            "database": runtime.database_check(handlers.engine),
-            "rabbitmq": runtime.broker_check(bus),
-            "redis": redis_check,
-        },
+        settings,
+        port=settings.search_port,
+        engine=handlers.engine,
+        bus=bus,
+        stop=stop,
+        checks={"redis": redis_check},
+        declare_services=("search",),
     )
-    if not await bus.start(declare_services=("search",), stop=stop):
+    if not started:
         await handlers.redis.aclose()
-        await runtime.stop_unstarted(server, handlers.engine)
         return
-    heap.settle(settings.gc_freeze)  # start-up is over: its objects leave the collector's walks
     task = asyncio.create_task(monitor(handlers, settings.search_check_interval_seconds), name="index-monitor")
     log.info("search_started", prefix=settings.prefix)
     await stop.wait()
