@@ -78,29 +78,29 @@ async def stop_outbox_service(
 async def start_consumer_service(
     service: str,
     settings: Settings,
-    *,
-    port: int,
     engine: AsyncEngine,
     bus: Bus,
     stop: asyncio.Event,
+    *,
     checks: dict[str, health.ReadinessCheck] | None = None,
     warnings: Callable[[], list[str]] | None = None,
-    declare_services: tuple[str, ...] = (),
     declare: Declare | None = None,
     before_bus: Callable[[], Awaitable[bool]] | None = None,
 ) -> tuple[bool, uvicorn.Server | None]:
-    """Health first (/healthz answers, /readyz says why while the broker is away: database and RabbitMQ
-    checks, then ``checks``), then the broker until it is up or ``stop`` is set, then the start-up heap frozen.
-    Returns whether the service started, and its health server (stopped already if it did not start)."""
+    """Health first, on the service's port (/healthz answers, /readyz says why while the broker is away:
+    database and RabbitMQ, then ``checks``); then the broker, until it is up or ``stop`` is set, declaring the
+    service's queues (``topology.declare_service``, or ``declare`` instead); then the start-up heap frozen.
+    Returns whether the service started, and its health server (already told to exit if it did not start)."""
     server = await health.serve_service_health(
         service,
         settings.service_host,
-        port,
+        health.service_ports(settings)[service],
         {"database": database_check(engine), "rabbitmq": broker_check(bus), **(checks or {})},
         warnings=warnings,
     )
+    own_topology = () if declare is not None else (service,)
     started = before_bus is None or await before_bus()
-    if not started or not await bus.start(declare_services=declare_services, stop=stop, declare=declare):
+    if not started or not await bus.start(declare_services=own_topology, stop=stop, declare=declare):
         await stop_unstarted(server, engine)
         return False, server
     heap.settle(settings.gc_freeze)  # start-up is over: its objects leave the collector's walks

@@ -119,15 +119,7 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     settings = settings or get_settings()
     logs.configure("inventory", settings.log_level, settings.log_json)
     inventory = build(settings)
-    started, server = await runtime.start_consumer_service(
-        "inventory",
-        settings,
-        port=settings.inventory_port,
-        engine=inventory.engine,
-        bus=inventory.bus,
-        stop=stop,
-        declare_services=("inventory",),
-    )
+    started, server = await runtime.start_consumer_service("inventory", settings, inventory.engine, inventory.bus, stop)
     if not started:
         return
     inventory.start()

@@ -64,7 +64,7 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
         },
     )
     started, server = await runtime.start_consumer_service(
-        "mailer", settings, port=settings.mailer_port, engine=engine, bus=bus, stop=stop, declare=declare(settings, wq)
+        "mailer", settings, engine, bus, stop, declare=declare(settings, wq)
     )
     if not started:
         if sink is not None:

@@ -75,13 +75,11 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     started, server = await runtime.start_consumer_service(
         "ops",
         settings,
-        port=settings.ops_port,
-        engine=engine,
-        bus=bus,
-        stop=stop,
+        engine,
+        bus,
+        stop,
         checks={"rabbitmq": broker_check, "ops_schema": table_check},
         warnings=budget.warnings,
-        declare_services=("ops",),
         before_bus=lambda: keeper.start(stop),  # the dead-letter keeper's own connection first
     )
     if not started:

@@ -50,15 +50,7 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     settings = settings or get_settings()
     logs.configure("payment", settings.log_level, settings.log_json)
     payments = build(settings)
-    started, server = await runtime.start_consumer_service(
-        "payment",
-        settings,
-        port=settings.payment_port,
-        engine=payments.engine,
-        bus=payments.bus,
-        stop=stop,
-        declare_services=("payment",),
-    )
+    started, server = await runtime.start_consumer_service("payment", settings, payments.engine, payments.bus, stop)
     if not started:
         return
     payments.attempts.start()

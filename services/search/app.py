@@ -83,14 +83,7 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
         await handlers.redis.ping()
 
     started, server = await runtime.start_consumer_service(
-        "search",
-        settings,
-        port=settings.search_port,
-        engine=handlers.engine,
-        bus=bus,
-        stop=stop,
-        checks={"redis": redis_check},
-        declare_services=("search",),
+        "search", settings, handlers.engine, bus, stop, checks={"redis": redis_check}
     )
     if not started:
         await handlers.redis.aclose()
