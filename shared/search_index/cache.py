@@ -3,7 +3,9 @@ availability cache the stock events refresh. Neither is ever read to decide a sa
 
 Keys (per event, one hash tag so the scripts' keys share a Redis Cluster slot):
 
-    P cache:{ev:<id>}:detail   the event as GET /events/{id} shows it (JSON), TTL event_cache_ttl_seconds
+    P cache:{ev:<id>}:detail   the event as GET /events/{id} shows it (JSON), TTL event_cache_ttl_seconds;
+                               or `null`: no such event, for absent_ttl_seconds (a flood of GETs for one
+                               unknown id reads PostgreSQL once, not once per request)
     P cache:{ev:<id>}:ver      the newest event version invalidated: a load that started before it never writes
     P cache:{ev:<id>}:lock     the one reader rebuilding a missing entry (stampede protection)
     P cache:{ev:<id>}:avail    HASH ticket type -> available, TTL availability_cache_ttl_seconds
@@ -85,6 +87,7 @@ class EventCache:
     names: Names
     ttl_seconds: float = 900.0
     availability_ttl_seconds: float = 10.0
+    absent_ttl_seconds: float = 5.0  # short: an event created meanwhile also clears it (its invalidation)
     lock_seconds: float = 5.0
     wait_seconds: float = 5.0  # how long a reader waits for another reader's rebuild (the lock's lifetime)
 
@@ -122,7 +125,7 @@ class EventCache:
         raw, avail, lock = await self._look_up(detail_key, lock_key, avail_key, token, claim=True)
         if raw is not None:
             metrics.CACHE_REQUESTS.labels(cache="event_detail", result="hit").inc()
-            return await self._with_availability(orjson.loads(raw), avail, avail_key, load_availability)
+            return await self._with_availability(raw, avail, avail_key, load_availability)
         metrics.CACHE_REQUESTS.labels(cache="event_detail", result="miss").inc()
         if lock == "mine":
             try:
@@ -137,7 +140,7 @@ class EventCache:
             delay = min(delay * 1.5, 0.05)  # many waiters must not flood Redis (or this process's event loop)
             raw, avail, lock = await self._look_up(detail_key, lock_key, avail_key, token, claim=False)
             if raw is not None:
-                return await self._with_availability(orjson.loads(raw), avail, avail_key, load_availability)
+                return await self._with_availability(raw, avail, avail_key, load_availability)
             if lock == "free":  # the rebuild gave up (or the event does not exist): load ourselves
                 break
         return await self._load(event_id, load)
@@ -157,6 +160,10 @@ class EventCache:
         metrics.CACHE_LOADS.labels(cache="event_detail").inc()
         event = await load()
         if event is None:
+            await self._set(
+                keys=[detail_key, ver_key, avail_key],
+                args=[version, orjson.dumps(None), int(self.absent_ttl_seconds * 1000), 0, 0],
+            )
             return None
         stock: list[Any] = []
         for t in event.get("ticket_types", []):
@@ -175,8 +182,11 @@ class EventCache:
         return event
 
     async def _with_availability(
-        self, event: dict[str, Any], avail: dict[bytes, bytes], avail_key: str, load_availability: AvailabilityLoader
-    ) -> dict[str, Any]:
+        self, raw: bytes, avail: dict[bytes, bytes], avail_key: str, load_availability: AvailabilityLoader
+    ) -> dict[str, Any] | None:
+        event: dict[str, Any] | None = orjson.loads(raw)
+        if event is None:  # known to be absent (a short-lived entry)
+            return None
         types = event.get("ticket_types", [])
         cached = {k.decode(): int(v) for k, v in avail.items()}
         if any(str(t["ticket_type_id"]) not in cached for t in types):

@@ -68,17 +68,27 @@ async def test_a_change_during_a_load_keeps_the_older_result_out_of_the_cache(ca
     assert source.loads == 2
 
 
-async def test_readers_of_a_missing_event_are_answered_without_waiting_out_the_lock(cache: EventCache) -> None:
-    async def absent() -> dict[str, Any] | None:
-        await asyncio.sleep(0)
-        return None
+async def test_a_flood_of_reads_for_an_unknown_event_reads_postgresql_once(cache: EventCache) -> None:
+    event_id = str(uuid.uuid4())
+    source = Source(event_id)
+    exists = False
 
-    async def none() -> dict[str, int]:
-        return {}
+    async def load() -> dict[str, Any] | None:
+        source.loads += 1
+        await asyncio.sleep(0)
+        return {"event_id": event_id, "title": "Đêm nhạc Trịnh", "ticket_types": []} if exists else None
 
     started = time.monotonic()
-    results = await asyncio.gather(*(cache.get_event(str(uuid.uuid4()), absent, none) for _ in range(5)))
-    shared_id = str(uuid.uuid4())
-    results += await asyncio.gather(*(cache.get_event(shared_id, absent, none) for _ in range(40)))
-    assert results == [None] * 45
-    assert time.monotonic() - started < cache.wait_seconds  # nobody waited for a rebuild that gave up
+    readers = []
+    for _ in range(40):
+        readers.append(asyncio.create_task(cache.get_event(event_id, load, source.availability)))
+        await cache.redis.ping()
+    assert await asyncio.gather(*readers) == [None] * 40
+    assert source.loads == 1
+    assert time.monotonic() - started < cache.wait_seconds  # nobody waited out the lock of a load that found none
+
+    exists = True  # the event is created: its invalidation clears the absence at once, not after its TTL
+    await cache.invalidate(event_id, version=1)
+    found = await cache.get_event(event_id, load, source.availability)
+    assert found is not None and found["event_id"] == event_id
+    assert source.loads == 2
