@@ -37,7 +37,7 @@ from shared.db import create_database_if_missing, drop_database
 from shared.migrate import upgrade
 from shared.settings import Settings
 from shared.topology import Names, all_queue_names, mailer_notifications
-from tests.harness import eventually, free_port, run_environment
+from tests.harness import eventually, free_port, not_ready_reason, run_environment
 from tests.mailer_support import paid_order
 from tests.smtp_server import ScriptedSmtpServer
 
@@ -113,10 +113,7 @@ async def through_service(n: int, retry_samples: int) -> list[tuple[str, str]]:
         # order.paid published then is dropped as unroutable (a run once waited for ever on it).
         async def mailer_ready() -> bool:
             async with httpx.AsyncClient(timeout=2) as client:
-                try:
-                    return (await client.get(f"http://127.0.0.1:{settings.mailer_port}/readyz")).status_code == 200
-                except httpx.HTTPError:
-                    return False
+                return await not_ready_reason(client, settings.mailer_port) is None
 
         await eventually(mailer_ready, timeout=60, what="the mailer ready (/readyz)")
         exchange = await channel.get_exchange(names.events_exchange)

@@ -110,6 +110,16 @@ async def sweep_stale_test_queues(settings: Settings, say: Callable[[str], None]
         say(f"swept {queues} queues left by {runs} earlier test runs")
 
 
+async def not_ready_reason(client: httpx.AsyncClient, port: int) -> str | None:
+    """Why the service serving health on ``port`` is not ready; None once its /readyz answers 200 (for a
+    consumer service: bound and consuming)."""
+    try:
+        r = await client.get(f"http://127.0.0.1:{port}/readyz")
+    except httpx.HTTPError as exc:
+        return f"port {port}: {type(exc).__name__}"
+    return None if r.status_code == 200 else f"port {port}: {r.status_code} {r.text[:200]}"
+
+
 def run_environment(base: Settings) -> dict[str, str]:
     """Environment for this run's services: own database, own prefix, free ports, short timers."""
     run_id = uuid.uuid4().hex[:10]
@@ -314,13 +324,9 @@ class Stack:
                     proc = self.supervisor.procs.get(name)
                     if proc is not None and proc.poll() is not None:
                         raise AssertionError(f"service {name} exited with code {proc.returncode} while starting")
-                    try:
-                        r = await c.get(f"http://127.0.0.1:{port}/readyz")
-                    except httpx.HTTPError as exc:
-                        waiting[name] = f"port {port}: {type(exc).__name__}"
-                        continue
-                    if r.status_code != 200:
-                        waiting[name] = f"port {port}: {r.status_code} {r.text[:200]}"
+                    why = await not_ready_reason(c, port)
+                    if why is not None:
+                        waiting[name] = why
             return waiting
 
         async def ready() -> bool:

@@ -119,13 +119,14 @@ class EventCache:
     async def get_event(
         self, event_id: str, load: Loader, load_availability: AvailabilityLoader
     ) -> dict[str, Any] | None:
-        """The event detail: cached body, availability overlaid from the brief cache (or PostgreSQL)."""
+        """The event detail: cached body, availability overlaid from the brief cache (or PostgreSQL); None if
+        there is no such event (known from PostgreSQL, or from a short-lived absent entry)."""
         detail_key, _, lock_key, avail_key = self._keys(event_id)
         token = uuid.uuid4().hex
         raw, avail, lock = await self._look_up(detail_key, lock_key, avail_key, token, claim=True)
         if raw is not None:
             metrics.CACHE_REQUESTS.labels(cache="event_detail", result="hit").inc()
-            return await self._with_availability(raw, avail, avail_key, load_availability)
+            return await self._from_cache(raw, avail, avail_key, load_availability)
         metrics.CACHE_REQUESTS.labels(cache="event_detail", result="miss").inc()
         if lock == "mine":
             try:
@@ -140,7 +141,7 @@ class EventCache:
             delay = min(delay * 1.5, 0.05)  # many waiters must not flood Redis (or this process's event loop)
             raw, avail, lock = await self._look_up(detail_key, lock_key, avail_key, token, claim=False)
             if raw is not None:
-                return await self._with_availability(raw, avail, avail_key, load_availability)
+                return await self._from_cache(raw, avail, avail_key, load_availability)
             if lock == "free":  # the rebuild gave up (or the event does not exist): load ourselves
                 break
         return await self._load(event_id, load)
@@ -181,7 +182,7 @@ class EventCache:
         )
         return event
 
-    async def _with_availability(
+    async def _from_cache(
         self, raw: bytes, avail: dict[bytes, bytes], avail_key: str, load_availability: AvailabilityLoader
     ) -> dict[str, Any] | None:
         event: dict[str, Any] | None = orjson.loads(raw)

@@ -1,6 +1,6 @@
 """The event detail cache against real Redis: a stampede of readers on a missing entry loads it from
-PostgreSQL once, an invalidation during a load keeps the stale result out, and a missing event answers every
-reader at once. This test's own key prefix, cleaned up after."""
+PostgreSQL once, an invalidation during a load keeps the stale result out, and a flood of readers of an unknown
+event reads PostgreSQL once until the event is created. This test's own key prefix, cleaned up after."""
 
 from __future__ import annotations
 
